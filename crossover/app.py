@@ -1,0 +1,44 @@
+"""Builds the CDK app from models/*.yaml; app.py at the checkout's root is the entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import App, Environment
+
+from crossover import ROOT, compliance
+from crossover.config import LoadedConfig
+from crossover.stacks.model import ModelStack
+from crossover.stacks.network import NetworkStack
+
+
+def environment() -> Environment | None:
+    """Environment-agnostic unless CDK_DEPLOY_ACCOUNT / CDK_DEPLOY_REGION pin one explicitly.
+
+    CDK_DEFAULT_* are deliberately ignored: the CLI sets them whenever credentials exist, which would
+    make the same checkout synthesize differently (and need lookups) on a machine with credentials.
+    """
+    account, region = os.environ.get("CDK_DEPLOY_ACCOUNT"), os.environ.get("CDK_DEPLOY_REGION")
+    return Environment(account=account, region=region) if account or region else None
+
+
+def new_app(**kwargs: Any) -> App:
+    """An App with cdk.json's context, so in-process synths use the same feature flags as `cdk synth`."""
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    return App(context=context, **kwargs)
+
+
+def build(app: App, configs: list[LoadedConfig]) -> dict[str, ModelStack]:
+    env = environment()
+    network = NetworkStack(app, "NetworkStack", env=env, description="crossover shared network")
+    stacks = {item.config.name: ModelStack(app, item.config.stack_name, loaded=item, network=network, env=env)
+              for item in configs}
+    compliance.apply(app)
+    return stacks
+
+
+def models_folder() -> Path:
+    return Path(os.environ.get("CROSSOVER_MODELS", ROOT / "models"))

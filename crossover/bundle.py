@@ -1,0 +1,70 @@
+"""The Lambda bundle: serving/ plus its pinned dependencies for the Lambda platform, built without Docker.
+
+pip downloads manylinux wheels for the function's Python and architecture into a cache keyed by the
+requirements file, so only the first build touches the network; each bundle after that is hard links.
+Run ``python -m crossover.bundle [x86_64|arm64 ...]`` to warm the cache ahead of a synth (``make`` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from crossover import ROOT
+
+SERVING = ROOT / "serving"
+REQUIREMENTS = SERVING / "requirements.txt"
+CACHE = ROOT / ".cache" / "lambda-deps"
+PYTHON_VERSION = "3.14"  # the Lambda runtime the function uses (newest Python runtime)
+PLATFORMS = {
+    "x86_64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
+    "arm64": ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"],
+}
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "requirements.txt")
+
+
+class BundleError(Exception):
+    pass
+
+
+def dependencies(architecture: str) -> Path:
+    """The folder of installed dependencies for ``architecture``, built once per requirements file."""
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    target = CACHE / f"{architecture}-py{PYTHON_VERSION}-{digest}"
+    if target.is_dir():
+        return target
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    platforms = [arg for p in PLATFORMS[architecture] for arg in ("--platform", p)]
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+               "--target", str(staging), "--implementation", "cp", "--python-version", PYTHON_VERSION,
+               "--only-binary=:all:", *platforms, "-r", str(REQUIREMENTS)]
+    print(f"crossover: building Lambda dependencies for {architecture} (first time only) ...", file=sys.stderr)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BundleError(f"pip could not fetch the Lambda dependencies:\n{result.stderr.strip()}")
+    # Files from a partial download must never be mistaken for a finished cache.
+    staging.rename(target)
+    return target
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def build(output_dir: Path, architecture: str) -> None:
+    """Write the function's code into ``output_dir``: dependencies at the top, ``serving/`` beside them."""
+    shutil.copytree(dependencies(architecture), output_dir, copy_function=_link_or_copy, dirs_exist_ok=True)
+    shutil.copytree(SERVING, output_dir / "serving", ignore=IGNORED, dirs_exist_ok=True)
+
+
+if __name__ == "__main__":
+    for arch in sys.argv[1:] or ["x86_64"]:
+        print(dependencies(arch))

@@ -1,0 +1,350 @@
+"""The shared model config (`models/<name>.yaml`): strict schema, loader and precise errors.
+
+Every problem is reported as ``FILE: KEY.PATH: what was expected; what was found`` and nothing is
+synthesized from an invalid config. Backend sections are all optional with defaults, so moving a
+model between backends is exactly one field: ``backend:``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+Backend = Literal["lambda", "gpu", "eia", "inferentia", "cpu"]
+Service = Literal["realtime", "pipeline"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+STACK_PREFIX = "ModelStack-"
+# CloudFormation stack names: a letter, then letters, digits and hyphens, at most 128 characters.
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
+_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>\S+)$")
+_CERT_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
+
+
+class _Strict(BaseModel):
+    # strict: YAML "5" is not 5; extra="forbid": a misspelt key is an error, never ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Channels = Annotated[list[float], Field(min_length=3, max_length=3)]
+
+
+class InputSpec(_Strict):
+    """Preprocessing: resize the short side, centre-crop a square, then (pixel/255 - mean) / std."""
+
+    size: PositiveInt = 224
+    resize: PositiveInt = 256
+    mean: Channels = Field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: Channels = Field(default_factory=lambda: [0.229, 0.224, 0.225])
+    layout: Literal["nchw", "nhwc"] = "nchw"
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> InputSpec:
+        if self.resize < self.size:
+            raise ValueError(f"resize must be >= size ({self.size}); got {self.resize}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be > 0; got {self.std}")
+        return self
+
+
+class ModelSpec(_Strict):
+    artifact: str
+    format: Literal["onnx"] = "onnx"
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    input: InputSpec = Field(default_factory=InputSpec)
+    labels: str = "imagenet"
+    top_k: Annotated[int, Field(gt=0, le=20)] = 5
+
+
+class Traffic(_Strict):
+    images_per_month: PositiveInt = 1_000_000
+    p99_ms: PositiveInt = 500
+
+
+class Scaling(_Strict):
+    min: Annotated[int, Field(ge=0)] = 1
+    max: PositiveInt = 4
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scaling:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        return self
+
+
+class Endpoint(_Strict):
+    """The realtime front door. Internal unless a certificate makes it public over HTTPS."""
+
+    certificate_arn: Annotated[str, Field(pattern=_CERT_ARN.pattern)] | None = None
+    # Who may reach an internal load balancer; None means the VPC's own CIDR.
+    allowed_cidr: Annotated[str, Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")] | None = None
+
+
+class LambdaSpec(_Strict):
+    memory_mib: Annotated[int, Field(ge=128, le=10_240)] = 3008
+    timeout_s: Annotated[int, Field(ge=1, le=900)] = 30
+    reserved_concurrency: PositiveInt | None = 100
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+
+
+class GpuSpec(_Strict):
+    instance_type: str = "g4dn.xlarge"
+    max_batch: PositiveInt = 8
+    ami_id: str | None = None
+
+
+class EiaSpec(_Strict):
+    instance_type: str = "c5.large"
+    accelerator: str = "eia1.medium"
+    ami_id: str | None = None
+
+
+class InferentiaSpec(_Strict):
+    instance_type: str = "inf2.xlarge"
+    ami_id: str | None = None
+
+
+class CpuSpec(_Strict):
+    instance_type: str = "c7i.large"
+    max_batch: PositiveInt = 4
+    ami_id: str | None = None
+
+
+class ModelConfig(_Strict):
+    name: str
+    backend: Backend
+    service: Service = "realtime"
+    model: ModelSpec
+    traffic: Traffic = Field(default_factory=Traffic)
+    scaling: Scaling = Field(default_factory=Scaling)
+    endpoint: Endpoint = Field(default_factory=Endpoint)
+    lambda_: LambdaSpec = Field(default_factory=LambdaSpec, alias="lambda")
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    eia: EiaSpec = Field(default_factory=EiaSpec)
+    inferentia: InferentiaSpec = Field(default_factory=InferentiaSpec)
+    cpu: CpuSpec = Field(default_factory=CpuSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _forms_a_stack_name(cls, name: str) -> str:
+        if not _NAME.match(name) or len(STACK_PREFIX + name) > 128:
+            raise ValueError(
+                "expected a letter, then letters, digits and hyphens (it forms the stack name "
+                f"{STACK_PREFIX}<name>, at most 128 characters); got {name!r}"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _realtime_keeps_capacity(self) -> ModelConfig:
+        if self.service == "realtime" and self.scaling.min < 1:
+            raise ValueError("scaling.min must be >= 1 for a realtime service (0 would leave the "
+                             f"endpoint with no capacity); got {self.scaling.min}")
+        return self
+
+    @property
+    def stack_name(self) -> str:
+        return STACK_PREFIX + self.name
+
+
+# Backends whose constructs exist. The registry in crossover.constructs.backends must match (tested).
+AVAILABLE_BACKENDS: frozenset[str] = frozenset({"lambda"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    path: Path
+    config: ModelConfig
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def artifact_path(self) -> Path | None:
+        """The local artifact file, or None when the artifact is an S3 URI."""
+        return None if is_s3_uri(self.config.model.artifact) else resolve_local(self.path, self.config.model.artifact)
+
+
+class ConfigError(Exception):
+    """One or more problems in one or more config files; str() is one problem per line."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def is_s3_uri(value: str) -> bool:
+    return value.startswith("s3://")
+
+
+def resolve_local(config_path: Path, artifact: str) -> Path:
+    """Local artifacts are relative to the config file's folder, like paths in docker-compose."""
+    return (config_path.parent / artifact).resolve()
+
+
+def _yaml_mapping(path: Path, shown: str) -> dict[str, Any]:
+    # The safe loader refuses !!python/* tags; ruamel refuses duplicate keys by default.
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([Problem(shown, "", f"cannot read the file: {e}")]) from None
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else shown
+        what = " ".join(str(x) for x in (e.context, e.problem) if x)
+        raise ConfigError([Problem(where, "", f"YAML error: {what}")]) from None
+    except YAMLError as e:
+        raise ConfigError([Problem(shown, "", f"YAML error: {e}")]) from None
+    if data is None:
+        raise ConfigError([Problem(shown, "", "expected a mapping of config keys; the file is empty")])
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [Problem(shown, "", f"expected a mapping of config keys at the top level; got a {_kind(data)}")]
+        )
+    return data
+
+
+def _kind(value: object) -> str:
+    return {list: "list", str: "string", int: "integer", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _valid_keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The schema class that owns the mapping at ``loc`` (for listing valid keys)."""
+    current: type[BaseModel] = ModelConfig
+    for part in loc:
+        fields = {f.alias or n: f for n, f in current.model_fields.items()}
+        annotation = fields[str(part)].annotation if str(part) in fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        current = annotation
+    return current
+
+
+def _describe(error: Any) -> str:
+    """One pydantic error as 'what was expected; what was found'."""
+    kind, got, ctx = error["type"], error.get("input"), error.get("ctx", {})
+    loc = tuple(error["loc"])
+    if kind == "extra_forbidden":
+        owner = _model_at(loc[:-1])
+        keys = _valid_keys(owner) if owner else []
+        near = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        return f"expected one of the keys {', '.join(keys)}; got unknown key {loc[-1]!r}{hint}"
+    if kind == "missing":
+        return "expected this key; it is missing"
+    if kind == "literal_error":
+        choices = ", ".join(re.findall(r"'([^']*)'", ctx.get("expected", "")))
+        return f"expected one of {choices}; got {got!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "string_pattern_mismatch":
+        return f"expected a value matching {ctx.get('pattern')}; got {got!r}"
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        bound = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}",
+                 "less_than_equal": "<= {le}"}[kind].format(**ctx)
+        return f"expected a number {bound}; got {got!r}"
+    if kind in {"too_short", "too_long"}:
+        return f"expected {ctx.get('min_length', ctx.get('max_length'))} items; got {got!r}"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        wanted = {"int": "an integer", "float": "a number", "string": "a string", "bool": "true or false",
+                  "list": "a list", "model": "a mapping", "dict": "a mapping"}.get(kind.split("_")[0], kind)
+        return f"expected {wanted}; got {_kind(got)} {got!r}"
+    return f"{error['msg'][0].lower()}{error['msg'][1:]}; got {got!r}"
+
+
+def _check_artifact(config: ModelConfig, path: Path) -> str | None:
+    artifact = config.model.artifact
+    if is_s3_uri(artifact):
+        return None if _S3_URI.match(artifact) else (
+            f"expected an s3://bucket/key URI or an existing local file; got {artifact!r} (not a valid S3 URI)"
+        )
+    local = resolve_local(path, artifact)
+    if local.is_file():
+        return None
+    return (f"expected an s3://bucket/key URI or an existing local file; got {artifact!r} "
+            f"(no file at {local}; for the bundled example run `make artifacts`)")
+
+
+def _warnings(config: ModelConfig) -> list[str]:
+    warnings = []
+    if config.backend == "eia":
+        warnings.append(
+            "backend 'eia': AWS Elastic Inference closed to new customers on 2023-04-15 and is no longer "
+            "available; current CloudFormation schemas reject the accelerator. Kept for fidelity; "
+            "its successor is backend 'inferentia'."
+        )
+    if config.backend == "lambda" and config.lambda_.reserved_concurrency is None:
+        warnings.append("lambda.reserved_concurrency is unset: one model can use the region's whole "
+                        "Lambda concurrency and throttle every other function")
+    return warnings
+
+
+def load(path: Path, shown: str | None = None) -> LoadedConfig:
+    """Load and validate one config file; raises ConfigError listing every problem found."""
+    shown = shown or str(path)
+    data = _yaml_mapping(path, shown)
+    try:
+        config = ModelConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(
+            [Problem(shown, ".".join(str(p) for p in err["loc"]), _describe(err)) for err in e.errors()]
+        ) from None
+    problems = []
+    if (artifact_problem := _check_artifact(config, path)) is not None:
+        problems.append(Problem(shown, "model.artifact", artifact_problem))
+    if config.backend not in AVAILABLE_BACKENDS:
+        problems.append(Problem(shown, "backend", f"backend {config.backend!r} is not available yet; "
+                                f"available: {', '.join(sorted(AVAILABLE_BACKENDS))}"))
+    if problems:
+        raise ConfigError(problems)
+    return LoadedConfig(path=path, config=config, warnings=_warnings(config))
+
+
+def load_all(paths: Iterable[Path]) -> list[LoadedConfig]:
+    """Load several configs, collecting every problem across all files (and duplicate names)."""
+    loaded: list[LoadedConfig] = []
+    problems: list[Problem] = []
+    for path in paths:
+        try:
+            loaded.append(load(path))
+        except ConfigError as e:
+            problems.extend(e.problems)
+    seen: dict[str, Path] = {}
+    for item in loaded:
+        first = seen.setdefault(item.config.name, item.path)
+        if first != item.path:
+            problems.append(Problem(str(item.path), "name",
+                                    f"expected a name unique across configs; got {item.config.name!r}, "
+                                    f"also used by {first}"))
+    if problems:
+        raise ConfigError(problems)
+    return loaded
+
+
+def model_files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])

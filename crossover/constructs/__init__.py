@@ -1,0 +1,1 @@
+"""Reusable CDK constructs. They take narrow keyword arguments and never read YAML."""

@@ -1,0 +1,84 @@
+"""The realtime front door: an Application Load Balancer whose identity never depends on the backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+
+class RealtimeFrontDoor(Construct):
+    """An ALB in front of whichever backend serves the model.
+
+    Internal by default, reachable from ``allowed_cidr`` over HTTP on port 80.
+    With ``certificate_arn`` it is internet-facing, serves HTTPS on 443 with a TLS 1.3 policy and
+    redirects HTTP to HTTPS. Access logs go to an encrypted, SSL-only bucket. Backends plug in through
+    :meth:`route_to`; the ids of everything here are fixed, so switching a backend changes only the
+    target group and the listener's forward action, never the DNS name.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, allowed_cidr: str,
+                 certificate_arn: str | None = None, idle_timeout_s: int = 60) -> None:
+        super().__init__(scope, id)
+        self.public = certificate_arn is not None
+        self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc, allow_all_outbound=False,
+                                                description="Model front door")
+        peer = ec2.Peer.any_ipv4() if self.public else ec2.Peer.ipv4(allowed_cidr)
+        port = 443 if self.public else 80
+        self.security_group.add_ingress_rule(peer, ec2.Port.tcp(port), "Clients of the model endpoint")
+        if self.public:
+            self.security_group.add_ingress_rule(peer, ec2.Port.tcp(80), "HTTP, redirected to HTTPS")
+
+        self.load_balancer = elbv2.ApplicationLoadBalancer(
+            self, "LoadBalancer", vpc=vpc, internet_facing=self.public, security_group=self.security_group,
+            vpc_subnets=ec2.SubnetSelection(
+                subnet_type=ec2.SubnetType.PUBLIC if self.public else ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            drop_invalid_header_fields=True, idle_timeout=Duration.seconds(idle_timeout_s),
+        )
+        logs = s3.Bucket(self, "AccessLogs", encryption=s3.BucketEncryption.S3_MANAGED, enforce_ssl=True,
+                         block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+                         lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90))],
+                         removal_policy=RemovalPolicy.RETAIN)
+        self._log_to(logs)
+
+        if self.public:
+            self.listener = self.load_balancer.add_listener(
+                "Listener", port=443, protocol=elbv2.ApplicationProtocol.HTTPS, open=False,
+                certificates=[elbv2.ListenerCertificate.from_arn(certificate_arn)],
+                ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS)
+            self.load_balancer.add_redirect(source_port=80, target_port=443)
+        else:
+            self.listener = self.load_balancer.add_listener(
+                "Listener", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=False)
+
+    def _log_to(self, bucket: s3.Bucket) -> None:
+        # log_access_logs() needs a concrete region to pick the regional ELB account; the log-delivery
+        # service principal works in every region, so the stack stays environment-agnostic.
+        bucket.add_to_resource_policy(iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("logdelivery.elasticloadbalancing.amazonaws.com")],
+            actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"AWSLogs/{Aws.ACCOUNT_ID}/*")]))
+        self.load_balancer.set_attribute("access_logs.s3.enabled", "true")
+        self.load_balancer.set_attribute("access_logs.s3.bucket", bucket.bucket_name)
+        # The load balancer checks that it may write to the bucket when the attribute is set.
+        self.load_balancer.node.add_dependency(bucket)
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.public else "http"
+        return f"{scheme}://{self.load_balancer.load_balancer_dns_name}"
+
+    def route_to(self, targets: Sequence[elbv2.IApplicationLoadBalancerTarget], *,
+                 port: int | None = None, health_check: elbv2.HealthCheck | None = None,
+                 vpc: ec2.IVpc | None = None) -> elbv2.ApplicationTargetGroup:
+        """Send every request to ``targets`` (a Lambda function, or instances on ``port``)."""
+        group = elbv2.ApplicationTargetGroup(
+            self, "Targets", targets=list(targets), port=port, vpc=vpc, health_check=health_check,
+            protocol=elbv2.ApplicationProtocol.HTTP if port else None,
+            deregistration_delay=Duration.seconds(30) if port else None)
+        self.listener.add_action("Forward", action=elbv2.ListenerAction.forward([group]))
+        return group

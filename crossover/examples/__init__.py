@@ -1,0 +1,1 @@
+"""Example model artifacts that can be built offline from packages on PyPI."""

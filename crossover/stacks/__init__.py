@@ -1,0 +1,1 @@
+"""Stacks: thin compositions of constructs, translated from a validated config."""
