@@ -46,7 +46,7 @@ class RealtimeFrontDoor(Construct):
                          removal_policy=RemovalPolicy.RETAIN)
         self._log_to(logs)
 
-        if self.public:
+        if certificate_arn is not None:
             self.listener = self.load_balancer.add_listener(
                 "Listener", port=443, protocol=elbv2.ApplicationProtocol.HTTPS, open=False,
                 certificates=[elbv2.ListenerCertificate.from_arn(certificate_arn)],
@@ -65,7 +65,8 @@ class RealtimeFrontDoor(Construct):
         self.load_balancer.set_attribute("access_logs.s3.enabled", "true")
         self.load_balancer.set_attribute("access_logs.s3.bucket", bucket.bucket_name)
         # The load balancer checks that it may write to the bucket when the attribute is set.
-        self.load_balancer.node.add_dependency(bucket)
+        assert bucket.policy is not None
+        self.load_balancer.node.add_dependency(bucket.policy)
 
     @property
     def url(self) -> str:

@@ -69,7 +69,7 @@ class LambdaBackend(Construct):
             code=lambda_.Code.from_asset(
                 str(bundle.SERVING), exclude=["__pycache__", "*.pyc", ".*"],
                 bundling=BundlingOptions(image=DockerImage.from_registry("unused-local-bundling"),
-                                         local=_LocalPip(architecture))),
+                                         local=_LocalPip(architecture))),  # type: ignore[arg-type]
             memory_size=memory_mib, timeout=Duration.seconds(timeout_s),
             reserved_concurrent_executions=reserved_concurrency,
             environment={"CROSSOVER_SPEC": spec_json, "POWERTOOLS_SERVICE_NAME": "crossover"},

@@ -74,10 +74,10 @@ class _Unpickler(pickle.Unpickler):
 def read_state_dict(file: BinaryIO) -> dict[str, np.ndarray]:
     """Read torch's legacy (pre-1.6) serialization: three header pickles, the state dict, then storages."""
     for _ in range(3):  # magic number, protocol version, system info
-        pickle.load(file)  # noqa: S301 - plain ints and a dict of ints; no globals can be named
+        pickle.load(file)
     unpickler = _Unpickler(file)
     state = unpickler.load()
-    for key in pickle.load(file):  # noqa: S301 - a list of storage keys
+    for key in pickle.load(file):
         storage = unpickler.storages[key]
         numel = int.from_bytes(file.read(8), "little")
         storage.data = np.frombuffer(file.read(numel * np.dtype(storage.dtype).itemsize), storage.dtype)

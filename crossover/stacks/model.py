@@ -52,7 +52,8 @@ def serving_spec(config: ModelConfig, artifact_uri: str) -> dict[str, Any]:
 class ModelStack(Stack):
     """One model: ``FrontDoor`` (same ids whatever the backend), ``Artifact`` and ``Backend``."""
 
-    def __init__(self, scope: Construct, id: str, *, loaded: LoadedConfig, network: NetworkStack, **kwargs: Any) -> None:
+    def __init__(self, scope: Construct, id: str, *, loaded: LoadedConfig, network: NetworkStack,
+                 **kwargs: Any) -> None:
         super().__init__(scope, id, description=f"crossover model {loaded.config.name} "
                          f"({loaded.config.backend}, {loaded.config.service})", **kwargs)
         config = loaded.config

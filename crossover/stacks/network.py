@@ -14,7 +14,8 @@ class NetworkStack(Stack):
     """A VPC over two AZs: public subnets (NAT, public load balancers) and private subnets with egress.
 
     ``cidr`` is kept as a plain string too: internal load balancers admit it, and a literal lets
-    cdk-nag check the rule (a cross-stack token would not). Environment-agnostic (AZs come from ``Fn::GetAZs`` at deploy time), so synth needs no account.
+    cdk-nag check the rule (a cross-stack token would not). Environment-agnostic (AZs come from
+    ``Fn::GetAZs`` at deploy time), so synth needs no account.
     Flow logs go to CloudWatch; S3 traffic (model artifacts, results) stays on a gateway endpoint.
     """
 

@@ -1,0 +1,97 @@
+"""Lambda entry point ``serving.lambda_handler.handler``: ALB, function-URL and SQS events.
+
+The model loads during the init phase (once per execution environment), from the spec in
+CROSSOVER_SPEC. SQS records are ``{"id": ..., "image": "s3://..." | "https://..."}``; each result is
+written to ``s3://$RESULTS_BUCKET/results/<id>.json`` and failures are reported per record, so only
+those are retried and, past the queue's receive limit, land in its dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from serving.api import image_bytes, prediction
+from serving.errors import InputError
+from serving.fetch import FetchPolicy, fetch
+from serving.model import Model
+from serving.spec import Spec
+
+logger = Logger()
+metrics = Metrics(namespace="crossover")
+processor = BatchProcessor(event_type=EventType.SQS)
+POLICY = FetchPolicy()
+_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+@cache
+def model() -> Model:
+    return Model(Spec.from_mapping(json.loads(os.environ["CROSSOVER_SPEC"])))
+
+
+def _respond(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {"statusCode": status, "statusDescription": f"{status}", "isBase64Encoded": False,
+            "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
+
+
+def _http(event: dict[str, Any]) -> dict[str, Any]:
+    context = event.get("requestContext", {})
+    method = event.get("httpMethod") or context.get("http", {}).get("method", "")
+    path = event.get("path") or event.get("rawPath") or "/"
+    if path in ("/health", "/ready") and method == "GET":
+        return _respond(200, {"status": "ok", "model": model().spec.name})
+    if path != "/predict":
+        return _respond(404, {"error": "not_found", "message": "POST an image to /predict"})
+    if method != "POST":
+        return _respond(405, {"error": "method_not_allowed", "message": "use POST"})
+    raw = event.get("body") or ""
+    try:
+        body = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") else raw.encode()
+    except ValueError:
+        return _respond(400, {"error": "bad_body", "message": "the body is not valid base64"})
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    started = time.perf_counter()
+    try:
+        top = model().predict(image_bytes(body, headers.get("content-type"), POLICY))
+    except InputError as e:
+        metrics.add_metric(name="InputErrors", unit=MetricUnit.Count, value=1)
+        return _respond(e.status, e.body())
+    metrics.add_metric(name="LatencyMs", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000)
+    return _respond(200, prediction(model().spec.name, top))
+
+
+def _record(record: SQSRecord) -> None:
+    message = json.loads(record.body)
+    if not isinstance(message, dict) or not _ID.match(str(message.get("id", ""))) \
+            or not isinstance(message.get("image"), str):
+        raise InputError('expected {"id": "<letters, digits, . _ ->", "image": "s3://..." | "https://..."}')
+    result = prediction(model().spec.name, model().predict(fetch(message["image"], POLICY)))
+    import boto3  # in the Lambda runtime; only the pipeline path writes to S3
+
+    boto3.client("s3").put_object(Bucket=os.environ["RESULTS_BUCKET"], Key=f"results/{message['id']}.json",
+                                  Body=json.dumps({"id": message["id"], **result}).encode(),
+                                  ContentType="application/json")
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    metrics.add_dimension(name="Model", value=model().spec.name)
+    if "Records" in event:
+        return dict(process_partial_response(event=event, record_handler=_record, processor=processor,
+                                             context=context))
+    return _http(event)
+
+
+if "CROSSOVER_SPEC" in os.environ:
+    model()  # load during init, which is not billed against the first request's latency budget

@@ -1,0 +1,118 @@
+"""Load the model once and answer batches of preprocessed tensors with top-k labels."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from serving.errors import ModelLoadError
+from serving.images import Preprocessor
+from serving.spec import Spec
+
+LAMBDA_MIB_PER_VCPU = 1769  # Lambda allocates one vCPU per 1,769 MB, up to 6
+
+
+def available_cpus() -> int:
+    """The vCPUs this process may really use: Lambda's memory-derived share, else the CPU affinity."""
+    memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    if memory:
+        return max(1, min(6, int(memory) // LAMBDA_MIB_PER_VCPU))
+    return len(os.sched_getaffinity(0))
+
+
+def read_artifact(uri: str, sha256: str | None = None) -> bytes:
+    """The model file's bytes from a local path or ``s3://bucket/key``, refused if the checksum differs."""
+    try:
+        if uri.startswith("s3://"):
+            import boto3  # only needed for S3 artifacts; boto3 is in the Lambda runtime and instance image
+
+            bucket, key = uri.removeprefix("s3://").split("/", 1)
+            data: bytes = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        else:
+            data = Path(uri).read_bytes()
+    except Exception as e:  # any failure to fetch is the same operator problem: say where and why
+        raise ModelLoadError(f"cannot read the model artifact {uri}: {e}") from e
+    if sha256 is not None and (actual := hashlib.sha256(data).hexdigest()) != sha256:
+        raise ModelLoadError(f"model artifact {uri} has sha256 {actual}, expected {sha256}; refusing to load it")
+    return data
+
+
+def read_labels(labels: str) -> list[str]:
+    if labels == "imagenet":
+        return resources.files("serving").joinpath("labels/imagenet.txt").read_text().splitlines()
+    return Path(labels).read_text().splitlines()
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Spinning threads would burn the cores that image decoding needs in the same process.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return options
+
+
+def providers() -> list[str]:
+    """CUDA when this ONNX Runtime build and machine have it, else CPU."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class Model:
+    """One loaded model: ``predict_batch(tensors)`` returns, per tensor, ``[{"label", "score"}, ...]``."""
+
+    def __init__(self, spec: Spec, *, threads: int | None = None) -> None:
+        self.spec = spec
+        self.labels = read_labels(spec.labels)
+        self.preprocess = Preprocessor(spec.input)
+        try:
+            self.session = ort.InferenceSession(read_artifact(spec.artifact, spec.sha256),
+                                                sess_options=session_options(threads or available_cpus()),
+                                                providers=providers())
+        except ModelLoadError:
+            raise
+        except Exception as e:  # ORT raises its own exception types for a malformed graph
+            raise ModelLoadError(f"cannot load {spec.artifact} as ONNX: {e}") from e
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        # A graph exported with a fixed batch of 1 is run one image at a time.
+        self.batchable = not isinstance(first.shape[0], int) or first.shape[0] != 1
+        self.max_batch = spec.max_batch if self.batchable else 1
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.batchable:
+            return np.asarray(self.session.run(None, {self.input_name: batch})[0])
+        return np.concatenate([self.session.run(None, {self.input_name: one[None]})[0] for one in batch])
+
+    def predict_batch(self, tensors: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
+        scores = _probabilities(self.run(np.stack(tensors)).reshape(len(tensors), -1))
+        top = np.argsort(-scores, axis=1, kind="stable")[:, : self.spec.top_k]
+        return [[{"label": self._label(i), "score": round(float(row[i]), 6)} for i in picks]
+                for row, picks in zip(scores, top, strict=True)]
+
+    def predict(self, image: bytes) -> list[dict[str, Any]]:
+        return self.predict_batch([self.preprocess(image)])[0]
+
+    def warm_up(self) -> None:
+        size = self.spec.input.size
+        shape = (3, size, size) if self.spec.input.layout == "nchw" else (size, size, 3)
+        self.predict_batch([np.zeros(shape, np.float32)])
+
+    def _label(self, index: int) -> str:
+        return self.labels[index] if index < len(self.labels) else str(index)
+
+
+def _probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Softmax of logits; outputs that already are probabilities pass through unchanged."""
+    if outputs.min() >= 0 and np.allclose(outputs.sum(axis=1), 1, atol=1e-3):
+        return outputs
+    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))

@@ -1,0 +1,60 @@
+"""The serving spec: which model, how to preprocess, how many to batch.
+
+crossover writes it as JSON (CROSSOVER_SPEC in Lambda, a file on instances) from a validated config;
+``load()`` also reads a ``models/<name>.yaml`` directly for local use (``--config``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    size: int = 224
+    resize: int = 256
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    layout: str = "nchw"
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    artifact: str  # local path or s3://bucket/key
+    format: str = "onnx"
+    sha256: str | None = None
+    input: InputSpec = field(default_factory=InputSpec)
+    labels: str = "imagenet"  # "imagenet" (bundled) or a path to a file with one label per line
+    top_k: int = 5
+    max_batch: int = 1
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> Spec:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown serving spec keys: {', '.join(sorted(unknown))}")
+        raw_input = dict(data.get("input") or {})
+        for key in ("mean", "std"):
+            if key in raw_input:
+                raw_input[key] = tuple(raw_input[key])
+        return cls(**{**data, "input": InputSpec(**raw_input)})
+
+
+def load(path: Path) -> Spec:
+    """A JSON spec, or the ``name`` and ``model`` sections of a crossover model config (YAML)."""
+    if path.suffix == ".json":
+        return Spec.from_mapping(json.loads(path.read_text()))
+    from ruamel.yaml import YAML  # only local use reads YAML; Lambda and instances get JSON
+
+    config = YAML(typ="safe", pure=True).load(path.read_text())
+    model = dict(config["model"])
+    if not str(model["artifact"]).startswith("s3://"):
+        model["artifact"] = str((path.parent / model["artifact"]).resolve())
+    backend = config.get("backend", "cpu")
+    max_batch = (config.get(backend) or {}).get("max_batch", 1)
+    return Spec.from_mapping({"name": config["name"], **model, "max_batch": max_batch})

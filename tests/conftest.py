@@ -1,0 +1,75 @@
+"""Shared fixtures: one session-scoped synth of every example model (plus variants), real photos."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aws_cdk.assertions import Template
+
+from crossover import ROOT
+
+# The pinned Node 22 runs jsii, as under make (Node 20 is end-of-life and prints a banner).
+os.environ["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{os.environ['PATH']}"
+
+DATA = Path(__file__).parent / "data"
+EXAMPLES = sorted((ROOT / "models").glob("*.yaml"))
+
+
+@dataclass
+class Synth:
+    outdir: Path
+    templates: dict[str, Template]  # by stack name
+    raw: dict[str, dict]  # by stack name, the template as JSON
+
+
+def write_config(folder: Path, name: str, text: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def variant(example: Path, folder: Path, name: str, **replace: str) -> Path:
+    """A copy of an example config under another name, with whole top-level lines replaced."""
+    lines = []
+    for line in example.read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key == "name":
+            line = f"name: {name}"
+        elif key in replace:
+            line = f"{key}: {replace.pop(key)}"
+        elif key == "  artifact" and "../build" in line:
+            line = f"  artifact: {(example.parent / line.split(':', 1)[1].split('#')[0].strip()).resolve()}"
+        lines.append(line)
+    lines += [f"{k}: {v}" for k, v in replace.items()]
+    return write_config(folder, name, "\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="session")
+def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    for example in EXAMPLES:
+        shutil.copy(example, folder / example.name)
+        text = (folder / example.name).read_text().replace("../build/", f"{ROOT}/build/")
+        (folder / example.name).write_text(text)
+    public = ("{certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/"
+              "0b7d8c1e-1111-2222-3333-444455556666'}")
+    variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-public", endpoint=public)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synth(variants_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    from crossover.app import build, new_app
+    from crossover.config import load_all, model_files
+
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = new_app(outdir=str(outdir))
+    stacks = build(app, load_all(model_files(variants_dir)))
+    assembly = app.synth()
+    templates = {name: Template.from_stack(stack) for name, stack in stacks.items()}
+    raw = {s.stack_name: s.template for s in assembly.stacks}
+    return Synth(outdir=outdir, templates=templates, raw=raw)

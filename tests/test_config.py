@@ -1,0 +1,133 @@
+"""The shared config: every bad input gets one clear error naming file, key path, expected and found."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crossover import ROOT
+from crossover.cli import main
+from crossover.config import ConfigError, load, load_all, model_files
+from tests.conftest import EXAMPLES, write_config
+
+GOOD = "name: good\nbackend: lambda\nmodel: {artifact: s3://my-models/good/model.onnx}\n"
+
+
+def problems(folder: Path, text: str) -> list[str]:
+    path = write_config(folder, "case", text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_examples_are_valid_and_switching_is_one_field() -> None:
+    # GIVEN the shipped example configs WHEN loaded THEN each is valid and names its stack
+    loaded = load_all(EXAMPLES)
+    assert {c.config.stack_name for c in loaded} == {"ModelStack-resnet152", "ModelStack-mobilenet-v2",
+                                                    "ModelStack-efficientnet-lite0"}
+
+
+def test_defaults_fill_every_backend_section(tmp_path: Path) -> None:
+    config = load(write_config(tmp_path, "m", GOOD)).config
+    assert (config.service, config.lambda_.memory_mib, config.gpu.instance_type) == ("realtime", 3008, "g4dn.xlarge")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", "case.yaml: expected a mapping of config keys; the file is empty"),
+    ("- a\n- b\n", "case.yaml: expected a mapping of config keys at the top level; got a list"),
+    ("name: x\nbackend: [lambda\n", "case.yaml:3:1: YAML error"),
+    ("name: !!python/object/apply:os.system ['id']\n", "case.yaml:1:7: YAML error: could not determine a constructor"),
+    ("name: a\nname: b\n", 'case.yaml:2:1: YAML error: while constructing a mapping found duplicate key "name"'),
+    (GOOD + "scalng: {min: 1}\n", "case.yaml: scalng: expected one of the keys name, backend, service"),
+    (GOOD + "lambda: {memory_mb: 512}\n", "did you mean 'memory_mib'?"),
+    (GOOD + "scaling: {min: '2'}\n", "case.yaml: scaling.min: expected an integer; got string '2'"),
+    (GOOD.replace("lambda", "gpus"), "case.yaml: backend: expected one of lambda, gpu, eia, inferentia, cpu; "
+                                     "got 'gpus'"),
+    (GOOD + "service: batch\n", "case.yaml: service: expected one of realtime, pipeline; got 'batch'"),
+    (GOOD + "scaling: {min: 5, max: 2}\n", "case.yaml: scaling: min (5) must be <= max (2)"),
+    (GOOD + "scaling: {min: 1, max: 0}\n", "case.yaml: scaling.max: expected a number > 0; got 0"),
+    (GOOD + "scaling: {min: -1}\n", "case.yaml: scaling.min: expected a number >= 0; got -1"),
+    (GOOD + "traffic: {images_per_month: 0}\n", "case.yaml: traffic.images_per_month: expected a number > 0; got 0"),
+    (GOOD + "lambda: {memory_mib: 64}\n", "case.yaml: lambda.memory_mib: expected a number >= 128; got 64"),
+    (GOOD + "lambda: {memory_mib: 20000}\n", "case.yaml: lambda.memory_mib: expected a number <= 10240; got 20000"),
+    (GOOD.replace("name: good", "name: my_model"), "case.yaml: name: expected a letter, then letters, digits and "
+                                                   "hyphens (it forms the stack name ModelStack-<name>"),
+    (GOOD.replace("name: good", "name: 9lives"), "case.yaml: name: expected a letter"),
+    (GOOD.replace("name: good", f"name: {'a' * 120}"), "at most 128 characters"),
+    (GOOD.replace("s3://my-models/good/model.onnx", "s3://x"), "case.yaml: model.artifact: expected an "
+                                                               "s3://bucket/key URI or an existing local file"),
+    (GOOD.replace("s3://my-models/good/model.onnx", "missing.onnx"), "got 'missing.onnx' (no file at "),
+    ("backend: lambda\nmodel: {artifact: s3://b-b/k}\n", "case.yaml: name: expected this key; it is missing"),
+])
+def test_fails_when_config_is_bad(tmp_path: Path, text: str, expected: str) -> None:
+    found = problems(tmp_path, text)
+    assert len(found) == 1, found
+    assert found[0].startswith(str(tmp_path / "case.yaml")[: -len("case.yaml")]), found
+    assert expected in found[0], found
+
+
+def test_fails_when_two_files_share_a_name(tmp_path: Path) -> None:
+    write_config(tmp_path, "a", GOOD)
+    write_config(tmp_path, "b", GOOD)
+    with pytest.raises(ConfigError) as caught:
+        load_all(model_files(tmp_path))
+    (problem,) = caught.value.problems
+    assert str(problem).endswith(f"name: expected a name unique across configs; got 'good', also used by "
+                                 f"{tmp_path / 'a.yaml'}")
+
+
+def test_local_artifact_resolves_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "m.onnx").write_bytes(b"onnx")
+    loaded = load(write_config(tmp_path, "m", GOOD.replace("s3://my-models/good/model.onnx", "weights/m.onnx")))
+    assert loaded.artifact_path == tmp_path / "weights" / "m.onnx"
+
+
+def test_validate_exits_0_with_a_summary_line_per_model(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", *map(str, EXAMPLES)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(EXAMPLES)
+    assert any("resnet152 on lambda (realtime), stack ModelStack-resnet152" in line for line in lines)
+
+
+def test_validate_exits_1_listing_every_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = write_config(tmp_path, "bad", GOOD.replace("lambda", "gpus") + "service: batch\n")
+    good = write_config(tmp_path, "good2", GOOD.replace("name: good", "name: good2"))
+    assert main(["validate", str(bad), str(good)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: backend: expected one of" in err and f"{bad}: service: expected one of" in err
+
+
+def test_warnings_print_but_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, "w", GOOD + "lambda: {reserved_concurrency: null}\n")
+    assert main(["validate", str(path)]) == 0
+    assert "reserved_concurrency is unset" in capsys.readouterr().err
+
+
+def test_a_user_mistake_never_shows_a_traceback(tmp_path: Path) -> None:
+    # GIVEN a hostile config WHEN the real console script runs THEN one error line, exit 1, no traceback
+    path = write_config(tmp_path, "evil", "name: !!python/object/apply:os.system ['touch pwned']\n")
+    result = subprocess.run([sys.executable, "-m", "crossover.cli", "validate", str(path)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "YAML error" in result.stderr
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_app_refuses_to_synthesize_an_invalid_config(tmp_path: Path) -> None:
+    write_config(tmp_path, "bad", GOOD.replace("lambda", "gpus"))
+    result = subprocess.run([sys.executable, str(ROOT / "app.py")], capture_output=True, text=True,
+                            env={"CROSSOVER_MODELS": str(tmp_path), "CDK_OUTDIR": str(tmp_path / "out"),
+                                 "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert "backend: expected one of lambda" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("backend", ["gpu", "eia", "inferentia", "cpu"])
+def test_fails_when_backend_is_not_built_yet(tmp_path: Path, backend: str) -> None:
+    (found,) = problems(tmp_path, GOOD.replace("backend: lambda", f"backend: {backend}"))
+    assert found.endswith(f"backend: backend {backend!r} is not available yet; available: lambda")
