@@ -1,0 +1,65 @@
+"""Synth cost: the example app against a bare CDK app (the jsii/import floor), and per extra model.
+
+Prints figures; it is not a test. Each case runs `python app.py` in a fresh process (as `cdk synth`
+does) REPEAT times into a warm output folder (Lambda bundles already there, as in day-to-day use)
+and reports the median. Targets: examples <= 1.3x bare; <= 0.25 s per extra model stack.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REPEAT = int(os.environ.get("REPEAT", "3"))
+BARE = "from aws_cdk import App, Stack\napp = App()\nStack(app, 'Empty')\napp.synth()\n"
+
+
+def timed(args: list[str], env: dict[str, str]) -> float:
+    runs = []
+    for _ in range(REPEAT + 1):  # the first run warms caches and the output folder; it is not counted
+        started = time.perf_counter()
+        subprocess.run(args, cwd=ROOT, env=env, check=True, capture_output=True)
+        runs.append(time.perf_counter() - started)
+    return statistics.median(runs[1:])
+
+
+def copies(folder: Path, n: int) -> Path:
+    folder.mkdir()
+    text = (ROOT / "models" / "resnet152.yaml").read_text()
+    for i in range(n):
+        (folder / f"m{i}.yaml").write_text(text.replace("name: resnet152", f"name: copy{i}"))
+    return folder
+
+
+def main() -> None:
+    env = {**os.environ, "PATH": f"{ROOT / 'node_modules' / '.bin'}:{os.environ['PATH']}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {k: str(Path(tmp) / k) for k in ("bare", "examples", "one", "twenty")}
+        bare_py = Path(tmp) / "bare.py"
+        bare_py.write_text(BARE)
+        bare = timed([sys.executable, str(bare_py)], {**env, "CDK_OUTDIR": out["bare"]})
+        examples = timed([sys.executable, "app.py"], {**env, "CDK_OUTDIR": out["examples"]})
+        one = timed([sys.executable, "app.py"], {**env, "CDK_OUTDIR": out["one"],
+                                                  "CROSSOVER_MODELS": str(copies(Path(tmp) / "m1", 1))})
+        twenty = timed([sys.executable, "app.py"], {**env, "CDK_OUTDIR": out["twenty"],
+                                                     "CROSSOVER_MODELS": str(copies(Path(tmp) / "m20", 20))})
+    n_examples = len(list((ROOT / "models").glob("*.yaml")))
+    per_stack = (twenty - one) / 19
+    print(f"median of {REPEAT} runs, fresh process each (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+    print(f"bare CDK app, one empty stack : {bare:6.2f} s")
+    print(f"examples ({n_examples} models + network): {examples:6.2f} s  = {examples / bare:.2f}x bare  "
+          f"(target <= 1.3x) {'OK' if examples / bare <= 1.3 else 'MISSED'}")
+    print(f"1 model copy                  : {one:6.2f} s")
+    print(f"20 model copies               : {twenty:6.2f} s")
+    print(f"marginal cost per model stack : {per_stack:6.3f} s  (target <= 0.25 s) "
+          f"{'OK' if per_stack <= 0.25 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
