@@ -1,4 +1,4 @@
-"""The `crossover` command: validate configs (more subcommands join as their issues land)."""
+"""The `crossover` command: validate configs, serve a model locally."""
 
 from __future__ import annotations
 
@@ -41,6 +41,36 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from serving.errors import ModelLoadError
+    from serving.model import Model
+    from serving.server import InferenceServer, serve
+    from serving.spec import Spec
+
+    try:
+        (item,) = load_all([Path(args.config)])
+    except ConfigError as error:
+        for problem in error.problems:
+            err.print(str(problem), markup=False)
+        return 1
+    artifact = args.artifact or item.artifact_path
+    if artifact is None:
+        err.print(f"{item.path}: model.artifact is in S3 ({item.config.model.artifact}); download it and pass "
+                  "--artifact FILE", markup=False)
+        return 1
+    spec = Spec.from_mapping(item.config.serving_spec(str(artifact)))
+    try:
+        Model(spec)  # fail here, with the reason, rather than serve a server that never becomes ready
+    except ModelLoadError as e:
+        err.print(f"{item.path}: {e}", markup=False)
+        return 1
+    server = InferenceServer((args.host, args.port), spec)
+    out.print(f"serving {spec.name} on http://{args.host}:{server.server_address[1]} "
+              "(POST /predict, GET /health, GET /ready); Ctrl-C stops", markup=False)
+    serve(server)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="crossover", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -48,6 +78,12 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="*", help="config files")
     validate.add_argument("--models", default="models", help="folder searched when no path is given")
     validate.set_defaults(run=_validate)
+    serve = commands.add_parser("serve", help="run the instance HTTP server locally on a model's artifact")
+    serve.add_argument("config", help="models/<name>.yaml")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    serve.add_argument("--artifact", type=Path, help="a local copy of an s3:// artifact")
+    serve.set_defaults(run=_serve)
     return root
 
 

@@ -154,6 +154,12 @@ class ModelConfig(_Strict):
     def stack_name(self) -> str:
         return STACK_PREFIX + self.name
 
+    def serving_spec(self, artifact: str) -> dict[str, Any]:
+        """What serving/ reads (serving.spec.Spec): the model section, the artifact's location, the batch."""
+        section = getattr(self, "lambda_" if self.backend == "lambda" else self.backend)
+        return {"name": self.name, **self.model.model_dump(), "artifact": artifact,
+                "max_batch": getattr(section, "max_batch", 1)}
+
 
 # Backends whose constructs exist. The registry in crossover.constructs.backends must match (tested).
 AVAILABLE_BACKENDS: frozenset[str] = frozenset({"lambda"})

@@ -120,14 +120,15 @@ def fetch_url(url: str, policy: FetchPolicy = FetchPolicy()) -> bytes:
         try:
             connection.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
                                headers={"User-Agent": "crossover-serving", "Accept": "image/*"})
+            sock = connection.sock  # getresponse() drops its reference when the origin will close
+            assert sock is not None
             response = connection.getresponse()
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 url = urljoin(url, response.getheader("Location", ""))
                 continue
             if response.status != 200:
                 raise InputError(f"the origin answered HTTP {response.status}", status=502, code="fetch_failed")
-            assert connection.sock is not None
-            return _read_capped(response, connection.sock, policy, deadline)
+            return _read_capped(response, sock, policy, deadline)
         except TimeoutError:
             raise InputError(f"the origin did not answer within the time limit ({policy.total_timeout_s:g} s)",
                              status=504, code="fetch_timeout") from None

@@ -1,9 +1,9 @@
 """Lambda entry point ``serving.lambda_handler.handler``: ALB, function-URL and SQS events.
 
 The model loads during the init phase (once per execution environment), from the spec in
-CROSSOVER_SPEC. SQS records are ``{"id": ..., "image": "s3://..." | "https://..."}``; each result is
-written to ``s3://$RESULTS_BUCKET/results/<id>.json`` and failures are reported per record, so only
-those are retried and, past the queue's receive limit, land in its dead-letter queue.
+CROSSOVER_SPEC. SQS records follow serving.pipeline's contract; each result is written to
+``s3://$RESULTS_BUCKET/results/<id>.json`` and failures are reported per record, so only those are
+retried and, past the queue's receive limit, land in the queue's dead-letter queue.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import time
 from functools import cache
 from typing import Any
@@ -21,9 +20,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from serving import pipeline
 from serving.api import image_bytes, prediction
 from serving.errors import InputError
-from serving.fetch import FetchPolicy, fetch
+from serving.fetch import FetchPolicy
 from serving.model import Model
 from serving.spec import Spec
 
@@ -31,7 +31,6 @@ logger = Logger()
 metrics = Metrics(namespace="crossover")
 processor = BatchProcessor(event_type=EventType.SQS)
 POLICY = FetchPolicy()
-_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 @cache
@@ -70,17 +69,15 @@ def _http(event: dict[str, Any]) -> dict[str, Any]:
     return _respond(200, prediction(model().spec.name, top))
 
 
-def _record(record: SQSRecord) -> None:
-    message = json.loads(record.body)
-    if not isinstance(message, dict) or not _ID.match(str(message.get("id", ""))) \
-            or not isinstance(message.get("image"), str):
-        raise InputError('expected {"id": "<letters, digits, . _ ->", "image": "s3://..." | "https://..."}')
-    result = prediction(model().spec.name, model().predict(fetch(message["image"], POLICY)))
+@cache
+def _s3() -> Any:
     import boto3  # in the Lambda runtime; only the pipeline path writes to S3
 
-    boto3.client("s3").put_object(Bucket=os.environ["RESULTS_BUCKET"], Key=f"results/{message['id']}.json",
-                                  Body=json.dumps({"id": message["id"], **result}).encode(),
-                                  ContentType="application/json")
+    return boto3.client("s3")
+
+
+def _record(record: SQSRecord) -> None:
+    pipeline.process(record.body, model(), _s3(), os.environ["RESULTS_BUCKET"], POLICY)
 
 
 @metrics.log_metrics
@@ -88,9 +85,15 @@ def _record(record: SQSRecord) -> None:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     metrics.add_dimension(name="Model", value=model().spec.name)
     if "Records" in event:
-        return dict(process_partial_response(event=event, record_handler=_record, processor=processor,
-                                             context=context))
-    return _http(event)
+        batch = dict(process_partial_response(event=event, record_handler=_record, processor=processor,
+                                              context=context))
+        failed = len(batch["batchItemFailures"])
+        metrics.add_metric(name="PipelineFailures", unit=MetricUnit.Count, value=failed)
+        metrics.add_metric(name="PipelineResults", unit=MetricUnit.Count, value=len(event["Records"]) - failed)
+        return batch
+    response = _http(event)
+    metrics.add_metric(name=f"Status{response['statusCode'] // 100}xx", unit=MetricUnit.Count, value=1)
+    return response
 
 
 if "CROSSOVER_SPEC" in os.environ:

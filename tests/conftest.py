@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,3 +74,60 @@ def synth(variants_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth
     templates = {name: Template.from_stack(stack) for name, stack in stacks.items()}
     raw = {s.stack_name: s.template for s in assembly.stacks}
     return Synth(outdir=outdir, templates=templates, raw=raw)
+
+
+CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
+
+
+@pytest.fixture(scope="session")
+def lite0_spec():  # type: ignore[no-untyped-def]
+    from serving.spec import load
+
+    return load(ROOT / "models" / "efficientnet_lite0.yaml")
+
+
+@pytest.fixture(scope="session")
+def lite0(lite0_spec):  # type: ignore[no-untyped-def]
+    from serving.model import Model
+
+    return Model(lite0_spec)
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The real photos, plus JPEG renderings: a 1024x768 and a 4000x3000 (upscaled) chelsea."""
+    import io
+
+    from PIL import Image
+
+    out = {name: (DATA / f"{name}.png").read_bytes() for name in ("chelsea", "coffee")}
+    cat = Image.open(DATA / "chelsea.png").convert("RGB")
+    for name, size in (("chelsea_1024", (1024, 768)), ("chelsea_4000", (4000, 3000))):
+        buffer = io.BytesIO()
+        cat.resize(size, Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=90)
+        out[name] = buffer.getvalue()
+    return out
+
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[str]:
+    """A local AWS emulator (moto server) on loopback; boto3 clients in this process talk to it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    # `localhost`, not 127.0.0.1: moto serves path-style S3 URLs for that host name.
+    endpoint = f"http://localhost:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                            "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN")}
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1")
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -44,11 +44,6 @@ BACKENDS: dict[str, Callable[[Construct, ModelConfig, BackendContext], Backend]]
 }
 
 
-def serving_spec(config: ModelConfig, artifact_uri: str) -> dict[str, Any]:
-    """The model section as serving/ reads it (serving.spec.Spec), with the artifact's S3 location."""
-    return {"name": config.name, **config.model.model_dump(), "artifact": artifact_uri}
-
-
 class ModelStack(Stack):
     """One model: ``FrontDoor`` (same ids whatever the backend), ``Artifact`` and ``Backend``."""
 
@@ -61,7 +56,7 @@ class ModelStack(Stack):
         local = loaded.artifact_path
         artifact = (ModelArtifact(self, "Artifact", local_path=local) if local
                     else ModelArtifact(self, "Artifact", s3_uri=config.model.artifact))
-        spec_json = json.dumps(serving_spec(config, artifact.s3_uri), separators=(",", ":"))
+        spec_json = json.dumps(config.serving_spec(artifact.s3_uri), separators=(",", ":"))
         self.front_door = RealtimeFrontDoor(self, "FrontDoor", vpc=vpc,
                                             certificate_arn=config.endpoint.certificate_arn,
                                             allowed_cidr=config.endpoint.allowed_cidr or network.cidr)

@@ -1,0 +1,122 @@
+"""The Lambda adapter with real events: ALB, function URL, and SQS batches against a local emulator."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+
+from serving import lambda_handler
+from serving.spec import Spec
+from tests.conftest import CAT_CLASSES, ROOT
+
+
+@dataclass
+class Context:
+    """The attributes of the Lambda runtime's context object that the handler reads."""
+
+    function_name: str = "crossover-test"
+    memory_limit_in_mb: int = 3008
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:crossover-test"
+    aws_request_id: str = "req-1"
+
+
+@pytest.fixture
+def handler(monkeypatch: pytest.MonkeyPatch, lite0_spec: Spec) -> Iterator[Any]:
+    spec = {"name": lite0_spec.name, "artifact": lite0_spec.artifact,
+            "input": {"size": 224, "resize": 256, "mean": list(lite0_spec.input.mean),
+                      "std": list(lite0_spec.input.std)}}
+    monkeypatch.setenv("CROSSOVER_SPEC", json.dumps(spec))
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "crossover")
+    lambda_handler.model.cache_clear()
+    yield lambda_handler.handler
+    lambda_handler.model.cache_clear()
+
+
+def alb_event(body: bytes, content_type: str = "image/png", path: str = "/predict") -> dict[str, Any]:
+    return {"requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:"
+                                                          "targetgroup/t/0123456789abcdef"}},
+            "httpMethod": "POST", "path": path, "queryStringParameters": {},
+            "headers": {"content-type": content_type, "host": "internal-lb"},
+            "body": base64.b64encode(body).decode(), "isBase64Encoded": True}
+
+
+def url_event(body: bytes, content_type: str = "image/png") -> dict[str, Any]:
+    return {"version": "2.0", "rawPath": "/predict", "rawQueryString": "",
+            "headers": {"content-type": content_type},
+            "requestContext": {"http": {"method": "POST", "path": "/predict"}, "requestId": "r"},
+            "body": base64.b64encode(body).decode(), "isBase64Encoded": True}
+
+
+def test_alb_event_predicts_a_cat(handler: Any, photos: dict[str, bytes]) -> None:
+    response = handler(alb_event(photos["chelsea"]), Context())
+    assert response["statusCode"] == 200 and response["isBase64Encoded"] is False
+    body = json.loads(response["body"])
+    assert body["model"] == "efficientnet-lite0" and body["top"][0]["label"] in CAT_CLASSES
+
+
+def test_function_url_event_predicts_espresso(handler: Any, photos: dict[str, bytes]) -> None:
+    response = handler(url_event(photos["coffee"]), Context())
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["top"][0]["label"] == "espresso"
+
+
+@pytest.mark.parametrize(("event", "status", "code"), [
+    (alb_event(b""), 400, "empty"),
+    (alb_event(b"garbage" * 20, "application/octet-stream"), 415, "unsupported_format"),
+    (alb_event(b'{"url": "http://169.254.169.254/"}', "application/json"), 403, "forbidden_url"),
+    ({**alb_event(b""), "body": "%%%not-base64", "isBase64Encoded": True}, 400, "bad_body"),
+    (alb_event(b"x", path="/admin"), 404, "not_found"),
+])
+def test_bad_requests_get_json_errors(handler: Any, event: dict[str, Any], status: int, code: str) -> None:
+    response = handler(event, Context())
+    assert (response["statusCode"], json.loads(response["body"])["error"]) == (status, code)
+
+
+def test_health_checks_answer(handler: Any) -> None:
+    event = {**alb_event(b""), "httpMethod": "GET", "path": "/health"}
+    assert handler(event, Context())["statusCode"] == 200
+
+
+def sqs_record(body: str) -> dict[str, Any]:
+    return {"messageId": str(uuid.uuid4()), "receiptHandle": "h", "body": body, "attributes": {},
+            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:in", "awsRegion": "us-east-1"}
+
+
+def test_sqs_batch_writes_results_and_reports_each_failure(handler: Any, aws: str, monkeypatch: pytest.MonkeyPatch,
+                                                           photos: dict[str, bytes]) -> None:
+    # GIVEN images in a bucket of the local emulator and a batch mixing good and poison messages
+    s3 = boto3.client("s3")
+    bucket = f"results-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="in/cat.png", Body=photos["chelsea"])
+    s3.put_object(Bucket=bucket, Key="in/text.png", Body=b"not an image")
+    monkeypatch.setenv("RESULTS_BUCKET", bucket)
+    lambda_handler._s3.cache_clear()
+    records = [sqs_record(json.dumps({"id": "cat-1", "image": f"s3://{bucket}/in/cat.png"})),
+               sqs_record("{not json"),
+               sqs_record(json.dumps({"id": "bad-image", "image": f"s3://{bucket}/in/text.png"})),
+               sqs_record(json.dumps({"id": "../escape", "image": f"s3://{bucket}/in/cat.png"})),
+               sqs_record(json.dumps({"id": "meta", "image": "http://169.254.169.254/latest/"}))]
+    # WHEN the handler runs the batch
+    response = handler({"Records": records}, Context())
+    # THEN only the good message has a result, and every other one is reported by its own id
+    failed = [f["itemIdentifier"] for f in response["batchItemFailures"]]
+    assert failed == [r["messageId"] for r in records[1:]] and all(failed)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="results/").get("Contents", [])]
+    assert keys == ["results/cat-1.json"]
+    result = json.loads(s3.get_object(Bucket=bucket, Key="results/cat-1.json")["Body"].read())
+    assert result["id"] == "cat-1" and result["top"][0]["label"] in CAT_CLASSES
+
+
+def test_handler_module_never_imports_the_kit() -> None:
+    for path in (ROOT / "serving").rglob("*.py"):
+        text = path.read_text()
+        assert "import aws_cdk" not in text and "from crossover" not in text and "import crossover" not in text, path
