@@ -85,8 +85,8 @@ def _record(record: SQSRecord) -> None:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     metrics.add_dimension(name="Model", value=model().spec.name)
     if "Records" in event:
-        batch = dict(process_partial_response(event=event, record_handler=_record, processor=processor,
-                                              context=context))
+        batch: dict[str, Any] = dict(process_partial_response(event=event, record_handler=_record,
+                                                              processor=processor, context=context))
         failed = len(batch["batchItemFailures"])
         metrics.add_metric(name="PipelineFailures", unit=MetricUnit.Count, value=failed)
         metrics.add_metric(name="PipelineResults", unit=MetricUnit.Count, value=len(event["Records"]) - failed)
