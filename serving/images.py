@@ -46,13 +46,16 @@ class Preprocessor:
         else:
             side_x = side_y = side
         try:
-            rgb = image.convert("RGB")
+            image.load()
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
             tensor = rgb.resize((size, size), Image.Resampling.BILINEAR,
                                 box=(left, top, left + side_x, top + side_y))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise InputError(f"the image could not be decoded: {e}", code="bad_image") from None
-        array = np.asarray(tensor, np.float32) * self.scale + self.offset
-        return np.ascontiguousarray(array.transpose(2, 0, 1) if self.spec.layout == "nchw" else array)
+        array = np.asarray(tensor, np.float32)  # a fresh array: normalise it in place, no temporaries
+        array *= self.scale
+        array += self.offset
+        return np.ascontiguousarray(array.transpose(2, 0, 1)) if self.spec.layout == "nchw" else array
 
 
 def _open(data: bytes) -> Image.Image:

@@ -1,0 +1,146 @@
+"""Serving figures: predict() overhead, large-JPEG preprocessing, HTTP throughput, Lambda cold start.
+
+Prints figures (ratios against baselines measured in the same run); not a test. Targets:
+  predict() / session.run on a 1024x768 JPEG: <= 1.25x MobileNetV2, <= 1.05x ResNet-50
+  decode + preprocess of a 4000x3000 JPEG: <= 30 ms on one core
+    python bench/serving.py [--quick]
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from graphs import mobilenet_v2, resnet50  # noqa: E402
+
+from serving.images import Preprocessor  # noqa: E402
+from serving.model import Model, session_options  # noqa: E402
+from serving.server import InferenceServer, Limits  # noqa: E402
+from serving.spec import InputSpec, Spec  # noqa: E402
+
+QUICK = "--quick" in sys.argv
+
+
+def jpeg(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(ROOT / "tests" / "data" / "chelsea.png").convert("RGB").resize(size, Image.Resampling.BICUBIC).save(
+        buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def median_ms(fn, n: int) -> float:  # type: ignore[no-untyped-def]
+    fn()
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def overhead(folder: Path, photo: bytes) -> None:
+    print("\n== predict() vs raw session.run, 1024x768 JPEG, batch 1, threads = available CPUs ==")
+    targets = {"MobileNetV2": 1.25, "ResNet-50": 1.05}
+    for name, build in (("MobileNetV2", mobilenet_v2), ("ResNet-50", resnet50)):
+        path = build(folder / f"{name}.onnx")
+        model = Model(Spec(name=name, artifact=str(path)))
+        raw = ort.InferenceSession(str(path), sess_options=session_options(len(os.sched_getaffinity(0))))
+        tensor = model.preprocess(photo)[None]
+        n = 10 if QUICK else (40 if name == "ResNet-50" else 200)
+        raw_ms = median_ms(lambda: raw.run(None, {"input": tensor}), n)  # noqa: B023
+        e2e_ms = median_ms(lambda: model.predict(photo), n)  # noqa: B023
+        ratio = e2e_ms / raw_ms
+        verdict = "OK" if ratio <= targets[name] else "MISSED"
+        print(f"{name:12s} session.run {raw_ms:7.2f} ms   predict() {e2e_ms:7.2f} ms   = {ratio:.3f}x "
+              f"(target <= {targets[name]}) {verdict}")
+
+
+def preprocessing() -> None:
+    print("\n== decode + resize + crop + normalise, one thread ==")
+    large = jpeg((4000, 3000))
+    pre = Preprocessor(InputSpec())
+    draft = median_ms(lambda: pre(large), 5 if QUICK else 20)
+    full = median_ms(lambda: np.asarray(Image.open(io.BytesIO(large)).convert("RGB")), 3 if QUICK else 10)
+    print(f"4000x3000 JPEG: {draft:.1f} ms with draft decoding (target <= 30 ms) "
+          f"{'OK' if draft <= 30 else 'MISSED'}; a full decode alone takes {full:.1f} ms ({full / draft:.1f}x)")
+
+
+def http_load(folder: Path, photo: bytes) -> None:
+    print("\n== HTTP on loopback, MobileNetV2, 1024x768 JPEG: gate alone (max_batch 1) vs batching (8) ==")
+    path = folder / "MobileNetV2.onnx"
+    requests = 60 if QUICK else 300
+    for label, max_batch in (("gate alone", 1), ("batching", 8)):
+        server = InferenceServer(("127.0.0.1", 0), Spec(name="m", artifact=str(path), max_batch=max_batch),
+                                 limits=Limits(max_connections=64, max_queue=64, deadline_s=30))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        while not server.ready:
+            time.sleep(0.05)
+        port = server.server_address[1]
+
+        def one(_: int) -> float:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # noqa: B023
+            started = time.perf_counter()
+            connection.request("POST", "/predict", photo, {"Content-Type": "image/jpeg"})
+            response = connection.getresponse()
+            body = json.loads(response.read())
+            connection.close()
+            assert response.status == 200, body
+            return (time.perf_counter() - started) * 1000
+
+        for concurrency in (1, 4, 16):
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                latencies = sorted(pool.map(one, range(requests)))
+            rate = requests / (time.perf_counter() - started)
+            p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
+            print(f"{label:10s} concurrency {concurrency:2d}: {rate:6.1f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms")
+        server.drain(10)
+
+
+def cold_start(folder: Path) -> None:
+    print("\n== Lambda handler cold start: imports + model load (fresh process) ==")
+    for name in ("MobileNetV2", "ResNet-50"):
+        spec = json.dumps({"name": name, "artifact": str(folder / f"{name}.onnx")})
+        code = ("import time; t=time.perf_counter(); import serving.lambda_handler as h; "
+                "print(f'{(time.perf_counter()-t)*1000:.0f}')")
+        runs = [float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                                     env={**os.environ, "CROSSOVER_SPEC": spec,
+                                          "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008"}).stdout)
+                for _ in range(3)]
+        print(f"{name:12s} init (imports + load, local disk): median {statistics.median(runs):.0f} ms "
+              "(add the S3 download of the model in Lambda)")
+
+
+def main() -> None:
+    print(f"python {sys.version.split()[0]}, onnxruntime {ort.__version__}, {len(os.sched_getaffinity(0))} CPUs, "
+          f"providers {ort.get_available_providers()}")
+    photo = jpeg((1024, 768))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        overhead(folder, photo)
+        preprocessing()
+        http_load(folder, photo)
+        cold_start(folder)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        print("\nGPU figures (ResNet-50/152 with CUDA at batch 1/8/32) were not measured: no GPU on this machine.")
+
+
+if __name__ == "__main__":
+    main()
