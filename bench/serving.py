@@ -110,7 +110,8 @@ def http_load(folder: Path, photo: bytes) -> None:
                 latencies = sorted(pool.map(one, range(requests)))
             rate = requests / (time.perf_counter() - started)
             p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
-            print(f"{label:10s} concurrency {concurrency:2d}: {rate:6.1f} req/s   p50 {p50:6.1f} ms   p99 {p99:6.1f} ms")
+            print(f"{label:10s} concurrency {concurrency:2d}: {rate:6.1f} req/s   "
+                  f"p50 {p50:6.1f} ms   p99 {p99:6.1f} ms")
         server.drain(10)
 
 
