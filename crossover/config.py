@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
@@ -60,6 +60,7 @@ class ModelSpec(_Strict):
     artifact: str
     format: Literal["onnx"] = "onnx"
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    load_s: Annotated[float, Field(gt=0)] | None = None  # measured model load time (crossover bench)
     input: InputSpec = Field(default_factory=InputSpec)
     labels: str = "imagenet"
     top_k: Annotated[int, Field(gt=0, le=20)] = 5
@@ -87,6 +88,8 @@ class Endpoint(_Strict):
     certificate_arn: Annotated[str, Field(pattern=_CERT_ARN.pattern)] | None = None
     # Who may reach an internal load balancer; None means the VPC's own CIDR.
     allowed_cidr: Annotated[str, Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")] | None = None
+    # The endpoint is the model's stable address: deleting it takes a deliberate step.
+    deletion_protection: bool = True
 
 
 class LambdaSpec(_Strict):
@@ -96,27 +99,77 @@ class LambdaSpec(_Strict):
     architecture: Literal["x86_64", "arm64"] = "x86_64"
 
 
-class GpuSpec(_Strict):
+class FleetSpec(_Strict):
+    """What every instance backend shares. ``images_per_second`` is one instance's throughput (measure
+    it with `crossover bench`); it and ``traffic.p99_ms`` set the scaling target unless
+    ``requests_per_minute_per_instance`` overrides it."""
+
+    FAMILIES: ClassVar[tuple[str, ...]] = ()
+    KIND: ClassVar[str] = ""
+    instance_type: str
+    ami_id: Annotated[str, Field(pattern=r"^ami-[0-9a-f]{8,17}$")] | None = None
+    health_grace_s: Annotated[int, Field(ge=60, le=7200)] = 900
+    root_volume_gib: Annotated[int, Field(ge=8, le=2048)] = 30
+    images_per_second: Annotated[float, Field(gt=0)] | None = None
+    requests_per_minute_per_instance: PositiveInt | None = None
+
+    @field_validator("instance_type")
+    @classmethod
+    def _family(cls, value: str) -> str:
+        family = value.split(".", 1)[0]
+        if "." not in value or family not in cls.FAMILIES:
+            hint = next((f"; {value} is {kind} type: use backend: {name}"
+                         for name, (kind, families) in _FLEET_KINDS.items()
+                         if family in families and families != cls.FAMILIES), "")
+            raise ValueError(f"expected {cls.KIND} instance type ({', '.join(cls.FAMILIES)}); got {value!r}{hint}")
+        return value
+
+
+# backend -> (what its instances are, the instance families it accepts)
+_FLEET_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gpu": ("a GPU", ("g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en")),
+    "cpu": ("a CPU", ("c5", "c6i", "c6a", "c7i", "c7a", "c6g", "c7g", "m6i", "m7i", "m7g")),
+    "inferentia": ("an Inferentia", ("inf1", "inf2")),
+    "eia": ("a C5", ("c5",)),
+}
+
+
+class GpuSpec(FleetSpec):
+    FAMILIES, KIND = _FLEET_KINDS["gpu"][1], _FLEET_KINDS["gpu"][0]
     instance_type: str = "g4dn.xlarge"
     max_batch: PositiveInt = 8
-    ami_id: str | None = None
+    root_volume_gib: Annotated[int, Field(ge=75, le=2048)] = 100  # the Deep Learning AMI's snapshot is 75 GiB
 
 
-class EiaSpec(_Strict):
+class EiaSpec(FleetSpec):
+    FAMILIES, KIND = _FLEET_KINDS["eia"][1], _FLEET_KINDS["eia"][0]
     instance_type: str = "c5.large"
     accelerator: str = "eia1.medium"
-    ami_id: str | None = None
+
+    @field_validator("accelerator")
+    @classmethod
+    def _eia1_only(cls, value: str) -> str:
+        if value not in EIA_ACCELERATORS:
+            eia2 = value.startswith("eia2.")
+            why = " (CloudFormation launch templates only ever accepted eia1 types)" if eia2 else ""
+            raise ValueError(f"expected one of {', '.join(EIA_ACCELERATORS)}; got {value!r}{why}")
+        return value
 
 
-class InferentiaSpec(_Strict):
+class InferentiaSpec(FleetSpec):
+    FAMILIES, KIND = _FLEET_KINDS["inferentia"][1], _FLEET_KINDS["inferentia"][0]
     instance_type: str = "inf2.xlarge"
-    ami_id: str | None = None
+    root_volume_gib: Annotated[int, Field(ge=75, le=2048)] = 100  # the Neuron DLAMI's snapshot
 
 
-class CpuSpec(_Strict):
+class CpuSpec(FleetSpec):
+    FAMILIES, KIND = _FLEET_KINDS["cpu"][1], _FLEET_KINDS["cpu"][0]
     instance_type: str = "c7i.large"
     max_batch: PositiveInt = 4
-    ami_id: str | None = None
+
+
+EIA_ACCELERATORS = ("eia1.medium", "eia1.large", "eia1.xlarge")
+GRAVITON_FAMILIES = frozenset({"c6g", "c7g", "m7g"})
 
 
 class ModelConfig(_Strict):
@@ -143,10 +196,25 @@ class ModelConfig(_Strict):
             )
         return name
 
+    @property
+    def fleet(self) -> FleetSpec | None:
+        """The selected instance backend's section; None for lambda."""
+        return None if self.backend == "lambda" else getattr(self, self.backend)
+
+    @model_validator(mode="after")
+    def _grace_covers_model_load(self) -> ModelConfig:
+        for name in _FLEET_KINDS:
+            fleet: FleetSpec = getattr(self, name)
+            if self.model.load_s is not None and fleet.health_grace_s < self.model.load_s:
+                raise ValueError(f"{name}.health_grace_s: expected at least the measured model load "
+                                 f"(model.load_s = {self.model.load_s:g} s), or instances are replaced before "
+                                 f"they can become healthy; got {fleet.health_grace_s}")
+        return self
+
     @model_validator(mode="after")
     def _realtime_keeps_capacity(self) -> ModelConfig:
         if self.service == "realtime" and self.scaling.min < 1:
-            raise ValueError("scaling.min must be >= 1 for a realtime service (0 would leave the "
+            raise ValueError("scaling.min: expected >= 1 for a realtime service (0 would leave the "
                              f"endpoint with no capacity); got {self.scaling.min}")
         return self
 
@@ -157,12 +225,12 @@ class ModelConfig(_Strict):
     def serving_spec(self, artifact: str) -> dict[str, Any]:
         """What serving/ reads (serving.spec.Spec): the model section, the artifact's location, the batch."""
         section = getattr(self, "lambda_" if self.backend == "lambda" else self.backend)
-        return {"name": self.name, **self.model.model_dump(), "artifact": artifact,
+        return {"name": self.name, **self.model.model_dump(exclude={"load_s"}), "artifact": artifact,
                 "max_batch": getattr(section, "max_batch", 1)}
 
 
 # Backends whose constructs exist. The registry in crossover.constructs.backends must match (tested).
-AVAILABLE_BACKENDS: frozenset[str] = frozenset({"lambda"})
+AVAILABLE_BACKENDS: frozenset[str] = frozenset(BACKENDS)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,16 +48,28 @@ def variant(example: Path, folder: Path, name: str, **replace: str) -> Path:
     return write_config(folder, name, "\n".join(lines) + "\n")
 
 
+BACKENDS = ("lambda", "gpu", "eia", "inferentia", "cpu")
+PUBLIC = ("{certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/"
+          "0b7d8c1e-1111-2222-3333-444455556666'}")
+
+
+def stack_of(example: str, backend: str) -> str:
+    """The stack of an example model moved to ``backend`` in the session synth."""
+    return f"ModelStack-{example}" if backend == "lambda" else f"ModelStack-{example}-{backend}"
+
+
 @pytest.fixture(scope="session")
 def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every example on every backend (the examples themselves are on lambda), plus public endpoints."""
     folder = tmp_path_factory.mktemp("models")
     for example in EXAMPLES:
-        shutil.copy(example, folder / example.name)
-        text = (folder / example.name).read_text().replace("../build/", f"{ROOT}/build/")
+        text = example.read_text().replace("../build/", f"{ROOT}/build/")
         (folder / example.name).write_text(text)
-    public = ("{certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/"
-              "0b7d8c1e-1111-2222-3333-444455556666'}")
-    variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-public", endpoint=public)
+        name = next(line.split()[1] for line in text.splitlines() if line.startswith("name:"))
+        for backend in BACKENDS[1:]:
+            variant(folder / example.name, folder, f"{name}-{backend}", backend=backend)
+    variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-public", endpoint=PUBLIC)
+    variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-gpu-public", endpoint=PUBLIC, backend="gpu")
     return folder
 
 

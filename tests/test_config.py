@@ -61,6 +61,23 @@ def test_defaults_fill_every_backend_section(tmp_path: Path) -> None:
                                                                "s3://bucket/key URI or an existing local file"),
     (GOOD.replace("s3://my-models/good/model.onnx", "missing.onnx"), "got 'missing.onnx' (no file at "),
     ("backend: lambda\nmodel: {artifact: s3://b-b/k}\n", "case.yaml: name: expected this key; it is missing"),
+    (GOOD + "gpu: {instance_type: c5.xlarge}\n", "case.yaml: gpu.instance_type: expected a GPU instance type "
+                                                "(g4dn, g5, g6, g6e, gr6, p3, p3dn, p4d, p4de, p5, p5e, p5en); got "
+                                                "'c5.xlarge'; c5.xlarge is a CPU type: use backend: cpu"),
+    (GOOD + "eia: {accelerator: eia2.medium}\n", "case.yaml: eia.accelerator: expected one of eia1.medium, "
+                                                "eia1.large, eia1.xlarge; got 'eia2.medium' (CloudFormation "
+                                                "launch templates only ever accepted eia1 types)"),
+    (GOOD + "eia: {instance_type: m5.large}\n", "case.yaml: eia.instance_type: expected a C5 instance type (c5)"),
+    (GOOD + "cpu: {instance_type: inf2.xlarge}\n", "case.yaml: cpu.instance_type: expected a CPU instance type "
+                                                  "(c5, c6i, c6a, c7i, c7a, c6g, c7g, m6i, m7i, m7g); got "
+                                                  "'inf2.xlarge'; inf2.xlarge is an Inferentia type: use backend: "
+                                                  "inferentia"),
+    (GOOD + "inferentia: {instance_type: g5.xlarge}\n", "got 'g5.xlarge'; g5.xlarge is a GPU type: use backend: gpu"),
+    (GOOD.replace("backend: lambda", "backend: gpu").replace("model.onnx}", "model.onnx, load_s: 1200}"),
+     "case.yaml: gpu.health_grace_s: expected at least the measured model load (model.load_s = 1200 s), or "
+     "instances are replaced before they can become healthy; got 900"),
+    (GOOD + "gpu: {health_grace_s: 30}\n", "case.yaml: gpu.health_grace_s: expected a number >= 60; got 30"),
+    (GOOD + "gpu: {ami_id: my-image}\n", "case.yaml: gpu.ami_id: expected a value matching"),
 ])
 def test_fails_when_config_is_bad(tmp_path: Path, text: str, expected: str) -> None:
     found = problems(tmp_path, text)
@@ -125,9 +142,3 @@ def test_app_refuses_to_synthesize_an_invalid_config(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "backend: expected one of lambda" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("backend", ["gpu", "eia", "inferentia", "cpu"])
-def test_fails_when_backend_is_not_built_yet(tmp_path: Path, backend: str) -> None:
-    (found,) = problems(tmp_path, GOOD.replace("backend: lambda", f"backend: {backend}"))
-    assert found.endswith(f"backend: backend {backend!r} is not available yet; available: lambda")

@@ -14,7 +14,7 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from tests.conftest import Synth
+from tests.conftest import BACKENDS, Synth, stack_of
 
 HASH = re.compile(r"[0-9a-f]{64}")
 
@@ -42,9 +42,10 @@ def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
-@pytest.mark.parametrize(("backend", "service", "stack"), [("lambda", "realtime", "ModelStack-resnet152")])
-def test_snapshot(synth: Synth, snapshot_json: SnapshotAssertion, backend: str, service: str, stack: str) -> None:
-    assert scrub(synth.raw[stack]) == snapshot_json
+@pytest.mark.parametrize("service", ["realtime"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_snapshot(synth: Synth, snapshot_json: SnapshotAssertion, backend: str, service: str) -> None:
+    assert scrub(synth.raw[stack_of("resnet152", backend)]) == snapshot_json
 
 
 def test_snapshot_network(synth: Synth, snapshot_json: SnapshotAssertion) -> None:

@@ -69,6 +69,13 @@ def test_public_only_with_a_certificate_https_and_redirect(synth: Synth) -> None
     t.has_resource_properties("AWS::ElasticLoadBalancingV2::Listener", {
         "Port": 80, "DefaultActions": [Match.object_like({"Type": "redirect",
                                                            "RedirectConfig": Match.object_like({"Port": "443"})})]})
+    t.resource_count_is("AWS::WAFv2::WebACLAssociation", 1)
+    t.has_resource_properties("AWS::WAFv2::WebACL", {"Scope": "REGIONAL", "Rules": Match.array_with([
+        Match.object_like({"Name": "AWSManagedRulesCommonRuleSet"})])})
+    t.has_resource_properties("AWS::WAFv2::LoggingConfiguration", {
+        "LogDestinationConfigs": [Match.any_value()]})
+    t.has_resource_properties("AWS::Logs::LogGroup", {"LogGroupName": "aws-waf-logs-ModelStack-resnet152-public"})
+    synth.templates["resnet152"].resource_count_is("AWS::WAFv2::WebACL", 0)
     outputs = synth.raw["ModelStack-resnet152-public"]["Outputs"]["Endpoint"]["Value"]
     assert "https://" in json.dumps(outputs)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 
@@ -17,13 +19,16 @@ class RealtimeFrontDoor(Construct):
 
     Internal by default, reachable from ``allowed_cidr`` over HTTP on port 80.
     With ``certificate_arn`` it is internet-facing, serves HTTPS on 443 with a TLS 1.3 policy and
-    redirects HTTP to HTTPS. Access logs go to an encrypted, SSL-only bucket. Backends plug in through
-    :meth:`route_to`; the ids of everything here are fixed, so switching a backend changes only the
-    target group and the listener's forward action, never the DNS name.
+    redirects HTTP to HTTPS and sits behind a logged WAFv2 web ACL (AWS common and known-bad-input
+    rules). Access logs go to an encrypted, versioned, SSL-only bucket; deletion protection is on by
+    default. Backends plug in through :meth:`route_to`; the ids of everything here are fixed, so
+    switching a backend changes only the target group and the listener's forward action, never the
+    DNS name.
     """
 
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, allowed_cidr: str,
-                 certificate_arn: str | None = None, idle_timeout_s: int = 60) -> None:
+                 certificate_arn: str | None = None, idle_timeout_s: int = 60,
+                 deletion_protection: bool = True) -> None:
         super().__init__(scope, id)
         self.public = certificate_arn is not None
         self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc, allow_all_outbound=False,
@@ -39,12 +44,15 @@ class RealtimeFrontDoor(Construct):
             vpc_subnets=ec2.SubnetSelection(
                 subnet_type=ec2.SubnetType.PUBLIC if self.public else ec2.SubnetType.PRIVATE_WITH_EGRESS),
             drop_invalid_header_fields=True, idle_timeout=Duration.seconds(idle_timeout_s),
+            deletion_protection=deletion_protection,
         )
-        logs = s3.Bucket(self, "AccessLogs", encryption=s3.BucketEncryption.S3_MANAGED, enforce_ssl=True,
-                         block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                         lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90))],
-                         removal_policy=RemovalPolicy.RETAIN)
-        self._log_to(logs)
+        # ALB access logs support SSE-S3 only (not KMS).
+        access_logs = s3.Bucket(self, "AccessLogs", encryption=s3.BucketEncryption.S3_MANAGED, enforce_ssl=True,
+                                  block_public_access=s3.BlockPublicAccess.BLOCK_ALL, versioned=True,
+                                  lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(90),
+                                                                    noncurrent_version_expiration=Duration.days(7))],
+                                  removal_policy=RemovalPolicy.RETAIN)
+        self._log_to(access_logs)
 
         if certificate_arn is not None:
             self.listener = self.load_balancer.add_listener(
@@ -52,9 +60,32 @@ class RealtimeFrontDoor(Construct):
                 certificates=[elbv2.ListenerCertificate.from_arn(certificate_arn)],
                 ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS)
             self.load_balancer.add_redirect(source_port=80, target_port=443)
+            self._protect_with_waf()
         else:
             self.listener = self.load_balancer.add_listener(
                 "Listener", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=False)
+
+    def _protect_with_waf(self) -> None:
+        """A public endpoint gets a WAFv2 web ACL with AWS's common and known-bad-inputs rule groups."""
+        rules = [wafv2.CfnWebACL.RuleProperty(
+            name=group, priority=i, override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+            statement=wafv2.CfnWebACL.StatementProperty(managed_rule_group_statement=(
+                wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(vendor_name="AWS", name=group))),
+            visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=group, sampled_requests_enabled=True))
+            for i, group in enumerate(("AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"))]
+        acl = wafv2.CfnWebACL(self, "WebAcl", scope="REGIONAL", default_action=wafv2.CfnWebACL.DefaultActionProperty(
+            allow={}), rules=rules, visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name="crossover", sampled_requests_enabled=True))
+        wafv2.CfnWebACLAssociation(self, "WebAclAssociation", resource_arn=self.load_balancer.load_balancer_arn,
+                                   web_acl_arn=acl.attr_arn)
+        # WAF only logs to groups named aws-waf-logs-*, by an ARN without the trailing ":*".
+        name = f"aws-waf-logs-{Stack.of(self).stack_name}"
+        logs.LogGroup(self, "WafLogs", log_group_name=name, retention=logs.RetentionDays.ONE_MONTH,
+                      removal_policy=RemovalPolicy.DESTROY)
+        arn = Stack.of(self).format_arn(service="logs", resource="log-group", resource_name=name,
+                                        arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        wafv2.CfnLoggingConfiguration(self, "WebAclLogging", resource_arn=acl.attr_arn, log_destination_configs=[arn])
 
     def _log_to(self, bucket: s3.Bucket) -> None:
         # log_access_logs() needs a concrete region to pick the regional ELB account; the log-delivery

@@ -13,7 +13,9 @@ from constructs import Construct
 
 from crossover.config import LoadedConfig, ModelConfig
 from crossover.constructs.artifact import ModelArtifact
+from crossover.constructs.fleet import scaling_target
 from crossover.constructs.front_door import RealtimeFrontDoor
+from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
 from crossover.constructs.lambda_backend import LambdaBackend
 from crossover.stacks.network import NetworkStack
 
@@ -28,19 +30,41 @@ class BackendContext:
 
     vpc: ec2.IVpc
     artifact: ModelArtifact
-    spec_json: str
+    spec: dict[str, Any]  # what serving/ reads, with the artifact's S3 location
 
 
 def _lambda(scope: Construct, config: ModelConfig, ctx: BackendContext) -> Backend:
     spec = config.lambda_
-    return LambdaBackend(scope, "Backend", vpc=ctx.vpc, artifact=ctx.artifact, spec_json=ctx.spec_json,
+    return LambdaBackend(scope, "Backend", vpc=ctx.vpc, artifact=ctx.artifact,
+                         spec_json=json.dumps(ctx.spec, separators=(",", ":")),
                          memory_mib=spec.memory_mib, timeout_s=spec.timeout_s,
                          reserved_concurrency=spec.reserved_concurrency, architecture=spec.architecture)
+
+
+# Throughput of one instance when neither the config nor a measured profile says (images/s, a
+# ResNet-50-class model at batch 1-8). Rough: measure with `crossover bench` and set images_per_second.
+DEFAULT_IMAGES_PER_SECOND = {"gpu": 200.0, "eia": 60.0, "inferentia": 400.0, "cpu": 12.0}
+
+
+def _fleet_kwargs(config: ModelConfig, ctx: BackendContext) -> dict[str, Any]:
+    fleet = config.fleet
+    assert fleet is not None
+    throughput = fleet.images_per_second or DEFAULT_IMAGES_PER_SECOND[config.backend]
+    return {"vpc": ctx.vpc, "artifact": ctx.artifact, "spec": ctx.spec, "instance_type": fleet.instance_type,
+            "ami_id": fleet.ami_id, "min_capacity": config.scaling.min, "max_capacity": config.scaling.max,
+            "root_volume_gib": fleet.root_volume_gib, "health_grace_s": fleet.health_grace_s,
+            "requests_per_minute": fleet.requests_per_minute_per_instance
+            or scaling_target(throughput, config.traffic.p99_ms)}
 
 
 # backend name -> factory translating the config into that construct's keyword arguments.
 BACKENDS: dict[str, Callable[[Construct, ModelConfig, BackendContext], Backend]] = {
     "lambda": _lambda,
+    "gpu": lambda scope, config, ctx: GpuFleet(scope, "Backend", **_fleet_kwargs(config, ctx)),
+    "eia": lambda scope, config, ctx: EiaFleet(scope, "Backend", accelerator=config.eia.accelerator,
+                                               **_fleet_kwargs(config, ctx)),
+    "inferentia": lambda scope, config, ctx: InferentiaFleet(scope, "Backend", **_fleet_kwargs(config, ctx)),
+    "cpu": lambda scope, config, ctx: CpuFleet(scope, "Backend", **_fleet_kwargs(config, ctx)),
 }
 
 
@@ -52,14 +76,16 @@ class ModelStack(Stack):
         super().__init__(scope, id, description=f"crossover model {loaded.config.name} "
                          f"({loaded.config.backend}, {loaded.config.service})", **kwargs)
         config = loaded.config
+        self.backend_name = config.backend
         vpc = network.vpc
         local = loaded.artifact_path
         artifact = (ModelArtifact(self, "Artifact", local_path=local) if local
                     else ModelArtifact(self, "Artifact", s3_uri=config.model.artifact))
-        spec_json = json.dumps(config.serving_spec(artifact.s3_uri), separators=(",", ":"))
         self.front_door = RealtimeFrontDoor(self, "FrontDoor", vpc=vpc,
                                             certificate_arn=config.endpoint.certificate_arn,
-                                            allowed_cidr=config.endpoint.allowed_cidr or network.cidr)
-        self.backend = BACKENDS[config.backend](self, config, BackendContext(vpc, artifact, spec_json))
+                                            allowed_cidr=config.endpoint.allowed_cidr or network.cidr,
+                                            deletion_protection=config.endpoint.deletion_protection)
+        context = BackendContext(vpc, artifact, config.serving_spec(artifact.s3_uri))
+        self.backend = BACKENDS[config.backend](self, config, context)
         self.backend.serve_realtime(self.front_door)
         CfnOutput(self, "Endpoint", value=self.front_door.url, description="POST images to <Endpoint>/predict")

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Instance bootstrap for every instance backend (Amazon Linux 2023 based AMIs: AL2023, the GPU Deep
+# Learning AMI, the Neuron DLAMI). The user data exports the CROSSOVER_* variables below, then runs
+# this script under a trap that signals CloudFormation with its exit status: an instance counts as
+# created (and a rolling update moves on) only once the server answers /ready.
+set -euo pipefail
+
+: "${CROSSOVER_BUNDLE:?s3:// URI of the serving bundle (zip)}"
+: "${CROSSOVER_MODEL:?s3:// URI of the model artifact}"
+: "${CROSSOVER_SPEC_JSON:?serving spec (JSON)}"
+: "${CROSSOVER_RUNTIME:=onnxruntime}"        # onnxruntime | onnxruntime-gpu
+: "${CROSSOVER_MODE:=server}"                # server (HTTP behind the load balancer) | worker (SQS)
+: "${CROSSOVER_PORT:=8080}"
+: "${CROSSOVER_READY_TIMEOUT_S:=600}"
+
+readonly home=/opt/crossover
+readonly venv="$home/venv"
+
+# Baked images (ami/components) already hold the runtime; a stock AMI gets it here.
+if [[ ! -x "$venv/bin/python" ]]; then
+  dnf install -y -q python3.11 python3.11-pip unzip
+  python3.11 -m venv "$venv"
+fi
+id crossover >/dev/null 2>&1 || useradd --system --home-dir "$home" --shell /sbin/nologin crossover
+mkdir -p "$home"
+
+aws s3 cp --only-show-errors "$CROSSOVER_BUNDLE" "$home/bundle.zip"
+rm -rf "$home/app" && mkdir -p "$home/app/serving"
+unzip -q -o "$home/bundle.zip" -d "$home/app/serving"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$home/app/serving/requirements.txt" boto3
+if [[ "$CROSSOVER_RUNTIME" != onnxruntime ]]; then
+  # Same version as the pinned CPU build, in its accelerator flavour.
+  version=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' "$home/app/serving/requirements.txt")
+  "$venv/bin/pip" uninstall --quiet --yes onnxruntime
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$CROSSOVER_RUNTIME==$version"
+fi
+
+aws s3 cp --only-show-errors "$CROSSOVER_MODEL" "$home/model.onnx"
+printf '%s\n' "$CROSSOVER_SPEC_JSON" > "$home/spec.json"
+chown -R crossover: "$home"
+
+case "$CROSSOVER_MODE" in
+  server) command="-m serving.server --config $home/spec.json --port $CROSSOVER_PORT" ;;
+  worker) command="-m serving.worker --config $home/spec.json --queue-url ${CROSSOVER_QUEUE_URL:?} --results-bucket ${CROSSOVER_RESULTS_BUCKET:?}" ;;
+  *) echo "unknown CROSSOVER_MODE: $CROSSOVER_MODE" >&2; exit 1 ;;
+esac
+
+cat > /etc/systemd/system/crossover.service <<UNIT
+[Unit]
+Description=crossover model $CROSSOVER_MODE
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+User=crossover
+WorkingDirectory=$home/app
+Environment=PYTHONUNBUFFERED=1
+ExecStart=$venv/bin/python $command
+Restart=always
+RestartSec=5
+# SIGTERM drains: the server finishes requests in flight, the worker its batch in hand.
+KillSignal=SIGTERM
+TimeoutStopSec=60
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+ReadWritePaths=$home
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl daemon-reload
+systemctl enable --now crossover.service
+
+deadline=$((SECONDS + CROSSOVER_READY_TIMEOUT_S))
+while ((SECONDS < deadline)); do
+  if [[ "$CROSSOVER_MODE" == server ]]; then
+    curl -fsS --max-time 5 "http://127.0.0.1:$CROSSOVER_PORT/ready" >/dev/null && exit 0
+  else
+    systemctl is-active --quiet crossover.service && exit 0
+  fi
+  sleep 5
+done
+echo "crossover did not become ready within ${CROSSOVER_READY_TIMEOUT_S}s" >&2
+journalctl -u crossover.service --no-pager | tail -n 50 >&2
+exit 1

@@ -1,0 +1,147 @@
+"""InstanceFleet: the Auto Scaling group that every instance backend configures.
+
+One launch template (IMDSv2 required with hop limit 1, encrypted gp3 root volume, no public address,
+a least-privilege instance profile), an Auto Scaling group over the private subnets of two AZs that
+boots the serving/ HTTP server from ami/bootstrap.sh, signals CloudFormation only once /ready
+answers, rolls updates one instance at a time without going below the minimum, and is health-checked
+by the load balancer after a grace period that covers model load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from dataclasses import dataclass, field
+
+import jsii
+from aws_cdk import Aws, Duration
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from crossover import ROOT
+from crossover.constructs.artifact import ModelArtifact
+from crossover.constructs.front_door import RealtimeFrontDoor
+
+BOOTSTRAP = ROOT / "ami" / "bootstrap.sh"
+SERVING = ROOT / "serving"
+PORT = 8080
+
+
+@jsii.implements(ec2.IMachineImage)
+class PinnedImage:
+    """A fixed AMI id (``<backend>.ami_id``): no lookup, no region map; the id must exist where deployed."""
+
+    def __init__(self, ami_id: str) -> None:
+        self.ami_id = ami_id
+
+    def get_image(self, _scope: Construct) -> ec2.MachineImageConfig:
+        return ec2.MachineImageConfig(image_id=self.ami_id, os_type=ec2.OperatingSystemType.LINUX,
+                                      user_data=ec2.UserData.for_linux())
+
+
+def scaling_target(images_per_second: float, p99_ms: int) -> int:
+    """Requests per minute per instance for target tracking, from throughput and the latency target.
+
+    Treating an instance as an M/M/1 queue, the p99 time in system is ln(100) / (mu - lambda); solving
+    for lambda keeps p99 under the target. Utilisation is clamped to 10-80%: never plan an instance
+    to be idle, never plan it to be saturated.
+    """
+    mu = images_per_second
+    utilisation = 1 - math.log(100) / (mu * p99_ms / 1000)
+    return max(1, math.floor(mu * 60 * min(0.8, max(0.1, utilisation))))
+
+
+@dataclass(frozen=True)
+class FleetImage:
+    """What a backend decides about its instances."""
+
+    machine_image: ec2.IMachineImage
+    runtime: str = "onnxruntime"  # the pip package serving/ runs on: onnxruntime | onnxruntime-gpu
+    extra_policies: list[iam.PolicyStatement] = field(default_factory=list)
+
+
+class InstanceFleet(Construct):
+    """Instances of ``instance_type`` serving the model on port 8080, ``min_capacity``..``max_capacity``.
+
+    ``requests_per_minute`` is the target-tracking target per instance (see :func:`scaling_target`);
+    ``health_grace_s`` bounds both the load balancer's grace and how long a new instance may take to
+    signal ready. There is deliberately no desired capacity: a deploy never resets the fleet's size.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec: dict[str, object],
+                 instance_type: str, image: FleetImage, min_capacity: int, max_capacity: int,
+                 requests_per_minute: int, root_volume_gib: int = 30, health_grace_s: int = 900) -> None:
+        super().__init__(scope, id)
+        self.vpc, self.requests_per_minute = vpc, requests_per_minute
+        self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc,
+                                                description="Model instances: inference port from the front door")
+        log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH)
+        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+                             description="Model instances: read the model and the serving bundle, write logs")
+        bundle = s3_assets.Asset(self, "Bundle", path=str(SERVING), exclude=["__pycache__", "*.pyc", ".*"])
+        self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
+            f"arn:{Aws.PARTITION}:s3:::{bundle.s3_bucket_name}/{bundle.s3_object_key}"]))
+        artifact.grant_read(self.role)
+        log_group.grant_write(self.role)
+        # PutMetricData takes no resource; the condition keeps it to crossover's own namespace.
+        self.role.add_to_policy(iam.PolicyStatement(actions=["cloudwatch:PutMetricData"], resources=["*"],
+                                                    conditions={"StringEquals": {"cloudwatch:namespace": "crossover"}}))
+        for statement in image.extra_policies:
+            self.role.add_to_policy(statement)
+
+        self.user_data = ec2.UserData.for_linux()
+        self.launch_template = ec2.LaunchTemplate(
+            self, "LaunchTemplate",
+            instance_type=ec2.InstanceType(instance_type), machine_image=image.machine_image,
+            user_data=self.user_data, role=self.role, security_group=self.security_group,
+            require_imdsv2=True, http_put_response_hop_limit=1, http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
+            block_devices=[ec2.BlockDevice(device_name="/dev/xvda", volume=ec2.BlockDeviceVolume.ebs(
+                root_volume_gib, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3, delete_on_termination=True))],
+            detailed_monitoring=True,
+        )
+        notifications = sns.Topic(self, "Events", enforce_ssl=True,
+                                  master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"))
+        self.group = autoscaling.AutoScalingGroup(
+            self, "Group", vpc=vpc, launch_template=self.launch_template,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            min_capacity=min_capacity, max_capacity=max_capacity,
+            health_checks=autoscaling.HealthChecks.with_additional_checks(
+                additional_types=[autoscaling.AdditionalHealthCheckType.ELB],
+                grace_period=Duration.seconds(health_grace_s)),
+            signals=autoscaling.Signals.wait_for_min_capacity(timeout=Duration.seconds(health_grace_s)),
+            update_policy=autoscaling.UpdatePolicy.rolling_update(
+                max_batch_size=1, min_instances_in_service=min_capacity,
+                pause_time=Duration.seconds(health_grace_s)),
+            notifications=[autoscaling.NotificationConfiguration(topic=notifications)],
+            group_metrics=[autoscaling.GroupMetrics.all()],
+        )
+        self._write_user_data(bundle, artifact, spec, image.runtime, health_grace_s)
+
+    def _write_user_data(self, bundle: s3_assets.Asset, artifact: ModelArtifact, spec: dict[str, object],
+                         runtime: str, ready_timeout_s: int) -> None:
+        # On instances the model is a local file that bootstrap.sh downloads; the spec carries no tokens.
+        local_spec = json.dumps({**spec, "artifact": "/opt/crossover/model.onnx"}, separators=(",", ":"))
+        self.user_data.add_signal_on_exit_command(self.group)
+        self.user_data.add_commands(
+            "dnf install -y -q aws-cfn-bootstrap",  # cfn-signal, which the exit trap above calls
+            f"export CROSSOVER_BUNDLE=s3://{bundle.s3_bucket_name}/{bundle.s3_object_key}",
+            f"export CROSSOVER_MODEL={artifact.s3_uri}",
+            f"export CROSSOVER_SPEC_JSON={shlex.quote(local_spec)}",
+            f"export CROSSOVER_RUNTIME={runtime} CROSSOVER_PORT={PORT} CROSSOVER_READY_TIMEOUT_S={ready_timeout_s}",
+            BOOTSTRAP.read_text(),
+        )
+
+    def serve_realtime(self, front_door: RealtimeFrontDoor) -> None:
+        """Register the group behind the front door, admit its traffic, scale on requests per target."""
+        # Registering the group as a target opens exactly the front door -> instances path on PORT.
+        front_door.route_to([self.group], port=PORT, vpc=self.vpc, health_check=elbv2.HealthCheck(
+            path="/ready", healthy_threshold_count=2, interval=Duration.seconds(15)))
+        self.group.scale_on_request_count("RequestsPerTarget", target_requests_per_minute=self.requests_per_minute)

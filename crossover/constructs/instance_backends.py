@@ -1,0 +1,93 @@
+"""The four instance backends: each an InstanceFleet with its own image, runtime and extras.
+
+| backend    | image (AWS public SSM parameter, resolved at deploy)          | runtime          |
+|------------|---------------------------------------------------------------|------------------|
+| gpu        | Deep Learning Base OSS NVIDIA driver GPU AMI (AL2023)          | onnxruntime-gpu  |
+| eia        | Amazon Linux 2023 + an Elastic Inference accelerator (retired) | onnxruntime      |
+| inferentia | Neuron multi-framework DLAMI (AL2023), Neuron runtime          | onnxruntime      |
+| cpu        | Amazon Linux 2023 (arm64 for Graviton types)                  | onnxruntime      |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Aws
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from crossover.config import GRAVITON_FAMILIES
+from crossover.constructs.fleet import FleetImage, InstanceFleet, PinnedImage
+
+GPU_AMI = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
+NEURON_AMI = "/aws/service/neuron/dlami/multi-framework/amazon-linux-2023/latest/image_id"
+EI_SERVICE = "elastic-inference.runtime"
+
+
+def _image(ami_id: str | None, default: ec2.IMachineImage) -> ec2.IMachineImage:
+    return PinnedImage(ami_id) if ami_id else default
+
+
+class GpuFleet(InstanceFleet):
+    """GPU instances on the Deep Learning AMI; ONNX Runtime with CUDA, one batch at a time per GPU."""
+
+    def __init__(self, scope: Construct, id: str, *, ami_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(scope, id, image=FleetImage(
+            _image(ami_id, ec2.MachineImage.from_ssm_parameter(GPU_AMI)), runtime="onnxruntime-gpu"), **kwargs)
+
+
+class CpuFleet(InstanceFleet):
+    """CPU instances on Amazon Linux 2023; Graviton types (c6g, c7g, m7g) get the arm64 image."""
+
+    def __init__(self, scope: Construct, id: str, *, ami_id: str | None = None, **kwargs: Any) -> None:
+        arm = kwargs["instance_type"].split(".")[0] in GRAVITON_FAMILIES
+        default = ec2.MachineImage.latest_amazon_linux2023(
+            cpu_type=ec2.AmazonLinuxCpuType.ARM_64 if arm else ec2.AmazonLinuxCpuType.X86_64)
+        super().__init__(scope, id, image=FleetImage(_image(ami_id, default)), **kwargs)
+
+
+class InferentiaFleet(InstanceFleet):
+    """Inferentia instances on the Neuron DLAMI (driver, runtime and tools preinstalled)."""
+
+    def __init__(self, scope: Construct, id: str, *, ami_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(scope, id, image=FleetImage(
+            _image(ami_id, ec2.MachineImage.from_ssm_parameter(NEURON_AMI))), **kwargs)
+
+
+class EiaFleet(InstanceFleet):
+    """C5 instances with an Elastic Inference accelerator, as EI was deployed before AWS retired it.
+
+    Adds what EI needed: the accelerator in the launch template, the interface endpoint
+    ``com.amazonaws.<region>.elastic-inference.runtime`` with private DNS behind a security group that
+    admits 443 from the fleet, and ``elastic-inference:Connect`` on accelerators in this account and
+    region (the service offers no narrower resource).
+    """
+
+    def __init__(self, scope: Construct, id: str, *, accelerator: str = "eia1.medium", ami_id: str | None = None,
+                 **kwargs: Any) -> None:
+        connect = iam.PolicyStatement(actions=["elastic-inference:Connect"], resources=[
+            f"arn:{Aws.PARTITION}:elastic-inference:{Aws.REGION}:{Aws.ACCOUNT_ID}:elastic-inference-accelerator/*"])
+        image = FleetImage(_image(ami_id, ec2.MachineImage.latest_amazon_linux2023()), extra_policies=[connect])
+        super().__init__(scope, id, image=image, **kwargs)
+        self._attach_accelerator(accelerator)
+        endpoint_sg = ec2.SecurityGroup(self, "AcceleratorEndpointSecurityGroup", vpc=self.vpc,
+                                        allow_all_outbound=False, disable_inline_rules=True,
+                                        description="Elastic Inference endpoint: 443 from the fleet")
+        endpoint_sg.add_ingress_rule(self.security_group, ec2.Port.tcp(443), "Fleet to Elastic Inference")
+        self.accelerator_endpoint = ec2.InterfaceVpcEndpoint(
+            self, "AcceleratorEndpoint", vpc=self.vpc, private_dns_enabled=True, security_groups=[endpoint_sg],
+            open=False,  # only the fleet (above), not the whole VPC
+            service=ec2.InterfaceVpcEndpointAwsService(EI_SERVICE),
+            subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS))
+
+    def _attach_accelerator(self, accelerator: str) -> None:
+        # The LaunchTemplate L2 has no Elastic Inference option (its "fields not yet implemented"), so
+        # the typed L1 data gets it: the property stays visible to cdk-nag and cfn-lint.
+        cfn = self.launch_template.node.default_child
+        assert isinstance(cfn, ec2.CfnLaunchTemplate)
+        data = cfn.launch_template_data
+        assert isinstance(data, ec2.CfnLaunchTemplate.LaunchTemplateDataProperty)
+        cfn.launch_template_data = ec2.CfnLaunchTemplate.LaunchTemplateDataProperty(
+            **{**data._values, "elastic_inference_accelerators": [
+                ec2.CfnLaunchTemplate.LaunchTemplateElasticInferenceAcceleratorProperty(type=accelerator, count=1)]})
