@@ -8,13 +8,19 @@ set -euo pipefail
 : "${CROSSOVER_BUNDLE:?s3:// URI of the serving bundle (zip)}"
 : "${CROSSOVER_MODEL:?s3:// URI of the model artifact}"
 : "${CROSSOVER_SPEC_JSON:?serving spec (JSON)}"
-: "${CROSSOVER_RUNTIME:=onnxruntime}"        # onnxruntime | onnxruntime-gpu
+: "${CROSSOVER_RUNTIME:=onnxruntime}"        # onnxruntime | onnxruntime-gpu | neuron
 : "${CROSSOVER_MODE:=server}"                # server (HTTP behind the load balancer) | worker (SQS)
 : "${CROSSOVER_PORT:=8080}"
 : "${CROSSOVER_READY_TIMEOUT_S:=600}"
 
 readonly home=/opt/crossover
-readonly venv="$home/venv"
+venv="$home/venv"
+if [[ "$CROSSOVER_RUNTIME" == neuron ]]; then
+  # The Neuron DLAMI's PyTorch environment holds torch-neuronx and the Neuron runtime bindings.
+  venv=$(find /opt -maxdepth 1 -type d -name 'aws_neuronx_venv_pytorch*' | sort -V | tail -n 1)
+  [[ -n "$venv" ]] || { echo "no Neuron PyTorch environment under /opt" >&2; exit 1; }
+fi
+readonly venv
 
 # Baked images (ami/components) already hold the runtime; a stock AMI gets it here.
 if [[ ! -x "$venv/bin/python" ]]; then
@@ -27,17 +33,24 @@ mkdir -p "$home"
 aws s3 cp --only-show-errors "$CROSSOVER_BUNDLE" "$home/bundle.zip"
 rm -rf "$home/app" && mkdir -p "$home/app/serving"
 unzip -q -o "$home/bundle.zip" -d "$home/app/serving"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$home/app/serving/requirements.txt" boto3
-if [[ "$CROSSOVER_RUNTIME" != onnxruntime ]]; then
+if [[ "$CROSSOVER_RUNTIME" == neuron ]]; then
+  # Keep the Neuron environment's own numpy and torch; add only what serving/ needs beside them.
+  grep -E '^(pillow|aws-lambda-powertools)==' "$home/app/serving/requirements.txt" \
+    | "$venv/bin/pip" install --quiet --disable-pip-version-check -r /dev/stdin boto3
+else
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$home/app/serving/requirements.txt" boto3
+fi
+if [[ "$CROSSOVER_RUNTIME" == onnxruntime-gpu ]]; then
   # Same version as the pinned CPU build, in its accelerator flavour.
   version=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' "$home/app/serving/requirements.txt")
   "$venv/bin/pip" uninstall --quiet --yes onnxruntime
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$CROSSOVER_RUNTIME==$version"
 fi
 
-aws s3 cp --only-show-errors "$CROSSOVER_MODEL" "$home/model.onnx"
+aws s3 cp --only-show-errors "$CROSSOVER_MODEL" "$home/model"
 printf '%s\n' "$CROSSOVER_SPEC_JSON" > "$home/spec.json"
 chown -R crossover: "$home"
+[[ "$venv" == "$home/venv" ]] || chmod -R o+rX "$venv"
 
 case "$CROSSOVER_MODE" in
   server) command="-m serving.server --config $home/spec.json --port $CROSSOVER_PORT" ;;

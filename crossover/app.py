@@ -11,6 +11,7 @@ from aws_cdk import App, Environment
 
 from crossover import ROOT, compliance
 from crossover.config import LoadedConfig
+from crossover.stacks.image import IMAGES, ImageStack
 from crossover.stacks.model import ModelStack
 from crossover.stacks.network import NetworkStack
 
@@ -36,6 +37,8 @@ def build(app: App, configs: list[LoadedConfig]) -> dict[str, ModelStack]:
     network = NetworkStack(app, "NetworkStack", env=env, description="crossover shared network")
     stacks = {item.config.name: ModelStack(app, item.config.stack_name, loaded=item, network=network, env=env)
               for item in configs}
+    for backend in IMAGES:  # deployed only when asked for: cdk deploy ImageStack-gpu
+        ImageStack(app, f"ImageStack-{backend}", backend=backend, vpc=network.vpc, env=env)
     compliance.apply(app)
     return stacks
 

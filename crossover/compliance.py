@@ -112,6 +112,15 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
         "elastic-inference-accelerator/*]",
         EI_RETIRED + "elastic-inference:Connect names no single accelerator: it is scoped to this account "
         "and region.", when=_on("eia")),
+    # The image pipelines (ImageStack-*).
+    Ack("BuildRole/Resource", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+        "EC2InstanceProfileForImageBuilder]",
+        "EC2 Image Builder requires this AWS-maintained policy on its build instances; it follows the "
+        "service's own needs as they change."),
+    Ack("BuildRole/Resource", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+        "AmazonSSMManagedInstanceCore]",
+        "Image Builder drives its build instances through Systems Manager, which needs this AWS-maintained "
+        "policy; build instances have no inbound access at all."),
     # The shared network.
     Ack("Vpc/Resource", NIST + "VPCDefaultSecurityGroupClosed",
         "No resource uses the default security group; closing it takes CDK's Lambda-backed custom resource "

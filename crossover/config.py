@@ -157,8 +157,12 @@ class EiaSpec(FleetSpec):
 
 
 class InferentiaSpec(FleetSpec):
+    """``neuron_artifact`` is the model compiled for NeuronCores (torch_neuronx.trace, saved with
+    torch.jit.save): an s3:// URI or a local file. Without it the ONNX model runs on the host CPUs."""
+
     FAMILIES, KIND = _FLEET_KINDS["inferentia"][1], _FLEET_KINDS["inferentia"][0]
     instance_type: str = "inf2.xlarge"
+    neuron_artifact: str | None = None
     root_volume_gib: Annotated[int, Field(ge=75, le=2048)] = 100  # the Neuron DLAMI's snapshot
 
 
@@ -222,15 +226,17 @@ class ModelConfig(_Strict):
     def stack_name(self) -> str:
         return STACK_PREFIX + self.name
 
+    @property
+    def runs_neuron(self) -> bool:
+        """Whether the selected backend runs a Neuron-compiled model rather than the ONNX one."""
+        return self.backend == "inferentia" and self.inferentia.neuron_artifact is not None
+
     def serving_spec(self, artifact: str) -> dict[str, Any]:
         """What serving/ reads (serving.spec.Spec): the model section, the artifact's location, the batch."""
         section = getattr(self, "lambda_" if self.backend == "lambda" else self.backend)
         return {"name": self.name, **self.model.model_dump(exclude={"load_s"}), "artifact": artifact,
+                "format": "neuron" if self.runs_neuron else self.model.format,
                 "max_batch": getattr(section, "max_batch", 1)}
-
-
-# Backends whose constructs exist. The registry in crossover.constructs.backends must match (tested).
-AVAILABLE_BACKENDS: frozenset[str] = frozenset(BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -252,7 +258,10 @@ class LoadedConfig:
     @property
     def artifact_path(self) -> Path | None:
         """The local artifact file, or None when the artifact is an S3 URI."""
-        return None if is_s3_uri(self.config.model.artifact) else resolve_local(self.path, self.config.model.artifact)
+        return self.local(self.config.model.artifact)
+
+    def local(self, artifact: str) -> Path | None:
+        return None if is_s3_uri(artifact) else resolve_local(self.path, artifact)
 
 
 class ConfigError(Exception):
@@ -351,8 +360,7 @@ def _describe(error: Any) -> str:
     return f"{error['msg'][0].lower()}{error['msg'][1:]}; got {got!r}"
 
 
-def _check_artifact(config: ModelConfig, path: Path) -> str | None:
-    artifact = config.model.artifact
+def _check_artifact(artifact: str, path: Path) -> str | None:
     if is_s3_uri(artifact):
         return None if _S3_URI.match(artifact) else (
             f"expected an s3://bucket/key URI or an existing local file; got {artifact!r} (not a valid S3 URI)"
@@ -372,6 +380,9 @@ def _warnings(config: ModelConfig) -> list[str]:
             "available; current CloudFormation schemas reject the accelerator. Kept for fidelity; "
             "its successor is backend 'inferentia'."
         )
+    if config.backend == "inferentia" and not config.runs_neuron:
+        warnings.append("backend 'inferentia' without inferentia.neuron_artifact: the ONNX model runs on the "
+                        "instance's CPUs, not its NeuronCores (see the README: compiling for Neuron)")
     if config.backend == "lambda" and config.lambda_.reserved_concurrency is None:
         warnings.append("lambda.reserved_concurrency is unset: one model can use the region's whole "
                         "Lambda concurrency and throttle every other function")
@@ -388,12 +399,10 @@ def load(path: Path, shown: str | None = None) -> LoadedConfig:
         raise ConfigError(
             [Problem(shown, ".".join(str(p) for p in err["loc"]), _describe(err)) for err in e.errors()]
         ) from None
-    problems = []
-    if (artifact_problem := _check_artifact(config, path)) is not None:
-        problems.append(Problem(shown, "model.artifact", artifact_problem))
-    if config.backend not in AVAILABLE_BACKENDS:
-        problems.append(Problem(shown, "backend", f"backend {config.backend!r} is not available yet; "
-                                f"available: {', '.join(sorted(AVAILABLE_BACKENDS))}"))
+    artifacts = {"model.artifact": config.model.artifact,
+                 "inferentia.neuron_artifact": config.inferentia.neuron_artifact}
+    problems = [Problem(shown, key, problem) for key, artifact in artifacts.items()
+                if artifact is not None and (problem := _check_artifact(artifact, path)) is not None]
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(path=path, config=config, warnings=_warnings(config))

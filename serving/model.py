@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -67,30 +68,28 @@ def providers() -> list[str]:
 
 
 class Model:
-    """One loaded model: ``predict_batch(tensors)`` returns, per tensor, ``[{"label", "score"}, ...]``."""
+    """One loaded model: ``predict_batch(tensors)`` returns, per tensor, ``[{"label", "score"}, ...]``.
+
+    ``format: onnx`` runs on ONNX Runtime (CUDA when present); ``format: neuron`` runs a
+    Neuron-compiled TorchScript module on Inferentia's NeuronCores.
+    """
 
     def __init__(self, spec: Spec, *, threads: int | None = None) -> None:
         self.spec = spec
         self.labels = read_labels(spec.labels)
         self.preprocess = Preprocessor(spec.input)
-        try:
-            self.session = ort.InferenceSession(read_artifact(spec.artifact, spec.sha256),
-                                                sess_options=session_options(threads or available_cpus()),
-                                                providers=providers())
-        except ModelLoadError:
-            raise
-        except Exception as e:  # ORT raises its own exception types for a malformed graph
-            raise ModelLoadError(f"cannot load {spec.artifact} as ONNX: {e}") from e
-        first = self.session.get_inputs()[0]
-        self.input_name = first.name
-        # A graph exported with a fixed batch of 1 is run one image at a time.
-        self.batchable = not isinstance(first.shape[0], int) or first.shape[0] != 1
+        data = read_artifact(spec.artifact, spec.sha256)
+        if spec.format == "neuron":
+            self._infer: Callable[[np.ndarray], np.ndarray] = _neuron(data)
+            self.batchable = False  # compiled for one input shape
+        else:
+            self._infer, self.batchable = _onnx(spec.artifact, data, threads or available_cpus())
         self.max_batch = spec.max_batch if self.batchable else 1
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.batchable:
-            return np.asarray(self.session.run(None, {self.input_name: batch})[0])
-        return np.concatenate([self.session.run(None, {self.input_name: one[None]})[0] for one in batch])
+            return self._infer(batch)
+        return np.concatenate([self._infer(one[None]) for one in batch])
 
     def predict_batch(self, tensors: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
         scores = _probabilities(self.run(np.stack(tensors)).reshape(len(tensors), -1))
@@ -108,6 +107,38 @@ class Model:
 
     def _label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else str(index)
+
+
+def _onnx(artifact: str, data: bytes, threads: int) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
+    """An ONNX Runtime session as a function, and whether it takes a batch dimension larger than 1."""
+    try:
+        session = ort.InferenceSession(data, sess_options=session_options(threads), providers=providers())
+    except Exception as e:  # ORT raises its own exception types for a malformed graph
+        raise ModelLoadError(f"cannot load {artifact} as ONNX: {e}") from e
+    first = session.get_inputs()[0]
+    # A graph exported with a fixed batch of 1 is run one image at a time.
+    batchable = not isinstance(first.shape[0], int) or first.shape[0] != 1
+    return (lambda batch: np.asarray(session.run(None, {first.name: batch})[0])), batchable
+
+
+def _neuron(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """A module compiled with torch_neuronx.trace and saved with torch.jit.save."""
+    try:
+        import torch
+        import torch_neuronx  # noqa: F401 - registers the Neuron operators the compiled module calls
+    except ImportError as e:
+        raise ModelLoadError("format neuron needs torch and torch-neuronx, as in the Neuron DLAMI's PyTorch "
+                             f"environment: {e}") from e
+    try:
+        module = torch.jit.load(io.BytesIO(data))
+    except Exception as e:  # torch raises RuntimeError subclasses for a file that is not TorchScript
+        raise ModelLoadError(f"cannot load the Neuron artifact as TorchScript: {e}") from e
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.asarray(module(torch.from_numpy(batch)).numpy())
+
+    return infer
 
 
 def _probabilities(outputs: np.ndarray) -> np.ndarray:

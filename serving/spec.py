@@ -25,7 +25,7 @@ class InputSpec:
 class Spec:
     name: str
     artifact: str  # local path or s3://bucket/key
-    format: str = "onnx"
+    format: str = "onnx"  # onnx | neuron (a Neuron-compiled TorchScript module, on Inferentia)
     sha256: str | None = None
     input: InputSpec = field(default_factory=InputSpec)
     labels: str = "imagenet"  # "imagenet" (bundled) or a path to a file with one label per line

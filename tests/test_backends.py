@@ -196,7 +196,7 @@ def test_user_data_boots_the_serving_bundle_and_signals_when_ready(synth: Synth)
     assert "trap exitTrap EXIT" in script and "cfn-signal" in script
     assert "CROSSOVER_RUNTIME=onnxruntime-gpu" in script
     spec = json.loads(script.split("export CROSSOVER_SPEC_JSON='", 1)[1].split("'\n", 1)[0])
-    assert (spec["artifact"], spec["max_batch"]) == ("/opt/crossover/model.onnx", 8)
+    assert (spec["artifact"], spec["max_batch"]) == ("/opt/crossover/model", 8)
     assert (ROOT / "ami" / "bootstrap.sh").read_text() in script
 
 
@@ -206,3 +206,33 @@ def test_instance_scripts_pass_bash_n_and_shellcheck(script: Path) -> None:
     result = subprocess.run([str(ROOT / ".venv" / "bin" / "shellcheck"), "-s", "bash", str(script)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_inferentia_with_a_neuron_artifact_serves_it_from_the_neuron_environment(tmp_path: Path) -> None:
+    from crossover.app import build, new_app
+    from crossover.config import load
+
+    (tmp_path / "model.neuron.pt").write_bytes(b"compiled")
+    config = tmp_path / "n.yaml"
+    config.write_text("name: neuron\nbackend: inferentia\nmodel: {artifact: s3://bkt/m.onnx}\n"
+                      "inferentia: {neuron_artifact: model.neuron.pt}\n")
+    loaded = load(config)
+    assert loaded.warnings == []
+    app = new_app(outdir=str(tmp_path / "out"))
+    build(app, [loaded])
+    template = app.synth().get_stack_by_name("ModelStack-neuron").template
+    data = one(template, "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]
+    script = "".join(p if isinstance(p, str) else "<token>" for p in data["UserData"]["Fn::Base64"]["Fn::Join"][1])
+    assert "CROSSOVER_RUNTIME=neuron" in script and '"format":"neuron"' in script
+    statements = [s for p in resources(template, "AWS::IAM::Policy").values()
+                  for s in p["Properties"]["PolicyDocument"]["Statement"] if s["Action"] == "s3:GetObject"]
+    assert not any("bkt/m.onnx" in json.dumps(s["Resource"]) for s in statements)  # reads only what it runs
+
+
+def test_inferentia_without_a_neuron_artifact_warns_it_runs_on_cpus(tmp_path: Path) -> None:
+    from crossover.config import load
+
+    config = tmp_path / "c.yaml"
+    config.write_text("name: cpuonly\nbackend: inferentia\nmodel: {artifact: s3://bkt/m.onnx}\n")
+    (warning,) = load(config).warnings
+    assert "runs on the instance's CPUs, not its NeuronCores" in warning

@@ -110,3 +110,10 @@ def test_decoder_refuses_what_is_not_an_allowed_image(body: bytes, code: str) ->
     with pytest.raises(InputError) as caught:
         Preprocessor(InputSpec())(body)
     assert caught.value.code == code and caught.value.status in (400, 415)
+
+
+def test_neuron_format_without_the_neuron_sdk_fails_clearly(tmp_path: Path) -> None:
+    # Here (no torch-neuronx) a Neuron artifact cannot run; the error says what the instance needs.
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04 not really torchscript")
+    with pytest.raises(ModelLoadError, match="format neuron needs torch and torch-neuronx"):
+        Model(Spec(name="n", artifact=str(tmp_path / "model.pt"), format="neuron"))

@@ -128,7 +128,7 @@ class InstanceFleet(Construct):
     def _write_user_data(self, bundle: s3_assets.Asset, artifact: ModelArtifact, spec: dict[str, object],
                          runtime: str, ready_timeout_s: int) -> None:
         # On instances the model is a local file that bootstrap.sh downloads; the spec carries no tokens.
-        local_spec = json.dumps({**spec, "artifact": "/opt/crossover/model.onnx"}, separators=(",", ":"))
+        local_spec = json.dumps({**spec, "artifact": "/opt/crossover/model"}, separators=(",", ":"))
         self.user_data.add_signal_on_exit_command(self.group)
         self.user_data.add_commands(
             "dnf install -y -q aws-cfn-bootstrap",  # cfn-signal, which the exit trap above calls

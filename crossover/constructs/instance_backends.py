@@ -4,7 +4,7 @@
 |------------|---------------------------------------------------------------|------------------|
 | gpu        | Deep Learning Base OSS NVIDIA driver GPU AMI (AL2023)          | onnxruntime-gpu  |
 | eia        | Amazon Linux 2023 + an Elastic Inference accelerator (retired) | onnxruntime      |
-| inferentia | Neuron multi-framework DLAMI (AL2023), Neuron runtime          | onnxruntime      |
+| inferentia | Neuron multi-framework DLAMI (AL2023), Neuron runtime          | torch-neuronx    |
 | cpu        | Amazon Linux 2023 (arm64 for Graviton types)                  | onnxruntime      |
 """
 
@@ -48,11 +48,17 @@ class CpuFleet(InstanceFleet):
 
 
 class InferentiaFleet(InstanceFleet):
-    """Inferentia instances on the Neuron DLAMI (driver, runtime and tools preinstalled)."""
+    """Inferentia instances on the Neuron DLAMI (driver, runtime and torch-neuronx preinstalled).
 
-    def __init__(self, scope: Construct, id: str, *, ami_id: str | None = None, **kwargs: Any) -> None:
+    With ``neuron=True`` the artifact is a Neuron-compiled TorchScript module served from the DLAMI's
+    PyTorch environment on the NeuronCores; otherwise the ONNX model runs on the host CPUs.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, neuron: bool = False, ami_id: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(scope, id, image=FleetImage(
-            _image(ami_id, ec2.MachineImage.from_ssm_parameter(NEURON_AMI))), **kwargs)
+            _image(ami_id, ec2.MachineImage.from_ssm_parameter(NEURON_AMI)),
+            runtime="neuron" if neuron else "onnxruntime"), **kwargs)
 
 
 class EiaFleet(InstanceFleet):

@@ -63,7 +63,8 @@ BACKENDS: dict[str, Callable[[Construct, ModelConfig, BackendContext], Backend]]
     "gpu": lambda scope, config, ctx: GpuFleet(scope, "Backend", **_fleet_kwargs(config, ctx)),
     "eia": lambda scope, config, ctx: EiaFleet(scope, "Backend", accelerator=config.eia.accelerator,
                                                **_fleet_kwargs(config, ctx)),
-    "inferentia": lambda scope, config, ctx: InferentiaFleet(scope, "Backend", **_fleet_kwargs(config, ctx)),
+    "inferentia": lambda scope, config, ctx: InferentiaFleet(scope, "Backend", neuron=config.runs_neuron,
+                                                             **_fleet_kwargs(config, ctx)),
     "cpu": lambda scope, config, ctx: CpuFleet(scope, "Backend", **_fleet_kwargs(config, ctx)),
 }
 
@@ -78,9 +79,10 @@ class ModelStack(Stack):
         config = loaded.config
         self.backend_name = config.backend
         vpc = network.vpc
-        local = loaded.artifact_path
-        artifact = (ModelArtifact(self, "Artifact", local_path=local) if local
-                    else ModelArtifact(self, "Artifact", s3_uri=config.model.artifact))
+        artifact = self._artifact("Artifact", loaded, config.model.artifact)
+        if config.runs_neuron:
+            assert config.inferentia.neuron_artifact is not None
+            artifact = self._artifact("NeuronArtifact", loaded, config.inferentia.neuron_artifact)
         self.front_door = RealtimeFrontDoor(self, "FrontDoor", vpc=vpc,
                                             certificate_arn=config.endpoint.certificate_arn,
                                             allowed_cidr=config.endpoint.allowed_cidr or network.cidr,
@@ -89,3 +91,7 @@ class ModelStack(Stack):
         self.backend = BACKENDS[config.backend](self, config, context)
         self.backend.serve_realtime(self.front_door)
         CfnOutput(self, "Endpoint", value=self.front_door.url, description="POST images to <Endpoint>/predict")
+
+    def _artifact(self, id: str, loaded: LoadedConfig, location: str) -> ModelArtifact:
+        local = loaded.local(location)
+        return ModelArtifact(self, id, local_path=local) if local else ModelArtifact(self, id, s3_uri=location)

@@ -1,0 +1,72 @@
+"""ImageStack-<backend>: an EC2 Image Builder pipeline that bakes the serving runtime into an AMI.
+
+The recipe starts from the backend's default image (the same public SSM parameter its fleet uses),
+applies the component documents in ami/components/, and runs weekly so drivers and packages stay
+current. Set the resulting AMI as ``<backend>.ami_id`` to boot instances without first-boot installs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_imagebuilder as imagebuilder
+from constructs import Construct
+
+from crossover import ROOT
+from crossover.constructs.instance_backends import GPU_AMI
+
+COMPONENTS = ROOT / "ami" / "components"
+# backend -> (parent image SSM parameter, onnxruntime flavour, build instance type)
+IMAGES = {
+    "gpu": (GPU_AMI, "onnxruntime-gpu", "g4dn.xlarge"),
+    "cpu": ("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64", "onnxruntime", "c7i.large"),
+}
+
+
+def component_files() -> list[Path]:
+    return sorted(COMPONENTS.glob("*.yaml"))
+
+
+class ImageStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, backend: str, vpc: ec2.IVpc, version: str = "1.0.0",
+                 **kwargs: Any) -> None:
+        super().__init__(scope, id, description=f"crossover image pipeline for the {backend} backend", **kwargs)
+        parent_parameter, runtime, build_type = IMAGES[backend]
+        components = [imagebuilder.CfnComponent(
+            self, path.stem, name=f"{path.stem}-{backend}", platform="Linux", version=version, data=path.read_text())
+            for path in component_files()]
+        parent = ec2.MachineImage.from_ssm_parameter(parent_parameter).get_image(self).image_id
+        recipe = imagebuilder.CfnImageRecipe(
+            self, "Recipe", name=f"crossover-{backend}", version=version, parent_image=parent,
+            components=[imagebuilder.CfnImageRecipe.ComponentConfigurationProperty(
+                component_arn=c.attr_arn,
+                parameters=[imagebuilder.CfnImageRecipe.ComponentParameterProperty(name="Runtime", value=[runtime])]
+                if c.name.startswith("crossover-serving-runtime") else None) for c in components],
+            block_device_mappings=[imagebuilder.CfnImageRecipe.InstanceBlockDeviceMappingProperty(
+                device_name="/dev/xvda", ebs=imagebuilder.CfnImageRecipe.EbsInstanceBlockDeviceSpecificationProperty(
+                    encrypted=True, volume_type="gp3", volume_size=100 if backend == "gpu" else 30,
+                    delete_on_termination=True))])
+        role = iam.Role(self, "BuildRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"), managed_policies=[
+            iam.ManagedPolicy.from_aws_managed_policy_name("EC2InstanceProfileForImageBuilder"),
+            iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")])
+        profile = iam.CfnInstanceProfile(self, "BuildProfile", roles=[role.role_name])
+        security_group = ec2.SecurityGroup(self, "BuildSecurityGroup", vpc=vpc,
+                                           description="Image builds: outbound only, no inbound")
+        infrastructure = imagebuilder.CfnInfrastructureConfiguration(
+            self, "Infrastructure", name=f"crossover-{backend}", instance_profile_name=profile.ref,
+            instance_types=[build_type], subnet_id=vpc.private_subnets[0].subnet_id,
+            security_group_ids=[security_group.security_group_id], terminate_instance_on_failure=True,
+            instance_metadata_options=imagebuilder.CfnInfrastructureConfiguration.InstanceMetadataOptionsProperty(
+                http_tokens="required", http_put_response_hop_limit=1))
+        imagebuilder.CfnImagePipeline(
+            self, "Pipeline", name=f"crossover-{backend}", image_recipe_arn=recipe.attr_arn,
+            infrastructure_configuration_arn=infrastructure.attr_arn,
+            image_tests_configuration=imagebuilder.CfnImagePipeline.ImageTestsConfigurationProperty(
+                image_tests_enabled=True, timeout_minutes=60),
+            schedule=imagebuilder.CfnImagePipeline.ScheduleProperty(
+                schedule_expression="cron(0 4 ? * mon *)",
+                pipeline_execution_start_condition="EXPRESSION_MATCH_AND_DEPENDENCY_UPDATES_AVAILABLE"))

@@ -1,0 +1,81 @@
+"""ami/: the Image Builder component documents are well-formed, and ImageStack-* synthesizes them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from crossover import ROOT
+from crossover.stacks.image import component_files
+from tests.conftest import Synth
+
+# Image Builder's step actions (component document reference); anything else is a typo.
+ACTIONS = {"ExecuteBash", "ExecuteBinary", "ExecuteDocument", "ExecutePowerShell", "UpdateOS", "Reboot",
+           "S3Download", "S3Upload", "WebDownload", "SetFileEncoding", "SetFileOwner", "SetFolderOwner",
+           "SetFilePermissions", "SetFolderPermissions", "SetRegistry", "CreateFile", "CreateFolder",
+           "CreateSymlink", "DeleteFile", "DeleteFolder", "ListFiles", "MoveFile", "MoveFolder", "CopyFile",
+           "CopyFolder", "ReadFile", "AppendFile", "InstallMSI", "UninstallMSI", "Assert", "InspectorCisScan"}
+PHASES = {"build", "validate", "test"}
+
+
+def load(path: Path) -> dict[str, Any]:
+    data = YAML(typ="safe", pure=True).load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.mark.parametrize("path", component_files(), ids=lambda p: p.name)
+def test_component_document_is_well_formed(path: Path, tmp_path: Path) -> None:
+    doc = load(path)
+    assert doc["name"] == path.stem and doc["description"]
+    assert str(doc["schemaVersion"]) == "1.0"
+    phases = [p["name"] for p in doc["phases"]]
+    assert set(phases) <= PHASES and len(phases) == len(set(phases)) and "build" in phases
+    declared = {next(iter(p)) for p in doc.get("parameters", [])}
+    for phase in doc["phases"]:
+        names = [step["name"] for step in phase["steps"]]
+        assert len(names) == len(set(names)), f"duplicate step names in {phase['name']}"
+        for step in phase["steps"]:
+            assert re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", step["name"]), step["name"]
+            assert step["action"] in ACTIONS, f"unknown action {step['action']}"
+            if step["action"] == "ExecuteBash":
+                commands = step["inputs"]["commands"]
+                assert commands and all(isinstance(c, str) for c in commands)
+                used = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", "\n".join(commands)))
+                assert used <= declared, f"undeclared parameters {used - declared}"
+                script = tmp_path / f"{step['name']}.sh"
+                script.write_text("\n".join(commands) + "\n")
+                assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+
+
+def test_runtime_component_pins_match_serving_requirements() -> None:
+    pins = dict(re.findall(r"^([a-z0-9-]+)==([0-9.]+)", (ROOT / "serving" / "requirements.txt").read_text(), re.M))
+    baked = "\n".join(c for p in load(ROOT / "ami" / "components" / "crossover-serving-runtime.yaml")["phases"]
+                      for s in p["steps"] for c in s.get("inputs", {}).get("commands", []))
+    found = dict(re.findall(r"([a-z0-9-]+|\{\{ Runtime \}\})\"?==([0-9.]+)", baked))
+    found["onnxruntime"] = found.pop("{{ Runtime }}")
+    assert found == pins
+
+
+@pytest.mark.parametrize("backend", ["gpu", "cpu"])
+def test_image_stack_builds_the_components_into_an_encrypted_imdsv2_pipeline(synth: Synth, backend: str) -> None:
+    template = synth.raw[f"ImageStack-{backend}"]
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for resource in template["Resources"].values():
+        by_type.setdefault(resource["Type"], []).append(resource["Properties"])
+    assert len(by_type["AWS::ImageBuilder::Component"]) == len(component_files())
+    (recipe,) = by_type["AWS::ImageBuilder::ImageRecipe"]
+    assert len(recipe["Components"]) == len(component_files())
+    assert recipe["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
+    runtime = [c for c in recipe["Components"] if "Parameters" in c]
+    assert runtime[0]["Parameters"] == [{"Name": "Runtime",
+                                         "Value": ["onnxruntime-gpu" if backend == "gpu" else "onnxruntime"]}]
+    (infra,) = by_type["AWS::ImageBuilder::InfrastructureConfiguration"]
+    assert infra["InstanceMetadataOptions"] == {"HttpPutResponseHopLimit": 1, "HttpTokens": "required"}
+    (pipeline,) = by_type["AWS::ImageBuilder::ImagePipeline"]
+    assert pipeline["ImageTestsConfiguration"]["ImageTestsEnabled"] is True
