@@ -22,6 +22,7 @@ Backend = Literal["lambda", "gpu", "eia", "inferentia", "cpu"]
 Service = Literal["realtime", "pipeline"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
+AVAILABLE_SERVICES = ("realtime",)  # the pipeline front door is not built yet
 STACK_PREFIX = "ModelStack-"
 # CloudFormation stack names: a letter, then letters, digits and hyphens, at most 128 characters.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
@@ -403,6 +404,9 @@ def load(path: Path, shown: str | None = None) -> LoadedConfig:
                  "inferentia.neuron_artifact": config.inferentia.neuron_artifact}
     problems = [Problem(shown, key, problem) for key, artifact in artifacts.items()
                 if artifact is not None and (problem := _check_artifact(artifact, path)) is not None]
+    if config.service not in AVAILABLE_SERVICES:
+        problems.append(Problem(shown, "service", f"service {config.service!r} is not available yet; available: "
+                                f"{', '.join(AVAILABLE_SERVICES)}"))
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(path=path, config=config, warnings=_warnings(config))

@@ -78,6 +78,8 @@ def test_defaults_fill_every_backend_section(tmp_path: Path) -> None:
      "instances are replaced before they can become healthy; got 900"),
     (GOOD + "gpu: {health_grace_s: 30}\n", "case.yaml: gpu.health_grace_s: expected a number >= 60; got 30"),
     (GOOD + "gpu: {ami_id: my-image}\n", "case.yaml: gpu.ami_id: expected a value matching"),
+    (GOOD + "service: pipeline\n", "case.yaml: service: service 'pipeline' is not available yet; available: "
+                                   "realtime"),
 ])
 def test_fails_when_config_is_bad(tmp_path: Path, text: str, expected: str) -> None:
     found = problems(tmp_path, text)
