@@ -1,4 +1,5 @@
-"""The `crossover` command: validate configs, serve a model locally."""
+"""The `crossover` command: validate configs, price backends and find the crossovers, switch a
+model's backend, measure a model, and serve it locally."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from crossover.config import ConfigError, load_all, model_files
+from crossover.config import ConfigError, Problem, find, load_all, model_files
+from crossover.cost.catalog import Catalog
+from crossover.cost.profile import PROFILES
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -71,6 +74,126 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _problems(error: ConfigError) -> int:
+    for problem in error.problems:
+        err.print(str(problem), markup=False)
+    return 1
+
+
+def _catalog(path: str | None) -> tuple[Catalog, str]:
+    from crossover.cost import catalog
+
+    chosen = Path(path) if path else catalog.BUNDLED
+    if not chosen.is_file():
+        raise ConfigError([Problem(str(chosen), "", "no such price file")])
+    return catalog.load(chosen), str(chosen)
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from crossover.cost import report
+
+    try:
+        (item,) = load_all([Path(args.config)])
+        catalog, shown = _catalog(args.prices)
+    except ConfigError as error:
+        return _problems(error)
+    result = report.build(item, catalog, volume=args.volume, prices_name=shown, profiles=Path(args.profiles))
+    if args.json:
+        out.print_json(data=report.as_json(result))
+    else:
+        out.print(report.table(result))
+        for line in report.notes(result):
+            out.print(line, markup=False)
+        for c in result.crossovers:
+            how = "both cost the same" if c.kind == "equal" else f"{c.below} adds an instance"
+            out.print(f"crossover: {c.below} is cheaper below {c.images_per_month:,.0f} images/month, "
+                      f"{c.above} above ({how} there)", markup=False)
+        if not result.crossovers:
+            out.print("crossover: none between 1e3 and 1e10 images/month among the backends that meet p99")
+        out.print(f"recommended: {result.recommended.backend if result.recommended else 'none meets the p99 target'}"
+                  f" (the cheapest that meets p99 {result.p99_ms} ms; * in the table)", markup=False)
+    if args.plot:
+        report.plot(result, Path(args.plot))
+        err.print(f"plot written to {args.plot}", markup=False)
+    return 0
+
+
+def _switch(args: argparse.Namespace) -> int:
+    from crossover.cost import report
+    from crossover.switch import DEPLOYS, KEPT, switch
+
+    try:
+        item = find(args.name, Path(args.models))
+        old, new = switch(item, args.backend)
+        catalog, shown = _catalog(None)
+    except ConfigError as error:
+        err.print(f"[red]not switched[/red]: {item.path if 'item' in locals() else args.name} is unchanged")
+        return _problems(error)
+    if old == args.backend:
+        out.print(f"{new.path}: already on {old}; nothing changed", markup=False)
+        return 0
+    before = report.build(item, catalog, prices_name=shown)
+    after = report.build(new, catalog, prices_name=shown)
+    usd = {e.backend: e.monthly_usd(before.volume) for e in after.estimates}
+    out.print(f"{new.path}: backend {old} -> {args.backend}", markup=False)
+    out.print(f"  replaces: Backend/ ({DEPLOYS[old]}) with ({DEPLOYS[args.backend]})", markup=False)
+    out.print(f"  keeps:    {KEPT} — clients see the same endpoint", markup=False)
+    out.print(f"  monthly at {before.volume:,.0f} images: {_usd(usd[old])} -> {_usd(usd[args.backend])}",
+              markup=False)
+    out.print(f"  deploy it: make deploy MODEL={new.config.name}", markup=False)
+    return 0
+
+
+def _usd(value: float | None) -> str:
+    return "unknown (see crossover cost)" if value is None else f"${value:,.2f}"
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from crossover.cost.bench import run
+    from serving.errors import ModelLoadError
+    from serving.spec import Spec
+
+    try:
+        (item,) = load_all([Path(args.config)])
+    except ConfigError as error:
+        return _problems(error)
+    artifact = args.artifact or item.artifact_path
+    if artifact is None:
+        err.print(f"{item.path}: model.artifact is in S3 ({item.config.model.artifact}); download it and pass "
+                  "--artifact FILE", markup=False)
+        return 1
+    try:
+        path = run(Spec.from_mapping(item.config.serving_spec(str(artifact))), repeat=args.repeat,
+                   folder=Path(args.profiles))
+    except ModelLoadError as e:
+        err.print(f"{item.path}: {e}", markup=False)
+        return 1
+    out.print(f"profile written to {path}; `crossover cost {args.config}` now uses it", markup=False)
+    out.print(path.read_text(), markup=False)
+    return 0
+
+
+def _refresh(args: argparse.Namespace) -> int:
+    import datetime
+
+    import boto3
+
+    from crossover.cost.refresh import RefreshError, refresh
+
+    out_path = Path(args.out or f"prices-{datetime.date.today().isoformat()}.yaml")
+    session = boto3.Session()  # a fresh one: credentials are looked up now, not reused from earlier calls
+    try:
+        if session.get_credentials() is None:
+            raise RefreshError("no AWS credentials: the Price List API needs them (any account can read it); "
+                               "the bundled catalog is unchanged")
+        written = refresh(session.client("pricing", region_name="us-east-1"), out_path)
+    except RefreshError as e:
+        err.print(f"[red]error[/red]: {e}")
+        return 1
+    out.print(f"wrote {written}; use it with crossover cost --prices {written}", markup=False)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="crossover", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -84,7 +207,41 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
     serve.add_argument("--artifact", type=Path, help="a local copy of an s3:// artifact")
     serve.set_defaults(run=_serve)
+    cost = commands.add_parser("cost", help="monthly cost per backend, crossovers, recommendation")
+    cost.add_argument("config", help="models/<name>.yaml")
+    cost.add_argument("--prices", help="a price catalog (default: the bundled, dated one)")
+    cost.add_argument("--volume", type=_positive, help="images per month (default: traffic.images_per_month)")
+    cost.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cost.add_argument("--plot", metavar="FILE.png", help="draw cost against volume with the crossovers")
+    cost.add_argument("--profiles", default=str(PROFILES), help="folder of `crossover bench` profiles")
+    cost.set_defaults(run=_cost)
+    switch = commands.add_parser("switch", help="change a model's backend (only that line of its config)")
+    switch.add_argument("name", help="the model's name (or its file name in models/)")
+    switch.add_argument("backend", help="lambda | gpu | eia | inferentia | cpu")
+    switch.add_argument("--models", default="models", help="folder of the model configs")
+    switch.set_defaults(run=_switch)
+    bench = commands.add_parser("bench", help="measure the model here and write profiles/<name>.json")
+    bench.add_argument("config", help="models/<name>.yaml")
+    bench.add_argument("--artifact", type=Path, help="a local copy of an s3:// artifact")
+    bench.add_argument("--repeat", type=int, default=20)
+    bench.add_argument("--profiles", default=str(PROFILES), help="where to write the profile")
+    bench.set_defaults(run=_bench)
+    prices = commands.add_parser("prices", help="the price catalog")
+    prices_commands = prices.add_subparsers(dest="prices_command", required=True)
+    refresh = prices_commands.add_parser("refresh", help="fetch current EC2 prices into a new dated catalog")
+    refresh.add_argument("--out", help="where to write it (default: prices-<date>.yaml)")
+    refresh.set_defaults(run=_refresh)
     return root
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images; got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of images; got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

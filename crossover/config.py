@@ -62,6 +62,7 @@ class ModelSpec(_Strict):
     format: Literal["onnx"] = "onnx"
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     load_s: Annotated[float, Field(gt=0)] | None = None  # measured model load time (crossover bench)
+    gmacs: Annotated[float, Field(gt=0)] | None = None  # billions of multiply-adds per image (cost estimates)
     input: InputSpec = Field(default_factory=InputSpec)
     labels: str = "imagenet"
     top_k: Annotated[int, Field(gt=0, le=20)] = 5
@@ -70,6 +71,9 @@ class ModelSpec(_Strict):
 class Traffic(_Strict):
     images_per_month: PositiveInt = 1_000_000
     p99_ms: PositiveInt = 500
+    # Busiest hour's rate over the month's average: instances are sized for the peak.
+    peak_to_average: Annotated[float, Field(ge=1, le=100)] = 3.0
+    image_kb: Annotated[float, Field(gt=0)] = 150.0  # mean request size (load balancer capacity units)
 
 
 class Scaling(_Strict):
@@ -98,6 +102,7 @@ class LambdaSpec(_Strict):
     timeout_s: Annotated[int, Field(ge=1, le=900)] = 30
     reserved_concurrency: PositiveInt | None = 100
     architecture: Literal["x86_64", "arm64"] = "x86_64"
+    latency_ms: Annotated[float, Field(gt=0)] | None = None  # measured warm latency at memory_mib
 
 
 class FleetSpec(_Strict):
@@ -235,7 +240,8 @@ class ModelConfig(_Strict):
     def serving_spec(self, artifact: str) -> dict[str, Any]:
         """What serving/ reads (serving.spec.Spec): the model section, the artifact's location, the batch."""
         section = getattr(self, "lambda_" if self.backend == "lambda" else self.backend)
-        return {"name": self.name, **self.model.model_dump(exclude={"load_s"}), "artifact": artifact,
+        model = self.model.model_dump(include={"sha256", "input", "labels", "top_k"})
+        return {"name": self.name, **model, "artifact": artifact,
                 "format": "neuron" if self.runs_neuron else self.model.format,
                 "max_batch": getattr(section, "max_batch", 1)}
 
@@ -282,7 +288,7 @@ def resolve_local(config_path: Path, artifact: str) -> Path:
     return (config_path.parent / artifact).resolve()
 
 
-def _yaml_mapping(path: Path, shown: str) -> dict[str, Any]:
+def yaml_mapping(path: Path, shown: str) -> dict[str, Any]:
     # The safe loader refuses !!python/* tags; ruamel refuses duplicate keys by default.
     yaml = YAML(typ="safe", pure=True)
     try:
@@ -317,9 +323,9 @@ def _valid_keys(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+def _model_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The schema class that owns the mapping at ``loc`` (for listing valid keys)."""
-    current: type[BaseModel] = ModelConfig
+    current: type[BaseModel] = root
     for part in loc:
         fields = {f.alias or n: f for n, f in current.model_fields.items()}
         annotation = fields[str(part)].annotation if str(part) in fields else None
@@ -329,12 +335,12 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return current
 
 
-def _describe(error: Any) -> str:
-    """One pydantic error as 'what was expected; what was found'."""
+def describe(error: Any, root: type[BaseModel] | None = None) -> str:
+    """One pydantic error as 'what was expected; what was found' (``root``: the schema, for key hints)."""
     kind, got, ctx = error["type"], error.get("input"), error.get("ctx", {})
     loc = tuple(error["loc"])
     if kind == "extra_forbidden":
-        owner = _model_at(loc[:-1])
+        owner = _model_at(root or ModelConfig, loc[:-1])
         keys = _valid_keys(owner) if owner else []
         near = difflib.get_close_matches(str(loc[-1]), keys, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
@@ -393,12 +399,12 @@ def _warnings(config: ModelConfig) -> list[str]:
 def load(path: Path, shown: str | None = None) -> LoadedConfig:
     """Load and validate one config file; raises ConfigError listing every problem found."""
     shown = shown or str(path)
-    data = _yaml_mapping(path, shown)
+    data = yaml_mapping(path, shown)
     try:
         config = ModelConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(
-            [Problem(shown, ".".join(str(p) for p in err["loc"]), _describe(err)) for err in e.errors()]
+            [Problem(shown, ".".join(str(p) for p in err["loc"]), describe(err)) for err in e.errors()]
         ) from None
     artifacts = {"model.artifact": config.model.artifact,
                  "inferentia.neuron_artifact": config.inferentia.neuron_artifact}
@@ -431,6 +437,16 @@ def load_all(paths: Iterable[Path]) -> list[LoadedConfig]:
     if problems:
         raise ConfigError(problems)
     return loaded
+
+
+def find(name: str, folder: Path) -> LoadedConfig:
+    """The config in ``folder`` whose ``name`` (or file name) is ``name``; ConfigError if none."""
+    configs = load_all(model_files(folder))
+    for item in configs:
+        if name in (item.config.name, item.path.stem):
+            return item
+    known = ", ".join(sorted(c.config.name for c in configs))
+    raise ConfigError([Problem(str(folder), "", f"no model named {name!r}; known: {known}")])
 
 
 def model_files(folder: Path) -> list[Path]:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from crossover import ROOT, compliance
 from crossover.app import models_folder
-from crossover.config import ConfigError, LoadedConfig, load_all, model_files
+from crossover.config import ConfigError, find
 
 console = Console(highlight=False, soft_wrap=True)
 CDK = str(ROOT / "node_modules" / ".bin" / "cdk")
@@ -26,16 +26,6 @@ CDK = str(ROOT / "node_modules" / ".bin" / "cdk")
 
 class DeployError(Exception):
     pass
-
-
-def find_model(name: str) -> LoadedConfig:
-    """The config whose ``name`` (or file name) is ``name``."""
-    configs = load_all(model_files(models_folder()))
-    for item in configs:
-        if name in (item.config.name, item.path.stem):
-            return item
-    known = ", ".join(sorted(c.config.name for c in configs))
-    raise DeployError(f"no model named {name!r} in {models_folder()}; known: {known}")
 
 
 def has_credentials() -> bool:
@@ -84,7 +74,7 @@ def main(argv: list[str]) -> int:
         console.print("usage: python -m crossover.deploy <model name>  (make deploy MODEL=<name>)")
         return 2
     try:
-        item = find_model(argv[0])
+        item = find(argv[0], models_folder())
         for warning in item.warnings:
             console.print(f"[yellow]warning[/yellow]: {warning}")
         stack = item.config.stack_name

@@ -52,7 +52,9 @@ def load(path: Path) -> Spec:
     from ruamel.yaml import YAML  # only local use reads YAML; Lambda and instances get JSON
 
     config = YAML(typ="safe", pure=True).load(path.read_text())
-    model = dict(config["model"])
+    # The model section also holds figures only the kit reads (gmacs, load_s): take what serving uses.
+    serving_keys = {f.name for f in fields(Spec)}
+    model = {k: v for k, v in config["model"].items() if k in serving_keys}
     if not str(model["artifact"]).startswith("s3://"):
         model["artifact"] = str((path.parent / model["artifact"]).resolve())
     backend = config.get("backend", "cpu")

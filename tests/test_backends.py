@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from crossover import ROOT
-from crossover.constructs.fleet import scaling_target
+from crossover.capacity import scaling_target
 from tests.conftest import BACKENDS, EXAMPLES, Synth, stack_of
 
 NAMES = ["resnet152", "mobilenet-v2", "efficientnet-lite0"]

@@ -10,7 +10,6 @@ by the load balancer after a grace period that covers model load.
 from __future__ import annotations
 
 import json
-import math
 import shlex
 from dataclasses import dataclass, field
 
@@ -47,18 +46,6 @@ class PinnedImage:
                                       user_data=ec2.UserData.for_linux())
 
 
-def scaling_target(images_per_second: float, p99_ms: int) -> int:
-    """Requests per minute per instance for target tracking, from throughput and the latency target.
-
-    Treating an instance as an M/M/1 queue, the p99 time in system is ln(100) / (mu - lambda); solving
-    for lambda keeps p99 under the target. Utilisation is clamped to 10-80%: never plan an instance
-    to be idle, never plan it to be saturated.
-    """
-    mu = images_per_second
-    utilisation = 1 - math.log(100) / (mu * p99_ms / 1000)
-    return max(1, math.floor(mu * 60 * min(0.8, max(0.1, utilisation))))
-
-
 @dataclass(frozen=True)
 class FleetImage:
     """What a backend decides about its instances."""
@@ -71,7 +58,7 @@ class FleetImage:
 class InstanceFleet(Construct):
     """Instances of ``instance_type`` serving the model on port 8080, ``min_capacity``..``max_capacity``.
 
-    ``requests_per_minute`` is the target-tracking target per instance (see :func:`scaling_target`);
+    ``requests_per_minute`` is the target-tracking target per instance (crossover.capacity);
     ``health_grace_s`` bounds both the load balancer's grace and how long a new instance may take to
     signal ready. There is deliberately no desired capacity: a deploy never resets the fleet's size.
     """

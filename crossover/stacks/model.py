@@ -11,9 +11,9 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
+from crossover.capacity import scaling_target
 from crossover.config import LoadedConfig, ModelConfig
 from crossover.constructs.artifact import ModelArtifact
-from crossover.constructs.fleet import scaling_target
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
 from crossover.constructs.lambda_backend import LambdaBackend

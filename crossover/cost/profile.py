@@ -1,0 +1,120 @@
+"""Performance per backend: from the config, else a `crossover bench` profile, else an estimate.
+
+Every figure carries its source, printed beside it: a measured number and an estimate never look
+alike. Estimates scale the model's multiply-adds (``model.gmacs``) by a per-backend effective rate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crossover import ROOT
+from crossover.config import GRAVITON_FAMILIES, ModelConfig
+
+PROFILES = ROOT / "profiles"
+LAMBDA_MIB_PER_VCPU = 1769
+MULTI_THREAD_EFFICIENCY = 0.85  # measured 2-thread speed-ups on these machines were 1.6-1.8x
+
+# Effective fp32 GFLOP/s of one x86 core running a convolutional network with ONNX Runtime: one
+# core's FMA peak (~124) x the ~70% that ResNets reached on one thread (shared/REFERENCE.md, measured).
+X86_CORE_GFLOPS = 87.0
+GRAVITON_VCPU_GFLOPS = 70.0  # estimate: a Graviton3 vCPU is a full core with narrower vectors
+CPU_SOURCE = "estimate: 87 GFLOP/s per x86 core (measured ~70% of one core's fp32 peak), 70 per Graviton vCPU"
+# fp32 peak TFLOPS x 35%, what ONNX Runtime's CUDA provider reaches on batched CNNs (estimate).
+GPU_TFLOPS = {"g4dn": 8.1, "g5": 31.2, "g6": 30.3, "g6e": 91.6, "p3": 15.7, "p4d": 19.5, "p5": 67.0}
+GPU_EFFICIENCY = 0.35
+GPU_SOURCE = "estimate: datasheet fp32 peak x 35% (ONNX Runtime CUDA, batched)"
+# Elastic Inference fp32 TFLOPS (AWS documentation) x 50%.
+EIA_TFLOPS = {"eia1.medium": 1.0, "eia1.large": 2.0, "eia1.xlarge": 4.0}
+EIA_SOURCE = "estimate: EI fp32 TFLOPS (AWS docs) x 50%"
+# AWS Neuron performance pages: ResNet-152 at 838 img/s on inf2.xlarge (batch 1); ResNet-50 at
+# 2,207 img/s on inf1.xlarge; scaled by multiply-adds to other models.
+NEURON_ANCHORS = {"inf2": (838.0, 11.51), "inf1": (2207.0, 4.09)}
+NEURON_SOURCE = "estimate: AWS Neuron published ResNet throughput, scaled by multiply-adds and chips"
+NEURON_CHIPS = {"inf1.6xlarge": 4, "inf1.24xlarge": 16, "inf2.24xlarge": 6, "inf2.48xlarge": 12}  # others: 1
+LAMBDA_OVERHEAD_MS = 10.0  # decode + preprocess of a typical photo (bench/serving.py measures ~6-8 ms)
+
+
+@dataclass(frozen=True)
+class Figure:
+    value: float
+    source: str
+
+
+@dataclass(frozen=True)
+class BenchProfile:
+    """What `crossover bench` measured on one machine, with one inference thread."""
+
+    path: Path
+    machine: str
+    latency_ms: float  # one image, end to end (decode + inference), one thread
+    images_per_second: float  # best batched throughput, one thread
+
+    @classmethod
+    def read(cls, name: str, folder: Path = PROFILES) -> BenchProfile | None:
+        path = folder / f"{name}.json"
+        if not path.is_file():
+            return None
+        data: dict[str, Any] = json.loads(path.read_text())
+        return cls(path=path, machine=data["machine"], latency_ms=data["latency_ms"],
+                   images_per_second=data["images_per_second"])
+
+
+def vcpus(instance_type: str) -> int:
+    size = instance_type.split(".", 1)[1]
+    return 2 if size == "large" else 4 * int(size.removesuffix("xlarge") or 1)
+
+
+def _cores(instance_type: str) -> float:
+    graviton = instance_type.split(".")[0] in GRAVITON_FAMILIES
+    return vcpus(instance_type) if graviton else vcpus(instance_type) / 2
+
+
+def _lambda_cpus(memory_mib: int) -> float:
+    share = min(6.0, memory_mib / LAMBDA_MIB_PER_VCPU)
+    return share if share <= 1 else share * MULTI_THREAD_EFFICIENCY
+
+
+def lambda_latency_ms(config: ModelConfig, bench: BenchProfile | None) -> Figure | None:
+    spec = config.lambda_
+    if spec.latency_ms is not None:
+        return Figure(spec.latency_ms, f"config (lambda.latency_ms at {spec.memory_mib} MiB)")
+    cpus = _lambda_cpus(spec.memory_mib)
+    if bench is not None:
+        return Figure(bench.latency_ms / cpus, f"bench on {bench.machine} (1 thread), scaled to "
+                      f"{spec.memory_mib} MiB of Lambda")
+    if config.model.gmacs is None:
+        return None
+    gflop = 2 * config.model.gmacs
+    return Figure(gflop / (X86_CORE_GFLOPS * cpus) * 1000 + LAMBDA_OVERHEAD_MS,
+                  f"{CPU_SOURCE}; {spec.memory_mib} MiB = {spec.memory_mib / LAMBDA_MIB_PER_VCPU:.2f} vCPU")
+
+
+def images_per_second(config: ModelConfig, backend: str, bench: BenchProfile | None) -> Figure | None:
+    fleet = getattr(config, backend)
+    if fleet.images_per_second is not None:
+        return Figure(fleet.images_per_second, f"config ({backend}.images_per_second)")
+    family = fleet.instance_type.split(".")[0]
+    if backend == "cpu" and bench is not None:
+        cores = _cores(fleet.instance_type)
+        return Figure(bench.images_per_second * cores * (MULTI_THREAD_EFFICIENCY if cores > 1 else 1),
+                      f"bench on {bench.machine} (1 thread), scaled to {cores:g} cores of {fleet.instance_type}")
+    gmacs = config.model.gmacs
+    if gmacs is None:
+        return None
+    gflop = 2 * gmacs
+    if backend == "cpu":
+        per_core = GRAVITON_VCPU_GFLOPS if family in GRAVITON_FAMILIES else X86_CORE_GFLOPS
+        return Figure(per_core * _cores(fleet.instance_type) / gflop, CPU_SOURCE)
+    if backend == "gpu" and family in GPU_TFLOPS:
+        return Figure(GPU_TFLOPS[family] * 1000 * GPU_EFFICIENCY / gflop, GPU_SOURCE)
+    if backend == "eia":
+        return Figure(EIA_TFLOPS[config.eia.accelerator] * 1000 * 0.5 / gflop, EIA_SOURCE)
+    if backend == "inferentia" and family in NEURON_ANCHORS:
+        throughput, anchor_gmacs = NEURON_ANCHORS[family]
+        chips = NEURON_CHIPS.get(fleet.instance_type, 1)
+        return Figure(throughput * anchor_gmacs / gmacs * chips, NEURON_SOURCE)
+    return None

@@ -1,0 +1,121 @@
+"""`crossover switch`, `crossover bench` and `crossover prices refresh`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from crossover.cli import main
+from crossover.cost import catalog as catalog_module
+from crossover.cost.refresh import LOCATION, refresh
+from tests.conftest import DATA, EXAMPLES, ROOT
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for example in EXAMPLES:
+        shutil.copy(example, folder / example.name)
+    (folder / "efficientnet_lite0.yaml").write_text(
+        (folder / "efficientnet_lite0.yaml").read_text().replace("../build/", f"{ROOT}/build/"))
+    return folder
+
+
+def test_switch_changes_only_the_backend_value(models: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = models / "resnet152.yaml"
+    before = path.read_text()
+    assert main(["switch", "resnet152", "gpu", "--models", str(models)]) == 0
+    after = path.read_text()
+    changed = [(a, b) for a, b in zip(before.splitlines(True), after.splitlines(True), strict=True) if a != b]
+    assert changed == [("backend: lambda            # lambda | gpu | eia | inferentia | cpu\n",
+                        "backend: gpu            # lambda | gpu | eia | inferentia | cpu\n")]
+    out = capsys.readouterr().out
+    assert "backend lambda -> gpu" in out and "replaces: Backend/ (Lambda function" in out
+    assert "keeps:    front door (load balancer, listener" in out
+    assert "monthly at 7,500,000 images: $111.32 -> $793.38" in out
+
+
+def test_switch_keeps_quotes_and_finds_the_model_by_file_name(models: Path) -> None:
+    path = models / "mobilenet_v2.yaml"
+    path.write_text(path.read_text().replace("backend: lambda", "backend: 'lambda'"))
+    assert main(["switch", "mobilenet_v2", "cpu", "--models", str(models)]) == 0
+    assert "backend: 'cpu'\n" in path.read_text()
+
+
+@pytest.mark.parametrize("backend", ["gpus", "x: y", ""])
+def test_fails_when_target_backend_is_invalid_and_leaves_the_file(models: Path, backend: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = models / "resnet152.yaml"
+    before = path.read_bytes()
+    assert main(["switch", "resnet152", backend, "--models", str(models)]) == 1
+    assert path.read_bytes() == before
+    err = capsys.readouterr().err
+    assert "is unchanged" in err and "backend:" in err and "Traceback" not in err
+
+
+def test_fails_when_the_model_is_unknown(models: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["switch", "nope", "gpu", "--models", str(models)]) == 1
+    assert "no model named 'nope'; known: efficientnet-lite0, mobilenet-v2, resnet152" in capsys.readouterr().err
+
+
+def test_bench_writes_a_profile_that_cost_uses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(ROOT / "models" / "efficientnet_lite0.yaml")
+    assert main(["bench", config, "--repeat", "3", "--profiles", str(tmp_path)]) == 0
+    profile = json.loads((tmp_path / "efficientnet-lite0.json").read_text())
+    assert profile["threads"] == 1 and profile["latency_ms"] > 0 and profile["images_per_second"] > 0
+    assert "CPUs available" in profile["machine"]
+    capsys.readouterr()
+    assert main(["cost", config, "--json", "--profiles", str(tmp_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["backends"]["lambda"]["performance"]["source"].startswith(f"bench on {profile['machine']}")
+    assert data["backends"]["cpu"]["performance"]["source"].startswith("bench on")
+    assert data["backends"]["gpu"]["performance"]["source"].startswith("estimate")
+
+
+def _stubbed_pricing() -> tuple[object, Stubber]:
+    template = json.loads((DATA / "pricing" / "get_products_c5.xlarge.json").read_text())["c5.xlarge"]
+    client = boto3.client("pricing", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    for i, instance_type in enumerate(catalog_module.load().ec2):
+        product = template["PriceList"][0].replace("c5.xlarge", instance_type).replace(
+            "0.1700000000", f"{0.5 + i / 100:.10f}")
+        expected = {"ServiceCode": "AmazonEC2", "MaxResults": 10, "Filters": [
+            {"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in {
+                "instanceType": instance_type, "location": LOCATION, "operatingSystem": "Linux", "tenancy": "Shared",
+                "preInstalledSw": "NA", "capacitystatus": "Used"}.items()]}
+        stubber.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": [product]}, expected)
+    return client, stubber
+
+
+def test_prices_refresh_writes_a_new_dated_catalog_from_the_price_list(tmp_path: Path) -> None:
+    # GIVEN Price List responses of the documented shape WHEN refreshed THEN a valid catalog with those prices
+    bundled = hashlib.sha256(catalog_module.BUNDLED.read_bytes()).hexdigest()
+    client, stubber = _stubbed_pricing()
+    with stubber:
+        out = refresh(client, tmp_path / "prices.yaml")
+    stubber.assert_no_pending_responses()
+    fresh = catalog_module.load(out)
+    first = next(iter(fresh.ec2))
+    assert fresh.ec2[first].usd == 0.5 and fresh.ec2[first].source == "pricelist"
+    assert fresh.lambda_ == catalog_module.load().lambda_  # carried over with its source
+    assert hashlib.sha256(catalog_module.BUNDLED.read_bytes()).hexdigest() == bundled
+
+
+def test_prices_refresh_without_credentials_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    for key in [k for k in __import__("os").environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    bundled = catalog_module.BUNDLED.read_bytes()
+    assert main(["prices", "refresh", "--out", str(tmp_path / "p.yaml")]) == 1
+    assert "no AWS credentials" in capsys.readouterr().err
+    assert not (tmp_path / "p.yaml").exists() and catalog_module.BUNDLED.read_bytes() == bundled
