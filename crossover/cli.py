@@ -144,6 +144,27 @@ def _switch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _smoke(args: argparse.Namespace) -> int:
+    import boto3
+
+    from crossover.cost.bench import photo
+    from crossover.smoke import SmokeError, endpoint, smoke
+
+    try:
+        item = find(args.name, Path(args.models))
+        url = endpoint(boto3.Session().client("cloudformation"), item.config.stack_name)
+        result = smoke(url, item.config.name, photo(), timeout_s=args.timeout)
+    except ConfigError as error:
+        return _problems(error)
+    except SmokeError as e:
+        err.print(f"[red]smoke failed[/red]: {e}", markup=False)
+        return 1
+    best = result.top[0]
+    out.print(f"{item.config.stack_name}: {result.endpoint}/predict answered in {result.latency_ms:.0f} ms; "
+              f"top label {best['label']!r} ({best['score']:.3f}) of {len(result.top)}", markup=False)
+    return 0
+
+
 def _usd(value: float | None) -> str:
     return "unknown (see crossover cost)" if value is None else f"${value:,.2f}"
 
@@ -226,6 +247,11 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=20)
     bench.add_argument("--profiles", default=str(PROFILES), help="where to write the profile")
     bench.set_defaults(run=_bench)
+    smoke = commands.add_parser("smoke", help="send a real photo to a deployed model and check the answer")
+    smoke.add_argument("name", help="the model's name")
+    smoke.add_argument("--models", default="models", help="folder of the model configs")
+    smoke.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
+    smoke.set_defaults(run=_smoke)
     prices = commands.add_parser("prices", help="the price catalog")
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)
     refresh = prices_commands.add_parser("refresh", help="fetch current EC2 prices into a new dated catalog")

@@ -1,31 +1,23 @@
-"""`make deploy MODEL=<name>`: the real `cdk deploy` with AWS credentials; without, a synth and report.
+"""`make deploy MODEL=<name>`: the real `cdk deploy` with AWS credentials; without, a rehearsal.
 
-Without credentials nothing can be deployed, so this synthesizes the model's stack with the pinned
-CDK CLI, shows what it would create, the cdk-nag outcome and cfn-lint's findings, and says plainly
-that nothing was deployed and why.
+With credentials: `cdk deploy ModelStack-<name>` (a bootstrap hint if the account is not
+bootstrapped), then `crossover smoke <name>`. Without: the same CLI deploys the same stack into a
+local AWS emulator on loopback (crossover.rehearsal), then boto3 reads back what was created.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from collections import Counter
-from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from crossover import ROOT, compliance
+from crossover import ROOT
 from crossover.app import models_folder
-from crossover.config import ConfigError, find
+from crossover.config import ConfigError, LoadedConfig, find
+from crossover.rehearsal import CDK, RehearsalError, bootstrap, check, deploy, emulator, table
 
 console = Console(highlight=False, soft_wrap=True)
-CDK = str(ROOT / "node_modules" / ".bin" / "cdk")
-
-
-class DeployError(Exception):
-    pass
 
 
 def has_credentials() -> bool:
@@ -34,39 +26,35 @@ def has_credentials() -> bool:
     return boto3.Session().get_credentials() is not None
 
 
-def _cdk(*args: str) -> None:
-    result = subprocess.run([CDK, *args], cwd=ROOT)
+def rehearse(item: LoadedConfig) -> int:
+    stack = item.config.stack_name
+    console.print(f"[bold]No AWS credentials found[/bold]: rehearsing on a local AWS emulator (nothing "
+                  f"leaves this machine). The same CDK CLI deploys the same {stack} template.")
+    with emulator(ROOT / "cdk.out" / "emulator.log") as emu:
+        console.print(f"emulator on {emu.endpoint} (pid {emu.pid})")
+        bootstrap(emu)
+        deploy(emu, stack)
+        status, checks = check(emu, stack, item.config.backend)
+    console.print(table(stack, status, checks))
+    missing = [c.what for c in checks if not c.ok]
+    if missing:
+        console.print(f"[red]rehearsal failed[/red]: {', '.join(missing)} not as expected")
+        return 1
+    console.print(f"{stack}: {status} on the emulator; the emulator was stopped. With AWS credentials, "
+                  "`make deploy` runs the same deploy against your account.")
+    return 0
+
+
+def real_deploy(item: LoadedConfig) -> int:
+    stack = item.config.stack_name
+    result = subprocess.run([CDK, "deploy", stack], cwd=ROOT, capture_output=False)
     if result.returncode != 0:
-        raise DeployError(f"`cdk {' '.join(args)}` failed (exit {result.returncode}); see its output above")
+        console.print("cdk deploy failed. If the account and region are not bootstrapped yet, run once: "
+                      "npx cdk bootstrap")
+        return 1
+    from crossover.cli import main as cli
 
-
-def report(stack: str, outdir: Path) -> int:
-    """Print the resources, nag outcome and lint findings of ``stack``; return the cfn-lint error count."""
-    template_path = outdir / f"{stack}.template.json"
-    template = json.loads(template_path.read_text())
-    kinds = Counter(r["Type"] for r in template["Resources"].values() if r["Type"] != "AWS::CDK::Metadata")
-    table = Table(title=f"{stack}: {sum(kinds.values())} resources")
-    table.add_column("type")
-    table.add_column("count", justify="right")
-    for kind, count in sorted(kinds.items()):
-        table.add_row(kind, str(count))
-    console.print(table)
-    accepted = [(logical, entry["finding"]) for logical, r in template["Resources"].items()
-                for entry in r.get("Metadata", {}).get(compliance.METADATA_KEY, [])]
-    packs = ", ".join(p.__name__.removesuffix("Checks") for p in compliance.PACKS)
-    console.print(f"cdk-nag ({packs}): 0 unacknowledged findings; {len(accepted)} acknowledged, each with "
-                  "its reason in the template's resource Metadata:")
-    for logical, finding in accepted:
-        console.print(f"  {logical}: {finding}")
-    lint = subprocess.run([str(ROOT / ".venv" / "bin" / "cfn-lint"), "--format", "parseable",
-                           str(template_path), str(outdir / "NetworkStack.template.json")],
-                          capture_output=True, text=True)
-    findings = lint.stdout.splitlines()
-    errors = sum(":E" in f for f in findings)
-    console.print(f"cfn-lint: {errors} errors, {len(findings) - errors} warnings (stack and NetworkStack)")
-    for finding in findings:
-        console.print(f"  {finding}", markup=False)
-    return errors
+    return cli(["smoke", item.config.name])
 
 
 def main(argv: list[str]) -> int:
@@ -77,22 +65,12 @@ def main(argv: list[str]) -> int:
         item = find(argv[0], models_folder())
         for warning in item.warnings:
             console.print(f"[yellow]warning[/yellow]: {warning}")
-        stack = item.config.stack_name
-        if has_credentials():
-            _cdk("deploy", stack, "--outputs-file", str(ROOT / "cdk.out" / f"{stack}.outputs.json"))
-            return 0
-        _cdk("synth", stack, "--quiet")
-        errors = report(stack, ROOT / "cdk.out")
+        return real_deploy(item) if has_credentials() else rehearse(item)
     except ConfigError as e:
         console.print(str(e), markup=False)
-        return 1
-    except DeployError as e:
-        console.print(f"[red]error[/red]: {e}")
-        return 1
-    console.print(f"\n[bold]Nothing was deployed[/bold]: no AWS credentials were found (environment, "
-                  f"~/.aws or an instance role). {stack} was synthesized into cdk.out/ and checked instead. "
-                  "Configure credentials and run `make deploy` again to deploy it.")
-    return 1 if errors else 0
+    except RehearsalError as e:
+        console.print(f"[red]error[/red]: {e}", markup=False)
+    return 1
 
 
 if __name__ == "__main__":

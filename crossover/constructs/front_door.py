@@ -107,9 +107,14 @@ class RealtimeFrontDoor(Construct):
     def route_to(self, targets: Sequence[elbv2.IApplicationLoadBalancerTarget], *,
                  port: int | None = None, health_check: elbv2.HealthCheck | None = None,
                  vpc: ec2.IVpc | None = None) -> elbv2.ApplicationTargetGroup:
-        """Send every request to ``targets`` (a Lambda function, or instances on ``port``)."""
+        """Send every request to ``targets`` (a Lambda function, or instances on ``port``).
+
+        The target group is named by the kind of target: CloudFormation cannot change a group's
+        target type in place, so moving between Lambda and instances swaps one group for another.
+        """
         group = elbv2.ApplicationTargetGroup(
-            self, "Targets", targets=list(targets), port=port, vpc=vpc, health_check=health_check,
+            self, "InstanceTargets" if port else "LambdaTargets", targets=list(targets), port=port, vpc=vpc,
+            health_check=health_check,
             protocol=elbv2.ApplicationProtocol.HTTP if port else None,
             deregistration_delay=Duration.seconds(30) if port else None)
         self.listener.add_action("Forward", action=elbv2.ListenerAction.forward([group]))

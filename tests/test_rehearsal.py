@@ -1,0 +1,93 @@
+"""Deploy rehearsals: the real CDK CLI deploying real stacks into a local AWS emulator on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crossover import ROOT
+from crossover.rehearsal import Emulator, RehearsalError, bootstrap, check, deploy, emulator
+from crossover.switch import rewrite_backend
+
+pytestmark = pytest.mark.slow
+PUBLIC = ("endpoint: {certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/"
+          "0b7d8c1e-1111-2222-3333-444455556666'}\n")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("rehearsal-models")
+    shutil.copy(ROOT / "models" / "resnet152.yaml", folder / "resnet152.yaml")
+    broken = (ROOT / "models" / "resnet152.yaml").read_text().replace("name: resnet152", "name: broken")
+    (folder / "broken.yaml").write_text(broken + PUBLIC)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    with emulator(tmp_path_factory.mktemp("emu") / "emulator.log") as running:
+        bootstrap(running)
+        yield running
+
+
+def test_lambda_then_switch_to_gpu_keeps_the_load_balancer(emu: Emulator, models: Path,
+                                                           tmp_path: Path) -> None:
+    # GIVEN resnet152 deployed on lambda
+    deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out1")
+    status, checks = check(emu, "ModelStack-resnet152", "lambda")
+    assert status == "CREATE_COMPLETE" and all(c.ok for c in checks), checks
+    lb = _load_balancer(emu)
+    # WHEN its config is switched to gpu and deployed again
+    config = models / "resnet152.yaml"
+    config.write_text(rewrite_backend(config.read_text(), "gpu")[0])
+    deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out2")
+    # THEN the same stack is updated, the load balancer is the same one, and the fleet is there
+    status, checks = check(emu, "ModelStack-resnet152", "gpu")
+    assert status == "UPDATE_COMPLETE" and all(c.ok for c in checks), checks
+    assert _load_balancer(emu) == lb
+    assert {c.what for c in checks} >= {"Auto Scaling group", "launch template"}
+
+
+def test_eia_rehearsal_keeps_the_accelerator(emu: Emulator, models: Path, tmp_path: Path) -> None:
+    config = models / "resnet152.yaml"
+    config.write_text(rewrite_backend(config.read_text(), "eia")[0])
+    deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out")
+    _, checks = check(emu, "ModelStack-resnet152", "eia")
+    accelerator = next(c for c in checks if c.what == "Elastic Inference accelerator")
+    assert accelerator.found == "eia1.medium" and all(c.ok for c in checks), checks
+
+
+def test_failed_create_names_the_resource_and_the_reason(emu: Emulator, models: Path, tmp_path: Path) -> None:
+    # GIVEN a public endpoint whose ACM certificate does not exist in the account
+    with pytest.raises(RehearsalError) as caught:
+        deploy(emu, "ModelStack-broken", models=models, outdir=tmp_path / "out")
+    message = str(caught.value)
+    assert "ModelStack-broken failed to deploy" in message
+    assert "FrontDoorLoadBalancerListener" in message and "certificate was not found" in message, message
+
+
+def test_make_deploy_without_credentials_rehearses_and_leaves_no_process(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")
+    result = subprocess.run([sys.executable, "-m", "crossover.deploy", "resnet152"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "ModelStack-resnet152: CREATE_COMPLETE" in result.stdout
+    assert "Lambda function" in result.stdout and "the emulator was stopped" in result.stdout
+    pid = int(result.stdout.split("(pid ", 1)[1].split(")", 1)[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def _load_balancer(emu: Emulator) -> str:
+    resources = emu.client("cloudformation").list_stack_resources(StackName="ModelStack-resnet152")
+    (arn,) = [r["PhysicalResourceId"] for r in resources["StackResourceSummaries"]
+              if r["LogicalResourceId"] == "FrontDoorLoadBalancer6A458C90"]
+    return str(arn)
