@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from crossover import ROOT
+from crossover.cost.bench import photo
 from crossover.rehearsal import Emulator, RehearsalError, bootstrap, check, deploy, emulator
+from crossover.smoke import SmokeError, endpoint, smoke
 from crossover.switch import rewrite_backend
+from serving.server import InferenceServer
+from serving.spec import Spec
 
 pytestmark = pytest.mark.slow
 PUBLIC = ("endpoint: {certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/"
@@ -91,3 +98,26 @@ def _load_balancer(emu: Emulator) -> str:
     (arn,) = [r["PhysicalResourceId"] for r in resources["StackResourceSummaries"]
               if r["LogicalResourceId"] == "FrontDoorLoadBalancer6A458C90"]
     return str(arn)
+
+
+def test_smoke_finds_the_endpoint_in_the_stack_outputs_and_checks_the_answer(emu: Emulator,
+                                                                             lite0_spec: Spec) -> None:
+    # GIVEN a stack whose Endpoint output points at a real server on loopback
+    server = InferenceServer(("127.0.0.1", 0), lite0_spec)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+                    "Outputs": {"Endpoint": {"Value": url}}}
+        emu.client("cloudformation").create_stack(StackName="ModelStack-smoke", TemplateBody=json.dumps(template))
+        assert endpoint(emu.client("cloudformation"), "ModelStack-smoke") == url
+        while not server.ready:
+            time.sleep(0.05)
+        result = smoke(url, "efficientnet-lite0", photo())
+        assert result.latency_ms > 0 and len(result.top) == 5
+        with pytest.raises(SmokeError, match="unexpected answer"):
+            smoke(url, "another-model", photo())
+    finally:
+        server.drain(5)
+    with pytest.raises(SmokeError, match="ModelStack-missing is not deployed here"):
+        endpoint(emu.client("cloudformation"), "ModelStack-missing")
