@@ -126,9 +126,14 @@ def test_scaling_tracks_requests_per_target_from_throughput_and_p99(synth: Synth
     policy = one(synth.raw[stack_of("resnet152", backend)], "AWS::AutoScaling::ScalingPolicy")
     tracking = policy["TargetTrackingConfiguration"]
     assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ALBRequestCountPerTarget"
-    from crossover.stacks.model import DEFAULT_IMAGES_PER_SECOND
+    # resnet152 sets model.gmacs, so the target follows the same estimate `crossover cost` shows
+    from crossover.config import load
+    from crossover.cost.profile import images_per_second
 
-    assert tracking["TargetValue"] == scaling_target(DEFAULT_IMAGES_PER_SECOND[backend], 300)
+    config = load(ROOT / "models" / "resnet152.yaml").config
+    figure = images_per_second(config, backend, None)
+    assert figure is not None and figure.source.startswith("estimate")
+    assert tracking["TargetValue"] == scaling_target(figure.value, 300)
 
 
 def test_scaling_target_follows_queueing() -> None:

@@ -17,6 +17,7 @@ from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
 from crossover.constructs.lambda_backend import LambdaBackend
+from crossover.cost import profile
 from crossover.stacks.network import NetworkStack
 
 
@@ -41,20 +42,25 @@ def _lambda(scope: Construct, config: ModelConfig, ctx: BackendContext) -> Backe
                          reserved_concurrency=spec.reserved_concurrency, architecture=spec.architecture)
 
 
-# Throughput of one instance when neither the config nor a measured profile says (images/s, a
-# ResNet-50-class model at batch 1-8). Rough: measure with `crossover bench` and set images_per_second.
+# Throughput of one instance when the config, a bench profile and model.gmacs all say nothing
+# (images/s, a ResNet-50-class model at batch 1-8): a placeholder until the model is measured.
 DEFAULT_IMAGES_PER_SECOND = {"gpu": 200.0, "eia": 60.0, "inferentia": 400.0, "cpu": 12.0}
+
+
+def throughput(config: ModelConfig) -> float:
+    """One instance's images/s, from the same source the cost model uses (crossover.cost.profile)."""
+    figure = profile.images_per_second(config, config.backend, profile.BenchProfile.read(config.name))
+    return figure.value if figure else DEFAULT_IMAGES_PER_SECOND[config.backend]
 
 
 def _fleet_kwargs(config: ModelConfig, ctx: BackendContext) -> dict[str, Any]:
     fleet = config.fleet
     assert fleet is not None
-    throughput = fleet.images_per_second or DEFAULT_IMAGES_PER_SECOND[config.backend]
     return {"vpc": ctx.vpc, "artifact": ctx.artifact, "spec": ctx.spec, "instance_type": fleet.instance_type,
             "ami_id": fleet.ami_id, "min_capacity": config.scaling.min, "max_capacity": config.scaling.max,
             "root_volume_gib": fleet.root_volume_gib, "health_grace_s": fleet.health_grace_s,
             "requests_per_minute": fleet.requests_per_minute_per_instance
-            or scaling_target(throughput, config.traffic.p99_ms)}
+            or scaling_target(throughput(config), config.traffic.p99_ms)}
 
 
 # backend name -> factory translating the config into that construct's keyword arguments.
@@ -79,10 +85,10 @@ class ModelStack(Stack):
         config = loaded.config
         self.backend_name = config.backend
         vpc = network.vpc
-        artifact = self._artifact("Artifact", loaded, config.model.artifact)
-        if config.runs_neuron:
-            assert config.inferentia.neuron_artifact is not None
-            artifact = self._artifact("NeuronArtifact", loaded, config.inferentia.neuron_artifact)
+        # Only the file the backend runs is published and granted: the Neuron build on inferentia.
+        neuron = config.inferentia.neuron_artifact if config.runs_neuron else None
+        artifact = (self._artifact("NeuronArtifact", loaded, neuron) if neuron
+                    else self._artifact("Artifact", loaded, config.model.artifact))
         self.front_door = RealtimeFrontDoor(self, "FrontDoor", vpc=vpc,
                                             certificate_arn=config.endpoint.certificate_arn,
                                             allowed_cidr=config.endpoint.allowed_cidr or network.cidr,
