@@ -53,7 +53,7 @@ def main() -> None:
     per_stack = (twenty - one) / 19
     print(f"median of {REPEAT} runs, fresh process each (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
     print(f"bare CDK app, one empty stack : {bare:6.2f} s")
-    print(f"examples ({n_examples} models + network): {examples:6.2f} s  = {examples / bare:.2f}x bare  "
+    print(f"examples app ({n_examples} models, all stacks): {examples:6.2f} s = {examples / bare:.2f}x bare  "
           f"(target <= 1.3x) {'OK' if examples / bare <= 1.3 else 'MISSED'}")
     print(f"1 model copy                  : {one:6.2f} s")
     print(f"20 model copies               : {twenty:6.2f} s")
