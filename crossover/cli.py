@@ -124,10 +124,13 @@ def _switch(args: argparse.Namespace) -> int:
 
     try:
         item = find(args.name, Path(args.models))
+    except ConfigError as error:
+        return _problems(error)
+    try:
         old, new = switch(item, args.backend)
         catalog, shown = _catalog(None)
     except ConfigError as error:
-        err.print(f"[red]not switched[/red]: {item.path if 'item' in locals() else args.name} is unchanged")
+        err.print(f"[red]not switched[/red]: {item.path} is unchanged")
         return _problems(error)
     if old == args.backend:
         out.print(f"{new.path}: already on {old}; nothing changed", markup=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -162,4 +161,3 @@ def test_bundled_catalog_names_a_source_and_date_for_every_price() -> None:
     c = catalog_module.load()
     prices = [*c.ec2.values(), *c.eia.values(), c.lambda_.gb_second_usd, c.alb.hourly_usd, c.nat.hourly_usd]
     assert all(p.source in c.sources and str(p.date) for p in prices)
-    assert not math.isnan(c.hours_per_month)
