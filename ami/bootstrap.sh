@@ -54,7 +54,7 @@ chown -R crossover: "$home"
 
 case "$CROSSOVER_MODE" in
   server) command="-m serving.server --config $home/spec.json --port $CROSSOVER_PORT" ;;
-  worker) command="-m serving.worker --config $home/spec.json --queue-url ${CROSSOVER_QUEUE_URL:?} --results-bucket ${CROSSOVER_RESULTS_BUCKET:?}" ;;
+  worker) command="-m serving.worker --config $home/spec.json --queue-url ${CROSSOVER_QUEUE_URL:?} --results-bucket ${CROSSOVER_RESULTS_BUCKET:?} --max-receive-count ${CROSSOVER_MAX_RECEIVE_COUNT:-1}" ;;
   *) echo "unknown CROSSOVER_MODE: $CROSSOVER_MODE" >&2; exit 1 ;;
 esac
 

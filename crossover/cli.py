@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -168,6 +169,55 @@ def _smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline_stack(args: argparse.Namespace) -> tuple[Any, dict[str, str], str]:
+    import boto3
+
+    from crossover.pipeline_cli import outputs
+
+    (item,) = load_all([Path(args.config)])
+    session = boto3.Session()
+    return session, outputs(session.client("cloudformation"), item.config.stack_name), item.config.stack_name
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    from crossover.pipeline_cli import enqueue
+    from crossover.smoke import SmokeError
+
+    uris = list(args.uris)
+    try:
+        if args.file:
+            uris += [line.strip() for line in Path(args.file).read_text().splitlines() if line.strip()]
+        if not uris:
+            raise SmokeError("no images: give URIs or --file FILE (one s3:// or https:// URI a line)")
+        session, found, stack = _pipeline_stack(args)
+        sent = enqueue(session.client("sqs"), found["QueueUrl"], uris)
+    except ConfigError as error:
+        return _problems(error)
+    except (SmokeError, OSError) as e:
+        err.print(f"[red]error[/red]: {e}", markup=False)
+        return 1
+    out.print(f"{stack}: {sent} messages queued; `crossover results {args.config}` collects what comes back",
+              markup=False)
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from crossover.pipeline_cli import collect
+    from crossover.smoke import SmokeError
+
+    try:
+        session, found, stack = _pipeline_stack(args)
+        results, errors = collect(session.client("s3"), found["ResultsBucket"], Path(args.out))
+    except ConfigError as error:
+        return _problems(error)
+    except SmokeError as e:
+        err.print(f"[red]error[/red]: {e}", markup=False)
+        return 1
+    out.print(f"{stack}: {results} results and {errors} errors (dead-lettered messages) in {args.out}/",
+              markup=False)
+    return 0
+
+
 def _usd(value: float | None) -> str:
     return "unknown (see crossover cost)" if value is None else f"${value:,.2f}"
 
@@ -255,6 +305,15 @@ def parser() -> argparse.ArgumentParser:
     smoke.add_argument("--models", default="models", help="folder of the model configs")
     smoke.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
     smoke.set_defaults(run=_smoke)
+    enqueue = commands.add_parser("enqueue", help="send images to a deployed pipeline's queue")
+    enqueue.add_argument("config", help="models/<name>.yaml (service: pipeline)")
+    enqueue.add_argument("uris", nargs="*", help="s3:// or https:// images")
+    enqueue.add_argument("--file", help="a file of URIs, one a line")
+    enqueue.set_defaults(run=_enqueue)
+    results = commands.add_parser("results", help="download a deployed pipeline's results and errors")
+    results.add_argument("config", help="models/<name>.yaml (service: pipeline)")
+    results.add_argument("--out", default="results", help="folder to write results/ and errors/ into")
+    results.set_defaults(run=_results)
     prices = commands.add_parser("prices", help="the price catalog")
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)
     refresh = prices_commands.add_parser("refresh", help="fetch current EC2 prices into a new dated catalog")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aws_cdk import Acknowledgment, App, CfnResource, Stack, Validations
+from aws_cdk import Acknowledgment, App, CfnResource, Names, Stack, Validations
 from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
 from constructs import IConstruct
 
@@ -43,6 +43,10 @@ def _on(backend: str) -> Callable[[Stack], bool]:
     return lambda stack: getattr(stack, "backend_name", None) == backend
 
 
+def _pipeline(stack: Stack) -> bool:
+    return hasattr(getattr(stack, "front_door", None), "queue")
+
+
 def _fleet(stack: Stack) -> bool:
     return getattr(stack, "backend_name", "lambda") != "lambda"
 
@@ -58,6 +62,10 @@ INTERNAL_HTTP = ("The endpoint is internal, reachable only from endpoint.allowed
                  "giving endpoint.certificate_arn makes it HTTPS with a redirect and WAF.")
 SYNC_LAMBDA = ("The load balancer invokes the function synchronously and returns its errors to the caller; "
                "a dead-letter queue only ever receives asynchronous invocations.")
+RESULTS_BUCKET = ("This bucket holds the pipeline's results, written only by its own consumer role; access "
+                  "logs would record that role's writes, which CloudTrail already shows.")
+RESULT_KEYS = ("Result keys are named by message id, unknown in advance: the consumer may put objects "
+               "under results/ and errors/ of its own bucket only.")
 PUBLIC_SUBNET = ("Public subnets exist for NAT gateways and public load balancers, which need the route to "
                  "the internet gateway; no instance is ever placed in them.")
 
@@ -85,12 +93,29 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
     Ack("FrontDoor/WafLogs/Resource", NIST + "CloudWatchLogGroupEncrypted", CW_LOGS, when=_public),
     Ack("FrontDoor/LoadBalancer/Resource", NIST + "ALBWAFEnabled",
         INTERNAL_HTTP + " Only public endpoints face traffic a web ACL exists to filter.", when=_internal),
+    # The pipeline front door.
+    Ack("FrontDoor/Results/Resource", "AwsSolutions-S1", RESULTS_BUCKET),
+    Ack("FrontDoor/Results/Resource", NIST + "S3BucketLoggingEnabled", RESULTS_BUCKET),
+    Ack("FrontDoor/Results/Resource", NIST + "S3BucketReplicationEnabled",
+        "Results are derived from images the owner keeps and can be recomputed from the queue's inputs; a "
+        "cross-region replica doubles storage for data that expires after pipeline.results_days."),
+    Ack("FrontDoor/DeadLetterQueue/Resource", "Serverless-SQSRedrivePolicy",
+        "This is the dead-letter queue: what lands here is kept 14 days for inspection, with its error "
+        "in errors/<id>.json; a queue behind it would only move the same messages again."),
+    Ack("Backend/Role/DefaultPolicy/Resource", "AwsSolutions-IAM5[Resource::<FrontDoorResults12853F62.Arn>/results/*]",
+        RESULT_KEYS, when=_pipeline),
+    Ack("Backend/Role/DefaultPolicy/Resource", "AwsSolutions-IAM5[Resource::<FrontDoorResults12853F62.Arn>/errors/*]",
+        RESULT_KEYS, when=_pipeline),
     # The lambda backend.
     Ack("Backend/Role/DefaultPolicy/Resource", "AwsSolutions-IAM5[Resource::*]",
         "Only the EC2 network-interface actions a VPC function needs and X-Ray's PutTraceSegments/"
         "PutTelemetryRecords, none of which support resource-level permissions.", when=_on("lambda")),
     Ack("Backend/Function/Resource", "Serverless-LambdaDLQ", SYNC_LAMBDA, when=_on("lambda")),
     Ack("Backend/Function/Resource", NIST + "LambdaDLQ", SYNC_LAMBDA, when=_on("lambda")),
+    Ack("Backend/Function/SqsEventSource:{queue}/Resource", "Serverless-LambdaEventSourceMappingDestination",
+        "SQS event sources take no on-failure destination: a failing message is retried by SQS and moved by "
+        "the queue's redrive policy to the dead-letter queue, with its error in errors/<id>.json.",
+        when=_pipeline),
     # The instance backends.
     Ack("Backend/Role/DefaultPolicy/Resource", "AwsSolutions-IAM5[Resource::*]",
         "cloudwatch:PutMetricData takes no resource ARN; a condition limits it to the crossover "
@@ -133,6 +158,12 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
 
 
 def _find(stack: Stack, path: str) -> IConstruct | None:
+    if "{queue}" in path:
+        queue = getattr(getattr(stack, "front_door", None), "queue", None)
+        if queue is None:
+            return None
+        # CDK names an event source mapping after its queue's unique id.
+        path = path.replace("{queue}", Names.unique_id(queue))
     node: IConstruct | None = stack
     for part in path.split("/"):
         node = node.node.try_find_child(part) if node is not None else None

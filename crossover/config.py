@@ -22,7 +22,6 @@ Backend = Literal["lambda", "gpu", "eia", "inferentia", "cpu"]
 Service = Literal["realtime", "pipeline"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
-AVAILABLE_SERVICES = ("realtime",)  # the pipeline front door is not built yet
 STACK_PREFIX = "ModelStack-"
 # CloudFormation stack names: a letter, then letters, digits and hyphens, at most 128 characters.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
@@ -95,6 +94,21 @@ class Endpoint(_Strict):
     allowed_cidr: Annotated[str, Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")] | None = None
     # The endpoint is the model's stable address: deleting it takes a deliberate step.
     deletion_protection: bool = True
+
+
+class PipelineSpec(_Strict):
+    """The SQS-fed service: one queue in, one results bucket out, a dead-letter queue for what fails."""
+
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 10
+    max_batching_window_s: Annotated[int, Field(ge=0, le=300)] = 0  # Lambda's limit is 300 s
+    max_receive_count: Annotated[int, Field(ge=1, le=1000)] = 3  # deliveries before the dead-letter queue
+    visibility_timeout_s: Annotated[int, Field(ge=0, le=43_200)] | None = None  # default: 6 x lambda.timeout_s
+    max_concurrency: Annotated[int, Field(ge=2, le=1000)] = 10  # concurrent Lambda batches
+    backlog_s: PositiveInt = 300  # instances: how long a message may wait (sets backlog per instance)
+    results_days: PositiveInt = 30  # results and error records expire after this
+
+    def visibility_s(self, lambda_timeout_s: int) -> int:
+        return self.visibility_timeout_s if self.visibility_timeout_s is not None else 6 * lambda_timeout_s
 
 
 class LambdaSpec(_Strict):
@@ -190,6 +204,7 @@ class ModelConfig(_Strict):
     traffic: Traffic = Field(default_factory=Traffic)
     scaling: Scaling = Field(default_factory=Scaling)
     endpoint: Endpoint = Field(default_factory=Endpoint)
+    pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
     lambda_: LambdaSpec = Field(default_factory=LambdaSpec, alias="lambda")
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     eia: EiaSpec = Field(default_factory=EiaSpec)
@@ -219,6 +234,22 @@ class ModelConfig(_Strict):
                 raise ValueError(f"{name}.health_grace_s: expected at least the measured model load "
                                  f"(model.load_s = {self.model.load_s:g} s), or instances are replaced before "
                                  f"they can become healthy; got {fleet.health_grace_s}")
+        return self
+
+    @model_validator(mode="after")
+    def _pipeline_is_consistent(self) -> ModelConfig:
+        pipe = self.pipeline
+        minimum = 6 * self.lambda_.timeout_s
+        if pipe.visibility_timeout_s is not None and pipe.visibility_timeout_s < minimum:
+            raise ValueError(f"pipeline.visibility_timeout_s: expected at least 6 x lambda.timeout_s = {minimum} "
+                             "(a message must stay hidden while a batch and its retries run); "
+                             f"got {pipe.visibility_timeout_s}")
+        if pipe.batch_size > 10 and pipe.max_batching_window_s < 1:
+            raise ValueError("pipeline.max_batching_window_s: expected at least 1 when batch_size is over 10 "
+                             f"(an SQS event source rule); got {pipe.max_batching_window_s}")
+        if self.service == "pipeline" and self.endpoint.certificate_arn is not None:
+            raise ValueError("endpoint.certificate_arn: a pipeline has no HTTP endpoint to make public; "
+                             "remove it or use service: realtime")
         return self
 
     @model_validator(mode="after")
@@ -410,9 +441,6 @@ def load(path: Path, shown: str | None = None) -> LoadedConfig:
                  "inferentia.neuron_artifact": config.inferentia.neuron_artifact}
     problems = [Problem(shown, key, problem) for key, artifact in artifacts.items()
                 if artifact is not None and (problem := _check_artifact(artifact, path)) is not None]
-    if config.service not in AVAILABLE_SERVICES:
-        problems.append(Problem(shown, "service", f"service {config.service!r} is not available yet; available: "
-                                f"{', '.join(AVAILABLE_SERVICES)}"))
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(path=path, config=config, warnings=_warnings(config))

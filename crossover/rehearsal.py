@@ -9,6 +9,7 @@ the check fails if anything the backend needs is missing.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -125,6 +126,8 @@ def check(emu: Emulator, stack: str, backend: str) -> tuple[str, list[Check]]:
     for r in resources.values():
         by_type.setdefault(r["ResourceType"], []).append(r["PhysicalResourceId"])
     checks: list[Check] = []
+    if "AWS::SQS::Queue" in by_type:
+        return status, _pipeline_checks(emu, by_type, backend)
     elbv2 = emu.client("elbv2")
     (lb_arn,) = by_type.get("AWS::ElasticLoadBalancingV2::LoadBalancer", [None])
     if lb_arn:
@@ -147,6 +150,26 @@ def check(emu: Emulator, stack: str, backend: str) -> tuple[str, list[Check]]:
     else:
         checks += _fleet_checks(emu, by_type, backend)
     return status, checks
+
+
+def _pipeline_checks(emu: Emulator, by_type: dict[str, list[str]], backend: str) -> list[Check]:
+    sqs = emu.client("sqs")
+    queues = {url: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+              for url in by_type.get("AWS::SQS::Queue", [])}
+    inputs = {u: json.loads(a["RedrivePolicy"])["maxReceiveCount"] for u, a in queues.items() if "RedrivePolicy" in a}
+    dead = [u for u in queues if u not in inputs]
+    buckets = by_type.get("AWS::S3::Bucket", [])
+    checks = [
+        Check("queue with redrive", ", ".join(f"{u.rsplit('/', 1)[-1]} (after {n} receives)" for u, n in inputs.items())
+              or "missing", len(inputs) == 1),
+        Check("dead-letter queue", ", ".join(u.rsplit("/", 1)[-1] for u in dead) or "missing", len(dead) == 1),
+        Check("results bucket", ", ".join(buckets) or "missing", len(buckets) == 1),
+    ]
+    if backend == "lambda":
+        mappings = by_type.get("AWS::Lambda::EventSourceMapping", [])
+        checks.append(Check("SQS event source", ", ".join(mappings) or "missing", len(mappings) == 1))
+        return checks
+    return checks + _fleet_checks(emu, by_type, backend)
 
 
 def _fleet_checks(emu: Emulator, by_type: dict[str, list[str]], backend: str) -> list[Check]:

@@ -29,7 +29,9 @@ from serving.spec import Spec
 
 logger = Logger()
 metrics = Metrics(namespace="crossover")
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose records all failed is still answered record by record (not by raising): SQS redelivers
+# exactly the reported ones either way, and the metrics below see every batch.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 POLICY = FetchPolicy()
 
 
@@ -77,7 +79,13 @@ def _s3() -> Any:
 
 
 def _record(record: SQSRecord) -> None:
-    pipeline.process(record.body, model(), _s3(), os.environ["RESULTS_BUCKET"], POLICY)
+    bucket = os.environ["RESULTS_BUCKET"]
+    try:
+        pipeline.process(record.body, model(), _s3(), bucket, POLICY)
+    except Exception as error:
+        if int(record.attributes.approximate_receive_count) >= int(os.environ.get("MAX_RECEIVE_COUNT", "1")):
+            pipeline.record_failure(record.body, record.message_id, error, _s3(), bucket)
+        raise  # reported as this record's failure: SQS redelivers it or moves it to the dead-letter queue
 
 
 @metrics.log_metrics

@@ -2,7 +2,9 @@
 
 A message is ``{"id": "<letters, digits, . _ ->", "image": "s3://..." | "https://..."}``; its result
 is ``results/<id>.json`` in the results bucket. A message that fails is never deleted: SQS makes it
-visible again and, past the queue's receive limit, moves it to the dead-letter queue.
+visible again and, past the queue's receive limit, moves it to the dead-letter queue. On its last
+delivery its error is written to ``errors/<id>.json`` (the message id when the body has no usable id),
+so the reason is on record beside the message in the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -43,4 +45,16 @@ def process(body: str, model: Model, s3: Any, bucket: str, policy: FetchPolicy) 
     key = result_key(message_id)
     # Written once per id: a redelivered duplicate overwrites the same object with the same answer.
     s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(result).encode(), ContentType="application/json")
+    return key
+
+
+def record_failure(body: str, message_id: str, error: Exception, s3: Any, bucket: str) -> str:
+    """Write the reason a message failed on its last delivery; returns the record's key."""
+    try:
+        key_id = parse(body)[0]
+    except InputError:
+        key_id = message_id
+    key = f"errors/{key_id}.json"
+    record = {"id": key_id, "message_id": message_id, "error": type(error).__name__, "message": str(error)}
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode(), ContentType="application/json")
     return key

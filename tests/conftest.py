@@ -53,8 +53,10 @@ PUBLIC = ("{certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/"
           "0b7d8c1e-1111-2222-3333-444455556666'}")
 
 
-def stack_of(example: str, backend: str) -> str:
-    """The stack of an example model moved to ``backend`` in the session synth."""
+def stack_of(example: str, backend: str, service: str = "realtime") -> str:
+    """The stack of an example model moved to ``backend`` (and ``service``) in the session synth."""
+    if service == "pipeline":
+        return f"ModelStack-{example}-pipe-{backend}"
     return f"ModelStack-{example}" if backend == "lambda" else f"ModelStack-{example}-{backend}"
 
 
@@ -68,6 +70,9 @@ def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         name = next(line.split()[1] for line in text.splitlines() if line.startswith("name:"))
         for backend in BACKENDS[1:]:
             variant(folder / example.name, folder, f"{name}-{backend}", backend=backend)
+    for backend in BACKENDS:
+        variant(ROOT / "models" / "resnet152.yaml", folder, f"resnet152-pipe-{backend}", backend=backend,
+                service="pipeline", scaling="{min: 0, max: 6}")
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-public", endpoint=PUBLIC)
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-gpu-public", endpoint=PUBLIC, backend="gpu")
     return folder

@@ -78,8 +78,15 @@ def test_defaults_fill_every_backend_section(tmp_path: Path) -> None:
      "instances are replaced before they can become healthy; got 900"),
     (GOOD + "gpu: {health_grace_s: 30}\n", "case.yaml: gpu.health_grace_s: expected a number >= 60; got 30"),
     (GOOD + "gpu: {ami_id: my-image}\n", "case.yaml: gpu.ami_id: expected a value matching"),
-    (GOOD + "service: pipeline\n", "case.yaml: service: service 'pipeline' is not available yet; available: "
-                                   "realtime"),
+    (GOOD + "service: pipeline\npipeline: {visibility_timeout_s: 100}\n",
+     "case.yaml: pipeline.visibility_timeout_s: expected at least 6 x lambda.timeout_s = 180"),
+    (GOOD + "service: pipeline\npipeline: {max_batching_window_s: 301}\n",
+     "case.yaml: pipeline.max_batching_window_s: expected a number <= 300; got 301"),
+    (GOOD + "service: pipeline\npipeline: {batch_size: 100}\n",
+     "case.yaml: pipeline.max_batching_window_s: expected at least 1 when batch_size is over 10"),
+    (GOOD + "service: pipeline\nendpoint: {certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/abc-1'}\n",
+     "case.yaml: endpoint.certificate_arn: a pipeline has no HTTP endpoint to make public"),
+    (GOOD + "scaling: {min: 0}\n", "case.yaml: scaling.min: expected >= 1 for a realtime service"),
 ])
 def test_fails_when_config_is_bad(tmp_path: Path, text: str, expected: str) -> None:
     found = problems(tmp_path, text)

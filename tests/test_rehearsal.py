@@ -33,6 +33,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(ROOT / "models" / "resnet152.yaml", folder / "resnet152.yaml")
     broken = (ROOT / "models" / "resnet152.yaml").read_text().replace("name: resnet152", "name: broken")
     (folder / "broken.yaml").write_text(broken + PUBLIC)
+    pipeline = (ROOT / "models" / "mobilenet_v2.yaml").read_text().replace("service: realtime", "service: pipeline")
+    (folder / "pipe.yaml").write_text(pipeline.replace("name: mobilenet-v2 ", "name: pipe ")
+                                      .replace("scaling: {min: 1, max: 4}", "scaling: {min: 0, max: 4}"))
     return folder
 
 
@@ -121,3 +124,22 @@ def test_smoke_finds_the_endpoint_in_the_stack_outputs_and_checks_the_answer(emu
         server.drain(5)
     with pytest.raises(SmokeError, match="ModelStack-missing is not deployed here"):
         endpoint(emu.client("cloudformation"), "ModelStack-missing")
+
+
+def test_pipeline_switch_keeps_the_queue_and_the_bucket(emu: Emulator, models: Path, tmp_path: Path) -> None:
+    deploy(emu, "ModelStack-pipe", models=models, outdir=tmp_path / "out1")
+    status, checks = check(emu, "ModelStack-pipe", "lambda")
+    assert status == "CREATE_COMPLETE" and all(c.ok for c in checks), checks
+    before = _physical(emu, "ModelStack-pipe", "FrontDoorQueueEA873811", "FrontDoorResults12853F62")
+    config = models / "pipe.yaml"
+    config.write_text(rewrite_backend(config.read_text(), "cpu")[0])
+    deploy(emu, "ModelStack-pipe", models=models, outdir=tmp_path / "out2")
+    status, checks = check(emu, "ModelStack-pipe", "cpu")
+    assert status == "UPDATE_COMPLETE" and all(c.ok for c in checks), checks
+    assert _physical(emu, "ModelStack-pipe", "FrontDoorQueueEA873811", "FrontDoorResults12853F62") == before
+
+
+def _physical(emu: Emulator, stack: str, *logical: str) -> list[str]:
+    resources = emu.client("cloudformation").list_stack_resources(StackName=stack)["StackResourceSummaries"]
+    found = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
+    return [found[name] for name in logical]

@@ -42,10 +42,10 @@ def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
-@pytest.mark.parametrize("service", ["realtime"])
+@pytest.mark.parametrize("service", ["realtime", "pipeline"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_snapshot(synth: Synth, snapshot_json: SnapshotAssertion, backend: str, service: str) -> None:
-    assert scrub(synth.raw[stack_of("resnet152", backend)]) == snapshot_json
+    assert scrub(synth.raw[stack_of("resnet152", backend, service)]) == snapshot_json
 
 
 def test_snapshot_network(synth: Synth, snapshot_json: SnapshotAssertion) -> None:

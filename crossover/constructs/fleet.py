@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import jsii
 from aws_cdk import Aws, Duration
 from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
@@ -23,11 +24,13 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from crossover import ROOT
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.front_door import RealtimeFrontDoor
+from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 
 BOOTSTRAP = ROOT / "ami" / "bootstrap.sh"
 SERVING = ROOT / "serving"
@@ -65,9 +68,10 @@ class InstanceFleet(Construct):
 
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec: dict[str, object],
                  instance_type: str, image: FleetImage, min_capacity: int, max_capacity: int,
-                 requests_per_minute: int, root_volume_gib: int = 30, health_grace_s: int = 900) -> None:
+                 requests_per_minute: int, images_per_second: float, load_balanced: bool = True,
+                 root_volume_gib: int = 30, health_grace_s: int = 900) -> None:
         super().__init__(scope, id)
-        self.vpc, self.requests_per_minute = vpc, requests_per_minute
+        self.vpc, self.requests_per_minute, self.images_per_second = vpc, requests_per_minute, images_per_second
         self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc,
                                                 description="Model instances: inference port from the front door")
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH)
@@ -100,9 +104,11 @@ class InstanceFleet(Construct):
             self, "Group", vpc=vpc, launch_template=self.launch_template,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             min_capacity=min_capacity, max_capacity=max_capacity,
+            # Behind a load balancer, its /ready checks decide health; a pipeline worker has only EC2's.
             health_checks=autoscaling.HealthChecks.with_additional_checks(
                 additional_types=[autoscaling.AdditionalHealthCheckType.ELB],
-                grace_period=Duration.seconds(health_grace_s)),
+                grace_period=Duration.seconds(health_grace_s)) if load_balanced
+            else autoscaling.HealthChecks.ec2(grace_period=Duration.seconds(health_grace_s)),
             signals=autoscaling.Signals.wait_for_min_capacity(timeout=Duration.seconds(health_grace_s)),
             update_policy=autoscaling.UpdatePolicy.rolling_update(
                 max_batch_size=1, min_instances_in_service=min_capacity,
@@ -123,12 +129,68 @@ class InstanceFleet(Construct):
             f"export CROSSOVER_MODEL={artifact.s3_uri}",
             f"export CROSSOVER_SPEC_JSON={shlex.quote(local_spec)}",
             f"export CROSSOVER_RUNTIME={runtime} CROSSOVER_PORT={PORT} CROSSOVER_READY_TIMEOUT_S={ready_timeout_s}",
-            BOOTSTRAP.read_text(),
         )
+
+    def _boot(self, *exports: str) -> None:
+        """The service's own variables, then ami/bootstrap.sh: the last thing the user data runs."""
+        self.user_data.add_commands(*exports, BOOTSTRAP.read_text())
 
     def serve_realtime(self, front_door: RealtimeFrontDoor) -> None:
         """Register the group behind the front door, admit its traffic, scale on requests per target."""
+        self._boot("export CROSSOVER_MODE=server")
         # Registering the group as a target opens exactly the front door -> instances path on PORT.
         front_door.route_to([self.group], port=PORT, vpc=self.vpc, health_check=elbv2.HealthCheck(
             path="/ready", healthy_threshold_count=2, interval=Duration.seconds(15)))
         self.group.scale_on_request_count("RequestsPerTarget", target_requests_per_minute=self.requests_per_minute)
+
+    def serve_pipeline(self, front_door: PipelineFrontDoor, *, backlog_s: int = 300) -> None:
+        """Run the SQS worker; scale on backlog per instance, and start the first instance from zero."""
+        queue = front_door.queue
+        self._boot("export CROSSOVER_MODE=worker", f"export CROSSOVER_QUEUE_URL={queue.queue_url}",
+                   f"export CROSSOVER_RESULTS_BUCKET={front_door.results.bucket_name}",
+                   f"export CROSSOVER_MAX_RECEIVE_COUNT={front_door.max_receive_count}")
+        queue.grant_consume_messages(self.role)
+        front_door.grant_write_results(self.role)
+        visible = queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(1), statistic="Maximum")
+        in_service = cloudwatch.Metric(namespace="AWS/AutoScaling", metric_name="GroupInServiceInstances",
+                                       dimensions_map={"AutoScalingGroupName": self.group.auto_scaling_group_name},
+                                       period=Duration.minutes(1), statistic="Average")
+        self._track_backlog(queue, target=max(1.0, backlog_s * self.images_per_second))
+        # Target tracking cannot leave zero instances (there is no per-instance backlog to track): one
+        # step policy starts the first instance when messages wait and nothing runs.
+        self.group.scale_on_metric(
+            "StartFromZero", adjustment_type=autoscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            metric=cloudwatch.MathExpression(expression="IF(visible > 0 AND instances == 0, 1, 0)",
+                                             using_metrics={"visible": visible, "instances": in_service},
+                                             period=Duration.minutes(1), label="Waiting with no instance"),
+            scaling_steps=[autoscaling.ScalingInterval(upper=0, change=0),
+                           autoscaling.ScalingInterval(lower=1, change=1)])
+
+    def _track_backlog(self, queue: sqs.IQueue, *, target: float) -> None:
+        # Target tracking on metric math (messages visible / instances in service) is not in the L2,
+        # whose scale_to_track_metric takes a single metric: the typed L1 policy carries it.
+        policy = autoscaling.CfnScalingPolicy
+
+        def stat(id: str, namespace: str, name: str, dimension: str, value: str,
+                 statistic: str) -> autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty:
+            return policy.TargetTrackingMetricDataQueryProperty(
+                id=id, return_data=False, metric_stat=policy.TargetTrackingMetricStatProperty(
+                    stat=statistic, metric=policy.MetricProperty(
+                        namespace=namespace, metric_name=name,
+                        dimensions=[policy.MetricDimensionProperty(name=dimension, value=value)])))
+
+        autoscaling.CfnScalingPolicy(
+            self, "BacklogPerInstance", auto_scaling_group_name=self.group.auto_scaling_group_name,
+            policy_type="TargetTrackingScaling",
+            target_tracking_configuration=autoscaling.CfnScalingPolicy.TargetTrackingConfigurationProperty(
+                target_value=target,
+                customized_metric_specification=autoscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
+                    metrics=[
+                        stat("visible", "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
+                             queue.queue_name, "Sum"),
+                        stat("instances", "AWS/AutoScaling", "GroupInServiceInstances", "AutoScalingGroupName",
+                             self.group.auto_scaling_group_name, "Average"),
+                        autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                            id="backlog", label="Backlog per instance", return_data=True,
+                            expression="visible / IF(instances > 0, instances, 1)"),
+                    ])))

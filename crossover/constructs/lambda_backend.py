@@ -8,16 +8,17 @@ from typing import Any
 import jsii
 from aws_cdk import BundlingOptions, DockerImage, Duration, ILocalBundling, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_elasticloadbalancingv2_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from crossover import bundle
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.front_door import RealtimeFrontDoor
+from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 
 HANDLER = "serving.lambda_handler.handler"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -79,5 +80,15 @@ class LambdaBackend(Construct):
             security_groups=[self.security_group],
         )
 
-    def serve_realtime(self, front_door: RealtimeFrontDoor) -> elbv2.ApplicationTargetGroup:
-        return front_door.route_to([targets.LambdaTarget(self.function)])
+    def serve_realtime(self, front_door: RealtimeFrontDoor) -> None:
+        front_door.route_to([targets.LambdaTarget(self.function)])
+
+    def serve_pipeline(self, front_door: PipelineFrontDoor, *, batch_size: int = 10, max_batching_window_s: int = 0,
+                       max_concurrency: int = 10) -> None:
+        """Consume the queue in batches, reporting failures per message; write results to the bucket."""
+        self.function.add_event_source(sources.SqsEventSource(
+            front_door.queue, batch_size=batch_size, max_batching_window=Duration.seconds(max_batching_window_s),
+            report_batch_item_failures=True, max_concurrency=max_concurrency))
+        front_door.grant_write_results(self.function)
+        self.function.add_environment("RESULTS_BUCKET", front_door.results.bucket_name)
+        self.function.add_environment("MAX_RECEIVE_COUNT", str(front_door.max_receive_count))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
@@ -14,15 +14,16 @@ from constructs import Construct
 from crossover.capacity import scaling_target
 from crossover.config import LoadedConfig, ModelConfig
 from crossover.constructs.artifact import ModelArtifact
+from crossover.constructs.fleet import InstanceFleet
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
 from crossover.constructs.lambda_backend import LambdaBackend
+from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from crossover.cost import profile
 from crossover.stacks.network import NetworkStack
 
-
-class Backend(Protocol):
-    def serve_realtime(self, front_door: RealtimeFrontDoor) -> Any: ...
+# Every backend serves either front door: serve_realtime(front_door) or serve_pipeline(front_door, ...).
+Backend = LambdaBackend | InstanceFleet
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,18 @@ def _fleet_kwargs(config: ModelConfig, ctx: BackendContext) -> dict[str, Any]:
     return {"vpc": ctx.vpc, "artifact": ctx.artifact, "spec": ctx.spec, "instance_type": fleet.instance_type,
             "ami_id": fleet.ami_id, "min_capacity": config.scaling.min, "max_capacity": config.scaling.max,
             "root_volume_gib": fleet.root_volume_gib, "health_grace_s": fleet.health_grace_s,
+            "images_per_second": throughput(config), "load_balanced": config.service == "realtime",
             "requests_per_minute": fleet.requests_per_minute_per_instance
             or scaling_target(throughput(config), config.traffic.p99_ms)}
+
+
+def _pipeline_options(config: ModelConfig) -> dict[str, Any]:
+    """What each kind of backend needs to consume the queue: batching for Lambda, a backlog for fleets."""
+    pipe = config.pipeline
+    if config.backend == "lambda":
+        return {"batch_size": pipe.batch_size, "max_batching_window_s": pipe.max_batching_window_s,
+                "max_concurrency": pipe.max_concurrency}
+    return {"backlog_s": pipe.backlog_s}
 
 
 # backend name -> factory translating the config into that construct's keyword arguments.
@@ -76,7 +87,11 @@ BACKENDS: dict[str, Callable[[Construct, ModelConfig, BackendContext], Backend]]
 
 
 class ModelStack(Stack):
-    """One model: ``FrontDoor`` (same ids whatever the backend), ``Artifact`` and ``Backend``."""
+    """One model: ``FrontDoor`` (same ids whatever the backend), ``Artifact`` and ``Backend``.
+
+    realtime: a load balancer with the ``Endpoint`` output. pipeline: a queue, a dead-letter queue and
+    a results bucket, with the ``QueueUrl``, ``DeadLetterQueueUrl`` and ``ResultsBucket`` outputs.
+    """
 
     def __init__(self, scope: Construct, id: str, *, loaded: LoadedConfig, network: NetworkStack,
                  **kwargs: Any) -> None:
@@ -89,11 +104,23 @@ class ModelStack(Stack):
         neuron = config.inferentia.neuron_artifact if config.runs_neuron else None
         artifact = (self._artifact("NeuronArtifact", loaded, neuron) if neuron
                     else self._artifact("Artifact", loaded, config.model.artifact))
+        context = BackendContext(vpc, artifact, config.serving_spec(artifact.s3_uri))
+        if config.service == "pipeline":
+            self.front_door: RealtimeFrontDoor | PipelineFrontDoor = PipelineFrontDoor(
+                self, "FrontDoor", visibility_timeout_s=config.pipeline.visibility_s(config.lambda_.timeout_s),
+                max_receive_count=config.pipeline.max_receive_count, results_days=config.pipeline.results_days)
+            self.backend = BACKENDS[config.backend](self, config, context)
+            self.backend.serve_pipeline(self.front_door, **_pipeline_options(config))
+            CfnOutput(self, "QueueUrl", value=self.front_door.queue.queue_url,
+                      description='Send {"id": ..., "image": "s3://..."} messages here')
+            CfnOutput(self, "DeadLetterQueueUrl", value=self.front_door.dead_letters.queue_url)
+            CfnOutput(self, "ResultsBucket", value=self.front_door.results.bucket_name,
+                      description="results/<id>.json; errors/<id>.json for what reached the dead-letter queue")
+            return
         self.front_door = RealtimeFrontDoor(self, "FrontDoor", vpc=vpc,
                                             certificate_arn=config.endpoint.certificate_arn,
                                             allowed_cidr=config.endpoint.allowed_cidr or network.cidr,
                                             deletion_protection=config.endpoint.deletion_protection)
-        context = BackendContext(vpc, artifact, config.serving_spec(artifact.s3_uri))
         self.backend = BACKENDS[config.backend](self, config, context)
         self.backend.serve_realtime(self.front_door)
         CfnOutput(self, "Endpoint", value=self.front_door.url, description="POST images to <Endpoint>/predict")

@@ -1,0 +1,70 @@
+"""`crossover enqueue` and `crossover results`: feed a deployed pipeline and drain what it wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from crossover.smoke import SmokeError
+
+
+def outputs(cloudformation: Any, stack: str) -> dict[str, str]:
+    from botocore.exceptions import ClientError
+
+    try:
+        (description,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as e:
+        raise SmokeError(f"{stack} is not deployed here ({e.response['Error'].get('Message', 'not found')})") from None
+    found = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
+    if "QueueUrl" not in found:
+        raise SmokeError(f"{stack} is not a pipeline (it has no QueueUrl output)")
+    return found
+
+
+def message_id(uri: str) -> str:
+    """A stable id for an image: its file name (safe characters only) and a short hash of the whole URI."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rstrip("/").rsplit("/", 1)[-1])[:80] or "image"
+    return f"{stem}-{hashlib.sha256(uri.encode()).hexdigest()[:10]}"
+
+
+def enqueue(sqs: Any, queue_url: str, uris: Iterable[str]) -> int:
+    """Send one message per URI, ten at a time; returns how many were sent. Refuses non-S3/HTTPS URIs."""
+    pending = list(uris)
+    bad = [u for u in pending if not u.startswith(("s3://", "https://"))]
+    if bad:
+        raise SmokeError(f"only s3:// and https:// images can be enqueued; got {bad[:3]}")
+    sent = 0
+    with Progress(transient=True) as progress:
+        task = progress.add_task("enqueue", total=len(pending))
+        for start in range(0, len(pending), 10):
+            chunk = pending[start:start + 10]
+            entries = [{"Id": str(i), "MessageBody": json.dumps({"id": message_id(u), "image": u})}
+                       for i, u in enumerate(chunk)]
+            response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+            if response.get("Failed"):
+                raise SmokeError(f"the queue refused {len(response['Failed'])} messages: {response['Failed'][:2]}")
+            sent += len(chunk)
+            progress.advance(task, len(chunk))
+    return sent
+
+
+def collect(s3: Any, bucket: str, out: Path) -> tuple[int, int]:
+    """Download results/ and errors/ into ``out``; returns (results, errors)."""
+    counts = []
+    for prefix in ("results/", "errors/"):
+        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for o in page.get("Contents", [])]
+        (out / prefix).mkdir(parents=True, exist_ok=True)
+        with Progress(transient=True) as progress:
+            task = progress.add_task(prefix.rstrip("/"), total=len(keys))
+            for key in keys:
+                (out / key).write_bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+                progress.advance(task)
+        counts.append(len(keys))
+    return counts[0], counts[1]
