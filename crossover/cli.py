@@ -111,8 +111,10 @@ def _cost(args: argparse.Namespace) -> int:
                       f"{c.above} above ({how} there)", markup=False)
         if not result.crossovers:
             out.print("crossover: none between 1e3 and 1e10 images/month among the backends that meet p99")
+        rule = ("the cheapest; a pipeline has no latency target" if result.service == "pipeline"
+                else f"the cheapest that meets p99 {result.p99_ms} ms")
         out.print(f"recommended: {result.recommended.backend if result.recommended else 'none meets the p99 target'}"
-                  f" (the cheapest that meets p99 {result.p99_ms} ms; * in the table)", markup=False)
+                  f" ({rule}; * in the table)", markup=False)
     if args.plot:
         report.plot(result, Path(args.plot))
         err.print(f"plot written to {args.plot}", markup=False)

@@ -46,6 +46,10 @@ class NatPrices(_Strict):
     hourly_usd: Price
 
 
+class SqsPrices(_Strict):
+    per_million_requests_usd: Price
+
+
 class Catalog(_Strict):
     region: str
     currency: str = "USD"
@@ -58,13 +62,14 @@ class Catalog(_Strict):
     alb: AlbPrices
     vpc_endpoint: EndpointPrices
     nat: NatPrices
+    sqs: SqsPrices
 
     @model_validator(mode="after")
     def _sources_are_declared(self) -> Catalog:
         used = [p.source for p in (*self.ec2.values(), *self.eia.values(), self.lambda_.gb_second_usd,
                                    self.lambda_.arm_gb_second_usd, self.lambda_.per_million_requests_usd,
                                    self.alb.hourly_usd, self.alb.lcu_hourly_usd, self.vpc_endpoint.hourly_usd_per_az,
-                                   self.nat.hourly_usd)]
+                                   self.nat.hourly_usd, self.sqs.per_million_requests_usd)]
         unknown = sorted(set(used) - set(self.sources))
         if unknown:
             raise ValueError(f"sources: expected every price's source to be listed here; missing {unknown}")

@@ -69,12 +69,21 @@ class Crossover:
     kind: str  # "equal": both cost the same there; "step": an instance is added there
 
 
-def _front_door(catalog: Catalog, config: ModelConfig, gb_per_lcu_hour: float) -> tuple[float, float]:
-    """The load balancer's (fixed, per-image) monthly cost: hours, plus capacity units by bytes or connections."""
-    hours = catalog.hours_per_month
+def _front_door(catalog: Catalog, config: ModelConfig, backend: str) -> tuple[str, float, float]:
+    """The front door's (name, fixed, per-image) monthly cost.
+
+    realtime: the load balancer's hours plus capacity units, by bytes or new connections (Lambda
+    targets get 0.4 GB per LCU-hour, instances 1 GB). pipeline: queue requests — one send per image,
+    plus one receive and one delete per batch of up to ten.
+    """
+    if config.service == "pipeline":
+        batch = min(10, config.pipeline.batch_size) if backend == "lambda" else 10
+        return "queue", 0.0, (1 + 2 / batch) * catalog.sqs.per_million_requests_usd.usd / 1e6
+    gb_per_lcu_hour = LAMBDA_GB_PER_LCU_HOUR if backend == "lambda" else INSTANCE_GB_PER_LCU_HOUR
     by_bytes = config.traffic.image_kb / 1e6 / gb_per_lcu_hour
     lcu_hours_per_image = max(by_bytes, 1 / (NEW_CONNECTIONS_PER_LCU_SECOND * 3600))
-    return catalog.alb.hourly_usd.usd * hours, lcu_hours_per_image * catalog.alb.lcu_hourly_usd.usd
+    return ("load balancer", catalog.alb.hourly_usd.usd * catalog.hours_per_month,
+            lcu_hours_per_image * catalog.alb.lcu_hourly_usd.usd)
 
 
 def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchProfile | None,
@@ -102,10 +111,13 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
     spec = config.lambda_
     gb_second = (catalog.lambda_.arm_gb_second_usd if spec.architecture == "arm64" else catalog.lambda_.gb_second_usd)
     compute = figure.value / 1000 * spec.memory_mib / 1024 * gb_second.usd
-    requests = catalog.lambda_.per_million_requests_usd.usd / 1e6
-    alb_fixed, alb_per_image = _front_door(catalog, config, LAMBDA_GB_PER_LCU_HOUR)
-    result.line = Line(fixed=alb_fixed, per_image=compute + requests + alb_per_image)
-    result.meets_slo = figure.value <= config.traffic.p99_ms
+    # An SQS event source invokes once per batch; a load balancer once per image.
+    invocations = 1 / config.pipeline.batch_size if config.service == "pipeline" else 1
+    requests = catalog.lambda_.per_million_requests_usd.usd / 1e6 * invocations
+    _, door_fixed, door_per_image = _front_door(catalog, config, "lambda")
+    result.line = Line(fixed=door_fixed, per_image=compute + requests + door_per_image)
+    # A pipeline has no latency target: only realtime services are held to p99.
+    result.meets_slo = config.service == "pipeline" or figure.value <= config.traffic.p99_ms
 
 
 def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog, bench: BenchProfile | None,
@@ -121,29 +133,30 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
                           "model.gmacs, or run crossover bench")
         return
     hours, p99 = catalog.hours_per_month, config.traffic.p99_ms
-    per_instance_rate = figure.value * capacity.utilisation(figure.value, p99)
-    # Sized for the busiest hour: a month's volume V peaks at V / seconds * peak_to_average.
-    monthly_capacity = per_instance_rate * hours * 3600 / config.traffic.peak_to_average
-    alb_fixed, alb_per_image = _front_door(catalog, config, INSTANCE_GB_PER_LCU_HOUR)
+    if config.service == "pipeline":
+        # The queue absorbs peaks and nobody waits on an answer: size for the average at full planned load.
+        per_instance_rate, peak = figure.value * capacity.MAX_UTILISATION, 1.0
+    else:
+        # Sized for the busiest hour: a month's volume V peaks at V / seconds * peak_to_average.
+        per_instance_rate, peak = figure.value * capacity.utilisation(figure.value, p99), config.traffic.peak_to_average
+    monthly_capacity = per_instance_rate * hours * 3600 / peak
+    _, door_fixed, door_per_image = _front_door(catalog, config, backend)
     endpoints = catalog.vpc_endpoint.hourly_usd_per_az.usd * AZS * hours if backend == "eia" else 0.0
-    result.line = Line(fixed=alb_fixed + endpoints, per_image=alb_per_image, per_instance=instance_hourly * hours,
+    result.line = Line(fixed=door_fixed + endpoints, per_image=door_per_image, per_instance=instance_hourly * hours,
                        minimum=config.scaling.min, capacity=monthly_capacity)
-    result.meets_slo = capacity.meets_p99(figure.value, p99)
+    result.meets_slo = config.service == "pipeline" or capacity.meets_p99(figure.value, p99)
 
 
 def _parts(result: Estimate, line: Line, catalog: Catalog, config: ModelConfig) -> dict[str, Callable[[float], float]]:
     """The itemised monthly cost as functions of volume (they sum to line.cost)."""
-    hours = catalog.hours_per_month
-    alb_fixed = catalog.alb.hourly_usd.usd * hours
-    gb = LAMBDA_GB_PER_LCU_HOUR if result.backend == "lambda" else INSTANCE_GB_PER_LCU_HOUR
-    _, alb_per_image = _front_door(catalog, config, gb)
-    parts: dict[str, Callable[[float], float]] = {"load balancer": lambda v: alb_fixed + alb_per_image * v}
+    door, door_fixed, door_per_image = _front_door(catalog, config, result.backend)
+    parts: dict[str, Callable[[float], float]] = {door: lambda v: door_fixed + door_per_image * v}
     if result.backend == "lambda":
-        parts["lambda"] = lambda v: (line.per_image - alb_per_image) * v
+        parts["lambda"] = lambda v: (line.per_image - door_per_image) * v
     else:
         parts["instances"] = lambda v: line.per_instance * line.instances(v)
-        if line.fixed > alb_fixed:
-            parts["endpoints"] = lambda v: line.fixed - alb_fixed
+        if line.fixed > door_fixed:
+            parts["endpoints"] = lambda v: line.fixed - door_fixed
     return parts
 
 

@@ -19,6 +19,7 @@ class Report:
     name: str
     volume: float
     p99_ms: int
+    service: str
     estimates: list[model.Estimate]
     crossovers: list[model.Crossover]
     recommended: model.Estimate | None
@@ -33,7 +34,7 @@ def build(loaded: LoadedConfig, catalog: Catalog, *, volume: float | None = None
     # Crossovers among the backends that could serve this model: priced, on target, still sold.
     lines = {e.backend: e.line for e in estimates
              if e.line is not None and e.meets_slo and e.backend not in model.RETIRED}
-    return Report(config.name, v, config.traffic.p99_ms, estimates, model.crossovers(lines),
+    return Report(config.name, v, config.traffic.p99_ms, config.service, estimates, model.crossovers(lines),
                   model.cheapest(estimates, v))
 
 
@@ -61,7 +62,8 @@ def as_json(report: Report) -> dict[str, Any]:
 
 
 def table(report: Report) -> Table:
-    t = Table(title=f"{report.name} at {report.volume:,.0f} images/month (p99 target {report.p99_ms} ms)")
+    target = "pipeline: no latency target" if report.service == "pipeline" else f"p99 target {report.p99_ms} ms"
+    t = Table(title=f"{report.name} at {report.volume:,.0f} images/month ({target})")
     for column, justify in (("backend", "left"), ("monthly USD", "right"), ("USD / 1M images", "right"),
                             ("instances", "right"), ("meets p99", "center"), ("performance", "right")):
         t.add_column(column, justify=justify)  # type: ignore[arg-type]
