@@ -220,6 +220,27 @@ def _results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from crossover.config import load
+    from crossover.convert import ConvertError, convert
+
+    try:
+        item = load(Path(args.config), converting=True)
+        if item.config.model.mxnet is None:
+            raise ConfigError([Problem(str(item.path), "model.mxnet", "expected {symbol: ..., params: ...} to "
+                                       "convert from; this model has no MXNet source")])
+        result = convert(item, err, tolerance=args.tolerance)
+    except ConfigError as error:
+        err.print(f"[red]not converted[/red]: {args.config} is unchanged")
+        return _problems(error)
+    except ConvertError as e:
+        err.print(f"[red]not converted[/red]: {e}; {args.config} is unchanged", markup=False)
+        return 1
+    out.print(f"{args.config}: converted to {result.onnx}; MXNet and ONNX Runtime agree within "
+              f"{result.max_difference:.3g} (outputs up to {result.scale:.3g}); format is now onnx", markup=False)
+    return 0
+
+
 def _usd(value: float | None) -> str:
     return "unknown (see crossover cost)" if value is None else f"${value:,.2f}"
 
@@ -316,6 +337,11 @@ def parser() -> argparse.ArgumentParser:
     results.add_argument("config", help="models/<name>.yaml (service: pipeline)")
     results.add_argument("--out", default="results", help="folder to write results/ and errors/ into")
     results.set_defaults(run=_results)
+    convert = commands.add_parser("convert", help="convert a model's MXNet symbol + params to its ONNX artifact")
+    convert.add_argument("config", help="models/<name>.yaml with format: mxnet")
+    convert.add_argument("--tolerance", type=float, default=1e-4,
+                         help="largest MXNet vs ONNX Runtime difference allowed, relative to the output scale")
+    convert.set_defaults(run=_convert)
     prices = commands.add_parser("prices", help="the price catalog")
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)
     refresh = prices_commands.add_parser("refresh", help="fetch current EC2 prices into a new dated catalog")

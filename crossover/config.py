@@ -56,9 +56,21 @@ class InputSpec(_Strict):
         return self
 
 
+class MxnetSource(_Strict):
+    """An MXNet model as trained: symbol JSON and params, local paths or s3:// URIs."""
+
+    symbol: str
+    params: str
+    input_name: str = "data"
+
+
 class ModelSpec(_Strict):
+    """``artifact`` is the ONNX file served. With ``format: mxnet`` it is where `crossover convert`
+    writes the ONNX converted from ``mxnet``; the command then sets ``format: onnx``."""
+
     artifact: str
-    format: Literal["onnx"] = "onnx"
+    format: Literal["onnx", "mxnet"] = "onnx"
+    mxnet: MxnetSource | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     load_s: Annotated[float, Field(gt=0)] | None = None  # measured model load time (crossover bench)
     gmacs: Annotated[float, Field(gt=0)] | None = None  # billions of multiply-adds per image (cost estimates)
@@ -263,6 +275,15 @@ class ModelConfig(_Strict):
     def stack_name(self) -> str:
         return STACK_PREFIX + self.name
 
+    @model_validator(mode="after")
+    def _mxnet_has_its_files(self) -> ModelConfig:
+        if self.model.format == "mxnet" and self.model.mxnet is None:
+            raise ValueError("model.mxnet: expected {symbol: ..., params: ...} for format mxnet; it is missing")
+        if self.model.format == "mxnet" and is_s3_uri(self.model.artifact):
+            raise ValueError("model.artifact: expected a local path for the ONNX that crossover convert writes; "
+                             f"got {self.model.artifact!r}")
+        return self
+
     @property
     def runs_neuron(self) -> bool:
         """Whether the selected backend runs a Neuron-compiled model rather than the ONNX one."""
@@ -427,8 +448,11 @@ def _warnings(config: ModelConfig) -> list[str]:
     return warnings
 
 
-def load(path: Path, shown: str | None = None) -> LoadedConfig:
-    """Load and validate one config file; raises ConfigError listing every problem found."""
+def load(path: Path, shown: str | None = None, *, converting: bool = False) -> LoadedConfig:
+    """Load and validate one config file; raises ConfigError listing every problem found.
+
+    An MXNet model is refused until converted, except by `crossover convert` (``converting``).
+    """
     shown = shown or str(path)
     data = yaml_mapping(path, shown)
     try:
@@ -437,10 +461,17 @@ def load(path: Path, shown: str | None = None) -> LoadedConfig:
         raise ConfigError(
             [Problem(shown, ".".join(str(p) for p in err["loc"]), describe(err)) for err in e.errors()]
         ) from None
-    artifacts = {"model.artifact": config.model.artifact,
-                 "inferentia.neuron_artifact": config.inferentia.neuron_artifact}
+    mxnet = config.model.mxnet
+    unconverted = config.model.format == "mxnet"
+    artifacts = {"model.artifact": None if unconverted else config.model.artifact,
+                 "inferentia.neuron_artifact": config.inferentia.neuron_artifact,
+                 "model.mxnet.symbol": mxnet.symbol if mxnet else None,
+                 "model.mxnet.params": mxnet.params if mxnet else None}
     problems = [Problem(shown, key, problem) for key, artifact in artifacts.items()
                 if artifact is not None and (problem := _check_artifact(artifact, path)) is not None]
+    if unconverted and not converting:
+        problems.append(Problem(shown, "model.format", "expected onnx; got mxnet, which is served as ONNX: run "
+                                f"`crossover convert {shown}` first (it writes model.artifact)"))
     if problems:
         raise ConfigError(problems)
     return LoadedConfig(path=path, config=config, warnings=_warnings(config))

@@ -26,16 +26,23 @@ KEPT = "front door (load balancer, listener, security group, access-log bucket),
 _SCALAR = re.compile(r"""(?P<quote>["']?)(?P<value>[A-Za-z0-9_-]+)(?P=quote)""")
 
 
-def rewrite_backend(text: str, backend: str) -> tuple[str, str]:
-    """``text`` with its top-level backend value replaced; returns (new text, old value)."""
-    data = YAML(typ="rt").load(text)
-    line, column = data.lc.value("backend")
+def rewrite_value(text: str, keys: tuple[str, ...], value: str) -> tuple[str, str]:
+    """``text`` with the scalar at ``keys`` (e.g. ("model", "format")) replaced; returns (new text, old value)."""
+    node = YAML(typ="rt").load(text)
+    for key in keys[:-1]:
+        node = node[key]
+    line, column = node.lc.value(keys[-1])
     lines = text.splitlines(keepends=True)
     match = _SCALAR.match(lines[line], column)
     if match is None:
-        raise ValueError(f"cannot find the backend value at line {line + 1}")
-    lines[line] = lines[line][: match.start("value")] + backend + lines[line][match.end("value"):]
+        raise ValueError(f"cannot find the {'.'.join(keys)} value at line {line + 1}")
+    lines[line] = lines[line][: match.start("value")] + value + lines[line][match.end("value"):]
     return "".join(lines), match.group("value")
+
+
+def rewrite_backend(text: str, backend: str) -> tuple[str, str]:
+    """``text`` with its top-level backend value replaced; returns (new text, old value)."""
+    return rewrite_value(text, ("backend",), backend)
 
 
 def switch(item: LoadedConfig, backend: str) -> tuple[str, LoadedConfig]:
