@@ -45,22 +45,28 @@ def _respond(status: int, body: dict[str, Any]) -> dict[str, Any]:
             "headers": {"Content-Type": "application/json"}, "body": json.dumps(body)}
 
 
+def _get(mapping: Any, key: str, kind: type, default: Any) -> Any:
+    """``mapping[key]`` when both are of the expected shape: events from the wire are not trusted."""
+    value = mapping.get(key) if isinstance(mapping, dict) else None
+    return value if isinstance(value, kind) else default
+
+
 def _http(event: dict[str, Any]) -> dict[str, Any]:
-    context = event.get("requestContext", {})
-    method = event.get("httpMethod") or context.get("http", {}).get("method", "")
-    path = event.get("path") or event.get("rawPath") or "/"
+    http = _get(_get(event, "requestContext", dict, {}), "http", dict, {})
+    method = _get(event, "httpMethod", str, "") or _get(http, "method", str, "")
+    path = _get(event, "path", str, "") or _get(event, "rawPath", str, "") or "/"
     if path in ("/health", "/ready") and method == "GET":
         return _respond(200, {"status": "ok", "model": model().spec.name})
     if path != "/predict":
         return _respond(404, {"error": "not_found", "message": "POST an image to /predict"})
     if method != "POST":
         return _respond(405, {"error": "method_not_allowed", "message": "use POST"})
-    raw = event.get("body") or ""
+    raw = _get(event, "body", str, "")
     try:
-        body = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") else raw.encode()
+        body = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") is True else raw.encode()
     except ValueError:
         return _respond(400, {"error": "bad_body", "message": "the body is not valid base64"})
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    headers = {str(k).lower(): v for k, v in _get(event, "headers", dict, {}).items() if isinstance(v, str)}
     started = time.perf_counter()
     try:
         top = model().predict(image_bytes(body, headers.get("content-type"), POLICY))

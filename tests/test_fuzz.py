@@ -1,0 +1,155 @@
+"""Property-based fuzzing (hypothesis): no input, however hostile, gets anything but a clear error.
+
+Short runs here (CI); run longer by hand with HYPOTHESIS_PROFILE=long.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from crossover.config import ConfigError, load
+from serving.api import image_bytes
+from serving.errors import InputError
+from serving.fetch import FetchPolicy
+from serving.images import Preprocessor
+from serving.spec import InputSpec
+
+settings.register_profile("ci", max_examples=150, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings.register_profile("long", max_examples=20_000, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+SEED = Path(__file__).parent / "data" / "chelsea.png"
+PREPROCESS = Preprocessor(InputSpec(size=32, resize=36))
+
+
+def _seed_images() -> list[bytes]:
+    image = Image.open(SEED).convert("RGB").resize((64, 48))
+    out = []
+    for fmt in ("PNG", "JPEG", "WEBP"):
+        buffer = io.BytesIO()
+        image.save(buffer, fmt)
+        out.append(buffer.getvalue())
+    return out
+
+
+SEEDS = _seed_images()
+
+
+@st.composite
+def mutated_images(draw: st.DrawFn) -> bytes:
+    """A real image with bytes flipped, cut or spliced: what a hostile or broken client sends."""
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(0, 8))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    cut = draw(st.integers(0, len(data)))
+    return bytes(data[:cut]) + draw(st.binary(max_size=64))
+
+
+@given(mutated_images())
+def test_decoding_never_fails_with_anything_but_an_input_error(data: bytes) -> None:
+    try:
+        tensor = PREPROCESS(data)
+    except InputError as e:
+        assert 400 <= e.status < 500 and str(e)
+    else:
+        assert tensor.shape == (3, 32, 32)
+
+
+@given(st.binary(max_size=2048), st.sampled_from(["image/png", "application/json", "text/plain", None,
+                                                 "application/octet-stream; charset=x", "IMAGE/JPEG"]))
+def test_request_bodies_never_fail_with_anything_but_an_input_error(body: bytes, content_type: str | None) -> None:
+    try:
+        image_bytes(body, content_type, FetchPolicy(schemes=()))  # no scheme allowed: never any fetch
+    except InputError as e:
+        assert 400 <= e.status < 500 and str(e)
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+json_values = st.recursive(scalars, lambda children: st.lists(children, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=10)
+
+
+@given(json_values)
+def test_json_requests_never_fail_with_anything_but_an_input_error(value: Any) -> None:
+    try:
+        image_bytes(json.dumps(value).encode(), "application/json", FetchPolicy(schemes=()))
+    except InputError as e:
+        assert 400 <= e.status < 500
+
+
+@given(event=st.dictionaries(st.sampled_from(["httpMethod", "path", "body", "isBase64Encoded", "headers", "rawPath",
+                                              "requestContext"]), json_values, max_size=7))
+def test_lambda_http_events_never_raise(event: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                        lite0_spec: Any) -> None:
+    from serving import lambda_handler
+
+    monkeypatch.setattr(lambda_handler, "model", lambda: _Stub(lite0_spec))
+    try:
+        response = lambda_handler._http(event)
+    except (AttributeError, TypeError):
+        pytest.fail(f"event {event!r} crashed the handler")
+    assert 200 <= response["statusCode"] < 500
+
+
+class _Stub:
+    """Answers like the model without running it: the fuzz target is the event parsing."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+
+    def predict(self, data: bytes) -> list[dict[str, Any]]:
+        PREPROCESS(data)
+        return [{"label": "x", "score": 1.0}]
+
+
+@given(value=json_values,
+       key=st.sampled_from(["name", "backend", "model", "scaling", "lambda", "gpu", "pipeline", "nope"]))
+def test_config_loader_never_shows_a_traceback(tmp_path_factory: pytest.TempPathFactory, value: Any,
+                                              key: str) -> None:
+    folder = tmp_path_factory.mktemp("fuzz")
+    base = {"name": "fuzz", "backend": "lambda", "model": {"artifact": "s3://bkt/m.onnx"}}
+    path = folder / "m.yaml"
+    path.write_text(json.dumps({**base, key: value}))  # JSON is YAML
+    try:
+        load(path)
+    except ConfigError as e:
+        assert all(str(p).startswith(str(path)) for p in e.problems)
+
+
+@given(data=st.binary(max_size=512))
+def test_config_loader_survives_arbitrary_bytes(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "m.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError):
+        load(path)
+
+
+def test_base64_bodies_are_checked() -> None:
+    from serving import lambda_handler
+
+    event = {"httpMethod": "POST", "path": "/predict", "body": base64.b64encode(b"x").decode() + "!",
+             "isBase64Encoded": True}
+    assert lambda_handler._http(event)["statusCode"] == 400
+
+
+@given(body=st.one_of(st.text(max_size=200), json_values.map(json.dumps)))
+def test_pipeline_messages_never_fail_with_anything_but_an_input_error(body: str) -> None:
+    from serving.pipeline import parse
+
+    try:
+        message_id, image = parse(body)
+    except InputError as e:
+        assert e.code == "bad_message"
+    else:
+        assert message_id and isinstance(image, str)
