@@ -108,6 +108,12 @@ class Endpoint(_Strict):
     deletion_protection: bool = True
 
 
+class AlarmsSpec(_Strict):
+    """Where alarms notify: an existing SNS topic, or (None) a topic the stack creates to subscribe to."""
+
+    topic_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")] | None = None
+
+
 class PipelineSpec(_Strict):
     """The SQS-fed service: one queue in, one results bucket out, a dead-letter queue for what fails."""
 
@@ -217,6 +223,7 @@ class ModelConfig(_Strict):
     scaling: Scaling = Field(default_factory=Scaling)
     endpoint: Endpoint = Field(default_factory=Endpoint)
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
+    alarms: AlarmsSpec = Field(default_factory=AlarmsSpec)
     lambda_: LambdaSpec = Field(default_factory=LambdaSpec, alias="lambda")
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     eia: EiaSpec = Field(default_factory=EiaSpec)

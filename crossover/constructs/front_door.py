@@ -118,4 +118,5 @@ class RealtimeFrontDoor(Construct):
             protocol=elbv2.ApplicationProtocol.HTTP if port else None,
             deregistration_delay=Duration.seconds(30) if port else None)
         self.listener.add_action("Forward", action=elbv2.ListenerAction.forward([group]))
+        self.target_group = group
         return group

@@ -18,6 +18,7 @@ from crossover.constructs.fleet import InstanceFleet
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
 from crossover.constructs.lambda_backend import LambdaBackend
+from crossover.constructs.monitoring import ModelMonitoring
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from crossover.cost import profile
 from crossover.stacks.network import NetworkStack
@@ -116,6 +117,7 @@ class ModelStack(Stack):
             CfnOutput(self, "DeadLetterQueueUrl", value=self.front_door.dead_letters.queue_url)
             CfnOutput(self, "ResultsBucket", value=self.front_door.results.bucket_name,
                       description="results/<id>.json; errors/<id>.json for what reached the dead-letter queue")
+            self._monitor(config).watch_pipeline(self.front_door, backlog_s=config.pipeline.backlog_s)
             return
         self.front_door = RealtimeFrontDoor(self, "FrontDoor", vpc=vpc,
                                             certificate_arn=config.endpoint.certificate_arn,
@@ -124,6 +126,19 @@ class ModelStack(Stack):
         self.backend = BACKENDS[config.backend](self, config, context)
         self.backend.serve_realtime(self.front_door)
         CfnOutput(self, "Endpoint", value=self.front_door.url, description="POST images to <Endpoint>/predict")
+        monitoring = self._monitor(config)
+        monitoring.watch_realtime(self.front_door, p99_ms=config.traffic.p99_ms)
+        if isinstance(self.backend, InstanceFleet):
+            monitoring.watch_targets(self.front_door.target_group)
+
+    def _monitor(self, config: ModelConfig) -> ModelMonitoring:
+        """Alarms and dashboard; what the backend adds (Lambda errors, model loads) is common to both services."""
+        monitoring = ModelMonitoring(self, "Monitoring", model=config.name, topic_arn=config.alarms.topic_arn)
+        if isinstance(self.backend, LambdaBackend):
+            monitoring.watch_function(self.backend.function)
+        else:
+            monitoring.watch_model_loads()
+        return monitoring
 
     def _artifact(self, id: str, loaded: LoadedConfig, location: str) -> ModelArtifact:
         local = loaded.local(location)

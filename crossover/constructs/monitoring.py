@@ -1,0 +1,87 @@
+"""Alarms and a dashboard per model, generated for whichever backend and service run it.
+
+Every alarm notifies one encrypted SNS topic per model (subscribe to it, or give ``alarms.topic_arn``
+to use an existing one). What is watched:
+
+| signal | realtime | pipeline |
+|---|---|---|
+| p99 latency above ``traffic.p99_ms`` | load balancer target response time | — |
+| 5xx rate above 1% | load balancer and targets | — |
+| unhealthy hosts | instance backends | — |
+| Lambda errors and throttles | lambda | lambda |
+| oldest message older than ``pipeline.backlog_s``; any message in the dead-letter queue | — | both |
+| model-load failures (the serving metric) | instance backends | instance backends |
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from crossover.constructs.front_door import RealtimeFrontDoor
+from crossover.constructs.pipeline_front_door import PipelineFrontDoor
+
+MINUTE = Duration.minutes(1)
+SERVICE = "crossover-server"  # the service dimension serving.metrics.Recorder writes
+
+
+class ModelMonitoring(Construct):
+    def __init__(self, scope: Construct, id: str, *, model: str, topic_arn: str | None = None) -> None:
+        super().__init__(scope, id)
+        self.model = model
+        self.topic = (sns.Topic.from_topic_arn(self, "Topic", topic_arn) if topic_arn else
+                      sns.Topic(self, "Topic", enforce_ssl=True, display_name=f"crossover {model} alarms",
+                                master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns")))
+        self.alarms: list[cloudwatch.Alarm] = []
+        self.dashboard = cloudwatch.Dashboard(self, "Dashboard",
+                                              dashboard_name=f"crossover-{Stack.of(self).stack_name}")
+
+    def _alarm(self, id: str, metric: cloudwatch.Metric | cloudwatch.MathExpression, threshold: float, what: str,
+               periods: int = 3) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(self, id, metric=metric, threshold=threshold, evaluation_periods=5,
+                                    datapoints_to_alarm=periods, alarm_description=f"{self.model}: {what}",
+                                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+        alarm.add_alarm_action(actions.SnsAction(self.topic))
+        alarm.add_ok_action(actions.SnsAction(self.topic))
+        self.alarms.append(alarm)
+        self.dashboard.add_widgets(cloudwatch.GraphWidget(title=what, left=[metric], width=8,
+                                                          left_annotations=[cloudwatch.HorizontalAnnotation(
+                                                              value=threshold, label="alarm")]))
+        return alarm
+
+    def watch_realtime(self, front_door: RealtimeFrontDoor, *, p99_ms: int) -> None:
+        metrics = front_door.load_balancer.metrics
+        self._alarm("LatencyP99", metrics.target_response_time(statistic="p99", period=MINUTE), p99_ms / 1000,
+                    f"p99 latency above the {p99_ms} ms target (seconds)")
+        errors = cloudwatch.MathExpression(
+            expression="100 * (target5xx + elb5xx) / MAX([requests, 1])", period=MINUTE, label="5xx %",
+            using_metrics={"target5xx": metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=MINUTE),
+                           "elb5xx": metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=MINUTE),
+                           "requests": metrics.request_count(period=MINUTE)})
+        self._alarm("ErrorRate", errors, 1, "5xx responses above 1% of requests")
+
+    def watch_targets(self, group: elbv2.ApplicationTargetGroup) -> None:
+        self._alarm("UnhealthyHosts", group.metrics.unhealthy_host_count(period=MINUTE, statistic="Maximum"), 0,
+                    "unhealthy instances behind the load balancer", periods=5)
+
+    def watch_function(self, function: lambda_.IFunction) -> None:
+        self._alarm("LambdaErrors", function.metric_errors(period=MINUTE), 0, "Lambda errors")
+        self._alarm("LambdaThrottles", function.metric_throttles(period=MINUTE), 0, "Lambda throttles")
+
+    def watch_pipeline(self, front_door: PipelineFrontDoor, *, backlog_s: int) -> None:
+        self._alarm("QueueAge", front_door.queue.metric_approximate_age_of_oldest_message(
+            period=MINUTE, statistic="Maximum"), backlog_s, f"oldest message waiting over {backlog_s} s")
+        self._alarm("DeadLetters", front_door.dead_letters.metric_approximate_number_of_messages_visible(
+            period=MINUTE, statistic="Maximum"), 0, "messages in the dead-letter queue", periods=1)
+
+    def watch_model_loads(self) -> None:
+        failures = cloudwatch.Metric(namespace="crossover", metric_name="ModelLoadFailures", period=MINUTE,
+                                     statistic="Sum", dimensions_map={"Model": self.model, "service": SERVICE})
+        self._alarm("ModelLoadFailures", failures, 0, "instances that failed to load the model", periods=1)
