@@ -82,18 +82,35 @@ def test_failed_create_names_the_resource_and_the_reason(emu: Emulator, models: 
     assert "FrontDoorLoadBalancerListener" in message and "certificate was not found" in message, message
 
 
-def test_make_deploy_without_credentials_rehearses_and_leaves_no_process(tmp_path: Path) -> None:
+def _make_deploy(name: str, tmp_path: Path, models: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`make deploy MODEL=<name>`'s command, on a machine with no AWS credentials at all."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-               AWS_EC2_METADATA_DISABLED="true")
-    result = subprocess.run([sys.executable, "-m", "crossover.deploy", "resnet152"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=400)
+               AWS_EC2_METADATA_DISABLED="true", **({"CROSSOVER_MODELS": str(models)} if models else {}))
+    return subprocess.run([sys.executable, "-m", "crossover.deploy", name], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=400)
+
+
+def _assert_stopped(output: str) -> None:
+    pid = int(output.split("(pid ", 1)[1].split(")", 1)[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_make_deploy_without_credentials_rehearses_and_leaves_no_process(tmp_path: Path) -> None:
+    result = _make_deploy("resnet152", tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "ModelStack-resnet152: CREATE_COMPLETE" in result.stdout
     assert "Lambda function" in result.stdout and "the emulator was stopped" in result.stdout
-    pid = int(result.stdout.split("(pid ", 1)[1].split(")", 1)[0])
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    _assert_stopped(result.stdout)
+
+
+def test_make_deploy_that_fails_says_why_and_still_stops_the_emulator(tmp_path: Path, models: Path) -> None:
+    result = _make_deploy("broken", tmp_path, models)
+    assert result.returncode == 1
+    assert "FrontDoorLoadBalancerListener" in result.stdout and "certificate was not found" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    _assert_stopped(result.stdout)
 
 
 def _load_balancer(emu: Emulator) -> str:
