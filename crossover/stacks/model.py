@@ -58,12 +58,13 @@ def throughput(config: ModelConfig) -> float:
 def _fleet_kwargs(config: ModelConfig, ctx: BackendContext) -> dict[str, Any]:
     fleet = config.fleet
     assert fleet is not None
+    images_per_second = throughput(config)  # reads the bench profile once
     return {"vpc": ctx.vpc, "artifact": ctx.artifact, "spec": ctx.spec, "instance_type": fleet.instance_type,
             "ami_id": fleet.ami_id, "min_capacity": config.scaling.min, "max_capacity": config.scaling.max,
             "root_volume_gib": fleet.root_volume_gib, "health_grace_s": fleet.health_grace_s,
-            "images_per_second": throughput(config), "load_balanced": config.service == "realtime",
+            "images_per_second": images_per_second, "load_balanced": config.service == "realtime",
             "requests_per_minute": fleet.requests_per_minute_per_instance
-            or scaling_target(throughput(config), config.traffic.p99_ms)}
+            or scaling_target(images_per_second, config.traffic.p99_ms)}
 
 
 def _pipeline_options(config: ModelConfig) -> dict[str, Any]:
