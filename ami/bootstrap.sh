@@ -8,6 +8,7 @@ set -euo pipefail
 : "${CROSSOVER_BUNDLE:?s3:// URI of the serving bundle (zip)}"
 : "${CROSSOVER_MODEL:?s3:// URI of the model artifact}"
 : "${CROSSOVER_SPEC_JSON:?serving spec (JSON)}"
+: "${AWS_DEFAULT_REGION:?the region, for the metrics and queue clients}"
 : "${CROSSOVER_RUNTIME:=onnxruntime}"        # onnxruntime | onnxruntime-gpu | neuron
 : "${CROSSOVER_MODE:=server}"                # server (HTTP behind the load balancer) | worker (SQS)
 : "${CROSSOVER_PORT:=8080}"
@@ -67,7 +68,7 @@ Wants=network-online.target
 [Service]
 User=crossover
 WorkingDirectory=$home/app
-Environment=PYTHONUNBUFFERED=1
+Environment=PYTHONUNBUFFERED=1 CROSSOVER_METRICS=cloudwatch AWS_DEFAULT_REGION=$AWS_DEFAULT_REGION
 ExecStart=$venv/bin/python $command
 Restart=always
 RestartSec=5

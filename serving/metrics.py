@@ -1,46 +1,100 @@
-"""CloudWatch embedded-metric-format lines (powertools Metrics) for the instance processes.
+"""Metrics of the instance processes (server and worker), published with CloudWatch PutMetricData.
 
-Lambda flushes per invocation; a long-running server adds values as they happen and flushes on a
-timer, so one line covers many requests. The CloudWatch agent (or the Lambda runtime) ships stdout.
+Lambda writes its metrics as embedded-metric-format lines (powertools Metrics), which CloudWatch
+extracts from the function's logs. An instance has no such path without an agent, so the server and
+the worker publish directly: values are collected as they happen and sent every ``interval_s`` as
+value/count lists, which keep percentiles (the p99 a dashboard shows is the p99 of the requests).
+Both paths use the same namespace and dimensions, so a model's metrics and alarms do not change when
+its backend does. A failed publish is reported on stderr and that interval is dropped: metrics never
+block or grow the serving process without bound.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
-from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-__all__ = ["MetricUnit", "Recorder"]
+__all__ = ["DIMENSION_SERVICE", "NAMESPACE", "MetricUnit", "Recorder"]
+
+NAMESPACE = "crossover"
+DIMENSION_SERVICE = "crossover"  # powertools' service dimension in Lambda (POWERTOOLS_SERVICE_NAME)
+_VALUES_PER_DATUM = 150  # PutMetricData's limit on distinct values in one datum
+_DATA_PER_CALL = 20  # datums per PutMetricData call, well inside the request size limit
+
+Publish = Callable[[list[dict[str, Any]]], None]
+
+
+def cloudwatch_publisher(client: Any = None) -> Publish:
+    """A publisher that sends to CloudWatch (a boto3 client, created on first use when not given)."""
+    state: dict[str, Any] = {"client": client}
+
+    def publish(data: list[dict[str, Any]]) -> None:
+        if state["client"] is None:
+            import boto3
+
+            state["client"] = boto3.client("cloudwatch")
+        for start in range(0, len(data), _DATA_PER_CALL):
+            state["client"].put_metric_data(Namespace=NAMESPACE, MetricData=data[start:start + _DATA_PER_CALL])
+
+    return publish
 
 
 class Recorder:
-    """Thread-safe add + periodic flush around powertools Metrics (which is not thread-safe)."""
+    """Thread-safe collection of metric values, published every ``interval_s`` and on :meth:`close`.
 
-    def __init__(self, model: str, *, interval_s: float = 10.0) -> None:
-        self._metrics = Metrics(namespace="crossover", service="crossover-server")
-        self._metrics.set_default_dimensions(Model=model)
+    ``publish`` None reads CROSSOVER_METRICS: ``cloudwatch`` (what ami/bootstrap.sh sets on instances)
+    publishes to CloudWatch; anything else (a laptop, a test) records nothing.
+    """
+
+    def __init__(self, model: str, *, publish: Publish | None = None, interval_s: float = 60.0) -> None:
+        if publish is None and os.environ.get("CROSSOVER_METRICS") == "cloudwatch":
+            publish = cloudwatch_publisher()
+        self._publish = publish
+        self._dimensions = [{"Name": "Model", "Value": model}, {"Name": "service", "Value": DIMENSION_SERVICE}]
+        self._values: dict[tuple[str, str], Counter[float]] = {}
         self._lock = threading.Lock()
-        self._pending = False
         self._stop = threading.Event()
         self._interval_s = interval_s
         self._thread = threading.Thread(target=self._loop, name="metrics", daemon=True)
-        self._thread.start()
+        if publish is not None:
+            self._thread.start()
 
     def add(self, name: str, unit: MetricUnit, value: float) -> None:
+        if self._publish is None:
+            return
         with self._lock:
-            self._metrics.add_metric(name=name, unit=unit, value=value)
-            self._pending = True
+            # Three significant digits bound the distinct values per interval (and the request size).
+            self._values.setdefault((name, unit.value), Counter())[float(f"{value:.3g}")] += 1
 
     def flush(self) -> None:
+        if self._publish is None:
+            return
         with self._lock:
-            if self._pending:
-                self._metrics.flush_metrics()
-                self._pending = False
+            values, self._values = self._values, {}
+        data = []
+        for (name, unit), counts in values.items():
+            items = sorted(counts.items())
+            for start in range(0, len(items), _VALUES_PER_DATUM):
+                chunk = items[start:start + _VALUES_PER_DATUM]
+                data.append({"MetricName": name, "Dimensions": self._dimensions, "Unit": unit,
+                             "Values": [v for v, _ in chunk], "Counts": [float(n) for _, n in chunk]})
+        if not data:
+            return
+        try:
+            self._publish(data)
+        except Exception as e:  # a metrics outage must not take serving down with it
+            print(f"metrics: could not publish {len(data)} metric(s), dropped: {e}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         self.flush()
 
     def _loop(self) -> None:

@@ -54,8 +54,10 @@ class Worker:
             self.metrics.add("LatencyMs", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
         if done:
             self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
-        if failed:
-            self.metrics.add("Errors", MetricUnit.Count, failed)
+        # The same two counts the Lambda handler writes: the FailedMessages alarm reads them.
+        if messages:
+            self.metrics.add("PipelineResults", MetricUnit.Count, len(done))
+            self.metrics.add("PipelineFailures", MetricUnit.Count, failed)
         return len(done), failed
 
     def run(self) -> None:

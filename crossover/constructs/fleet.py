@@ -129,6 +129,7 @@ class InstanceFleet(Construct):
             f"export CROSSOVER_MODEL={artifact.s3_uri}",
             f"export CROSSOVER_SPEC_JSON={shlex.quote(local_spec)}",
             f"export CROSSOVER_RUNTIME={runtime} CROSSOVER_PORT={PORT} CROSSOVER_READY_TIMEOUT_S={ready_timeout_s}",
+            f"export AWS_DEFAULT_REGION={Aws.REGION}",  # boto3 in the server and worker: metrics, SQS, S3
         )
 
     def _boot(self, *exports: str) -> None:
