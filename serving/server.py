@@ -115,8 +115,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client left before its answer (a timeout, a shed load test)
 
     def _error(self, error: InputError) -> None:
         self.close_connection = True  # the rest of a refused body is never read: drop the connection

@@ -207,6 +207,23 @@ def test_missing_content_length_is_refused(lite0_server: InferenceServer) -> Non
         assert _read_all(sock).startswith("HTTP/1.1 411")
 
 
+def test_a_client_that_hangs_up_before_its_answer_is_no_error(lite0_server: InferenceServer,
+                                                               photos: dict[str, bytes],
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    # GIVEN requests whose clients reset the connection while the model runs
+    for _ in range(5):
+        sock = socket.create_connection(lite0_server.server_address[:2])
+        body = photos["chelsea_1024"]
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # reset
+        sock.close()
+    time.sleep(0.5)  # the answers are written to the dead connections
+    # THEN nothing is printed (no traceback) and the server still answers
+    assert "Traceback" not in capfd.readouterr().err
+    assert call(lite0_server, "GET", "/ready")[0] == 200
+
+
 def test_unknown_paths_and_no_management_endpoints(lite0_server: InferenceServer) -> None:
     for path in ("/", "/models", "/metrics", "/debug", "/admin"):
         assert call(lite0_server, "GET", path)[0] == 404
