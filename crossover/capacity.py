@@ -27,9 +27,3 @@ def utilisation(images_per_second: float, p99_ms: float) -> float:
 def scaling_target(images_per_second: float, p99_ms: float) -> int:
     """Requests per minute per instance for target tracking on ALBRequestCountPerTarget."""
     return max(1, math.floor(images_per_second * 60 * utilisation(images_per_second, p99_ms)))
-
-
-def instances_needed(peak_per_second: float, images_per_second: float, p99_ms: float, minimum: int) -> int:
-    """max(minimum, ceil(peak / (throughput x planned utilisation)))."""
-    per_instance = images_per_second * utilisation(images_per_second, p99_ms)
-    return max(minimum, math.ceil(peak_per_second / per_instance))

@@ -1,7 +1,8 @@
 """Compliance: cdk-nag packs on every stack, and every acknowledgement, each with its reason.
 
 An acknowledgement names one L1 resource (its construct path inside a stack) and one granular
-finding: a cdk-nag rule, a CDK CloudFormation-validation rule, or a cfn-lint rule (``cfn-lint:E3002``).
+finding: a cdk-nag rule, a CDK CloudFormation-validation rule, a cfn-lint rule (``cfn-lint:E3002``) or
+a checkov check (``checkov:CKV_AWS_18``); the last two are read by their tools from the template.
 Nothing is acknowledged stack-wide; tests enforce both and a reason of substance. Each applied
 acknowledgement is also written into its resource's Metadata, so the template shows what was accepted.
 """
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aws_cdk import Acknowledgment, App, CfnResource, Names, Stack, Validations
+from aws_cdk import aws_lambda as lambda_
 from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
 from constructs import IConstruct
 
@@ -20,6 +22,7 @@ from constructs import IConstruct
 PACKS = (AwsSolutionsChecks, ServerlessChecks, NIST80053R5Checks)
 METADATA_KEY = "crossover:acknowledged"
 CFN_LINT = "cfn-lint:"
+CHECKOV = "checkov:"
 NIST = "NIST.800.53.R5-"
 
 
@@ -60,12 +63,15 @@ CW_LOGS = ("CloudWatch Logs encrypts every log group at rest with service keys; 
            "metadata, not images, so a customer KMS key per stack adds cost without a reader to exclude.")
 INTERNAL_HTTP = ("The endpoint is internal, reachable only from endpoint.allowed_cidr (the VPC by default); "
                  "giving endpoint.certificate_arn makes it HTTPS with a redirect and WAF.")
-SYNC_LAMBDA = ("The load balancer invokes the function synchronously and returns its errors to the caller; "
-               "a dead-letter queue only ever receives asynchronous invocations.")
+SYNC_LAMBDA = ("Nothing invokes the function asynchronously: the load balancer calls it synchronously and "
+               "returns its errors to the caller, and an SQS event source retries and dead-letters through "
+               "the queue's redrive policy; a function's dead-letter queue only receives asynchronous events.")
 RESULTS_BUCKET = ("This bucket holds the pipeline's results, written only by its own consumer role; access "
                   "logs would record that role's writes, which CloudTrail already shows.")
 RESULT_KEYS = ("Result keys are named by message id, unknown in advance: the consumer may put objects "
                "under results/ and errors/ of its own bucket only.")
+SQS_SSE = ("Encrypted at rest with SQS-managed keys (SqsManagedSseEnabled); checkov only counts a KMS key, "
+           "which would make every producer of images need a key grant without protecting more.")
 PUBLIC_SUBNET = ("Public subnets exist for NAT gateways and public load balancers, which need the route to "
                  "the internet gateway; no instance is ever placed in them.")
 
@@ -77,6 +83,8 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
         LOG_BUCKET + "; logging its own access would need yet another bucket and adds nothing an auditor uses."),
     Ack("FrontDoor/AccessLogs/Resource", NIST + "S3DefaultEncryptionKMS",
         "Application Load Balancer access logs can only be delivered to SSE-S3 buckets, not KMS-encrypted ones."),
+    Ack("FrontDoor/AccessLogs/Resource", CHECKOV + "CKV_AWS_18",
+        LOG_BUCKET + "; logging its own access would need yet another bucket and adds nothing an auditor uses."),
     Ack("FrontDoor/AccessLogs/Resource", NIST + "S3BucketReplicationEnabled",
         LOG_BUCKET + ", kept 90 days and versioned; a cross-region replica doubles storage for no reader."),
     # The front door itself.
@@ -91,11 +99,19 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
         "Port 80 of a public endpoint answers nothing but a redirect to HTTPS on 443, which uses the "
         "configured ACM certificate.", when=_public),
     Ack("FrontDoor/WafLogs/Resource", NIST + "CloudWatchLogGroupEncrypted", CW_LOGS, when=_public),
+    Ack("FrontDoor/WafLogs/Resource", CHECKOV + "CKV_AWS_158", CW_LOGS, when=_public),
+    Ack("FrontDoor/SecurityGroup/Resource", CHECKOV + "CKV_AWS_260",
+        "Port 80 of a public endpoint (one with a certificate) only redirects to HTTPS on 443.", when=_public),
+    Ack("FrontDoor/LoadBalancer/Listener/Resource", CHECKOV + "CKV_AWS_2", INTERNAL_HTTP, when=_internal),
+    Ack("FrontDoor/LoadBalancer/Listener/Resource", CHECKOV + "CKV_AWS_103", INTERNAL_HTTP, when=_internal),
     Ack("FrontDoor/LoadBalancer/Resource", NIST + "ALBWAFEnabled",
         INTERNAL_HTTP + " Only public endpoints face traffic a web ACL exists to filter.", when=_internal),
     # The pipeline front door.
     Ack("FrontDoor/Results/Resource", "AwsSolutions-S1", RESULTS_BUCKET),
     Ack("FrontDoor/Results/Resource", NIST + "S3BucketLoggingEnabled", RESULTS_BUCKET),
+    Ack("FrontDoor/Results/Resource", CHECKOV + "CKV_AWS_18", RESULTS_BUCKET),
+    Ack("FrontDoor/Queue/Resource", CHECKOV + "CKV_AWS_27", SQS_SSE),
+    Ack("FrontDoor/DeadLetterQueue/Resource", CHECKOV + "CKV_AWS_27", SQS_SSE),
     Ack("FrontDoor/Results/Resource", NIST + "S3BucketReplicationEnabled",
         "Results are derived from images the owner keeps and can be recomputed from the queue's inputs; a "
         "cross-region replica doubles storage for data that expires after pipeline.results_days."),
@@ -112,10 +128,26 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
         "PutTelemetryRecords, none of which support resource-level permissions.", when=_on("lambda")),
     Ack("Backend/Function/Resource", "Serverless-LambdaDLQ", SYNC_LAMBDA, when=_on("lambda")),
     Ack("Backend/Function/Resource", NIST + "LambdaDLQ", SYNC_LAMBDA, when=_on("lambda")),
-    Ack("Backend/Function/SqsEventSource:{queue}/Resource", "Serverless-LambdaEventSourceMappingDestination",
+    Ack("Backend/Function/Resource", CHECKOV + "CKV_AWS_116", SYNC_LAMBDA, when=_on("lambda")),
+    Ack("Backend/Function/Resource", CHECKOV + "CKV_AWS_173",
+        "The environment holds the serving spec (model name, its S3 location, preprocessing) and the results "
+        "bucket's name, no secret; Lambda encrypts it at rest with its service key.", when=_on("lambda")),
+    Ack("Backend/Role/DefaultPolicy/Resource", CHECKOV + "CKV_AWS_111",
+        "The EC2 network-interface actions a VPC function needs take no resource ARNs; everything else the "
+        "role may do names its resource.", when=_on("lambda")),
+    Ack("Backend/Live/{invoke}", CHECKOV + "CKV_AWS_364",
+        "The load balancer's permission to invoke the live alias: the target group must be created after it "
+        "(ELB checks the permission on registration), so naming the group's ARN here would be a cycle.",
+        when=_on("lambda")),
+    Ack("Backend/Live/SqsEventSource:{queue}/Resource", "Serverless-LambdaEventSourceMappingDestination",
         "SQS event sources take no on-failure destination: a failing message is retried by SQS and moved by "
         "the queue's redrive policy to the dead-letter queue, with its error in errors/<id>.json.",
         when=_pipeline),
+    Ack("Backend/Rollout/ServiceRole/Resource", "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/"
+        "service-role/AWSCodeDeployRoleForLambdaLimited]",
+        "CodeDeploy's own, AWS-maintained policy for Lambda traffic shifts (the Limited variant: update "
+        "aliases, read alarms, invoke only CodeDeployHook_* functions), kept current as the service changes.",
+        when=_on("lambda")),
     # The instance backends.
     Ack("Backend/Role/DefaultPolicy/Resource", "AwsSolutions-IAM5[Resource::*]",
         "cloudwatch:PutMetricData takes no resource ARN; a condition limits it to the crossover "
@@ -123,6 +155,7 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
     # Both kinds of backend.
     Ack("Backend/Role/DefaultPolicy/Resource", NIST + "IAMNoInlinePolicy", INLINE),
     Ack("Backend/Logs/Resource", NIST + "CloudWatchLogGroupEncrypted", CW_LOGS),
+    Ack("Backend/Logs/Resource", CHECKOV + "CKV_AWS_158", CW_LOGS),
     # The eia backend, faithful to a retired service.
     Ack("Backend/LaunchTemplate/Resource", "CloudFormation-Validate::F3002",
         EI_RETIRED + "Current CloudFormation schemas no longer list ElasticInferenceAccelerators.",
@@ -154,6 +187,7 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
     Ack("Vpc/PublicSubnet2/DefaultRoute", NIST + "VPCNoUnrestrictedRouteToIGW", PUBLIC_SUBNET),
     Ack("Vpc/Reject/IAMRole/DefaultPolicy/Resource", NIST + "IAMNoInlinePolicy", INLINE),
     Ack("FlowLogs/Resource", NIST + "CloudWatchLogGroupEncrypted", CW_LOGS),
+    Ack("FlowLogs/Resource", CHECKOV + "CKV_AWS_158", CW_LOGS),
 )
 
 
@@ -166,6 +200,10 @@ def _find(stack: Stack, path: str) -> IConstruct | None:
         path = path.replace("{queue}", Names.unique_id(queue))
     node: IConstruct | None = stack
     for part in path.split("/"):
+        if node is not None and part == "{invoke}":  # CDK names a permission by a hash of its principal
+            permissions = [c for c in node.node.children if isinstance(c, lambda_.CfnPermission)]
+            node = permissions[0] if len(permissions) == 1 else None
+            continue
         node = node.node.try_find_child(part) if node is not None else None
     return node
 
@@ -179,7 +217,11 @@ def apply(app: App) -> None:
                 continue
             if not isinstance(target, CfnResource):
                 raise ValueError(f"acknowledgement {ack.finding} must name one L1 resource; {ack.path} is not")
-            if ack.finding.startswith(CFN_LINT):
+            if ack.finding.startswith(CHECKOV):
+                skips = (target.get_metadata("checkov") or {}).get("skip", [])
+                target.add_metadata("checkov", {"skip": [*skips, {"id": ack.finding.removeprefix(CHECKOV),
+                                                                  "comment": ack.reason}]})
+            elif ack.finding.startswith(CFN_LINT):
                 # cfn-lint reads resource-level ignores from the template itself.
                 config = (target.get_metadata("cfn-lint") or {}).get("config", {})
                 ignored = [*config.get("ignore_checks", []), ack.finding.removeprefix(CFN_LINT)]

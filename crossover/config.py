@@ -114,6 +114,26 @@ class AlarmsSpec(_Strict):
     topic_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$")] | None = None
 
 
+# CodeDeploy's predefined Lambda traffic shifts, by the names of its configurations.
+LambdaTrafficShift = Literal[
+    "canary-10-percent-5-minutes", "canary-10-percent-10-minutes", "canary-10-percent-15-minutes",
+    "canary-10-percent-30-minutes", "linear-10-percent-every-1-minute", "linear-10-percent-every-2-minutes",
+    "linear-10-percent-every-3-minutes", "linear-10-percent-every-10-minutes", "all-at-once"]
+
+
+class RolloutSpec(_Strict):
+    """How a deploy replaces what serves the model, and which alarms stop it and roll it back.
+
+    Lambda: CodeDeploy moves the ``live`` alias to the new version in ``lambda_traffic`` steps and
+    rolls back if a rollback alarm fires. Every backend: ``make deploy`` asks CloudFormation to watch
+    the same alarms during the update and ``monitor_minutes`` after it, and to roll the whole update
+    back (instances included) if one fires.
+    """
+
+    lambda_traffic: LambdaTrafficShift = "canary-10-percent-5-minutes"
+    monitor_minutes: Annotated[int, Field(ge=0, le=180)] = 10  # CloudFormation's limit is 180
+
+
 class PipelineSpec(_Strict):
     """The SQS-fed service: one queue in, one results bucket out, a dead-letter queue for what fails."""
 
@@ -224,6 +244,7 @@ class ModelConfig(_Strict):
     endpoint: Endpoint = Field(default_factory=Endpoint)
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
     alarms: AlarmsSpec = Field(default_factory=AlarmsSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     lambda_: LambdaSpec = Field(default_factory=LambdaSpec, alias="lambda")
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     eia: EiaSpec = Field(default_factory=EiaSpec)

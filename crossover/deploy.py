@@ -1,6 +1,7 @@
 """`make deploy MODEL=<name>`: the real `cdk deploy` with AWS credentials; without, a rehearsal.
 
-With credentials: `cdk deploy ModelStack-<name>` (a bootstrap hint if the account is not
+With credentials: `cdk synth`, then `cdk deploy ModelStack-<name>` with the stack's live rollback
+alarms as CloudFormation rollback triggers (crossover.rollout; a bootstrap hint if the account is not
 bootstrapped), then `crossover smoke <name>`. Without: the same CLI deploys the same stack into a
 local AWS emulator on loopback (crossover.rehearsal), then boto3 reads back what was created.
 """
@@ -12,7 +13,7 @@ import sys
 
 from rich.console import Console
 
-from crossover import ROOT
+from crossover import ROOT, rollout
 from crossover.app import models_folder
 from crossover.config import ConfigError, LoadedConfig, find
 from crossover.rehearsal import CDK, RehearsalError, bootstrap, check, deploy, emulator, table
@@ -26,6 +27,11 @@ def has_credentials() -> bool:
     return boto3.Session().get_credentials() is not None
 
 
+def _say_triggers(arns: list[str]) -> None:
+    names = ", ".join(arn.rsplit(":", 1)[-1] for arn in arns)
+    console.print(f"rollback triggers: {names or 'none (a first deploy has nothing to roll back to)'}")
+
+
 def rehearse(item: LoadedConfig) -> int:
     stack = item.config.stack_name
     console.print(f"[bold]No AWS credentials found[/bold]: rehearsing on a local AWS emulator (nothing "
@@ -33,7 +39,7 @@ def rehearse(item: LoadedConfig) -> int:
     with emulator(ROOT / "cdk.out" / "emulator.log") as emu:
         console.print(f"emulator on {emu.endpoint} (pid {emu.pid})")
         bootstrap(emu)
-        deploy(emu, stack)
+        _say_triggers(deploy(emu, stack, monitor_minutes=item.config.rollout.monitor_minutes))
         status, checks = check(emu, stack, item.config.backend)
     console.print(table(stack, status, checks))
     missing = [c.what for c in checks if not c.ok]
@@ -46,8 +52,15 @@ def rehearse(item: LoadedConfig) -> int:
 
 
 def real_deploy(item: LoadedConfig) -> int:
-    stack = item.config.stack_name
-    result = subprocess.run([CDK, "deploy", stack], cwd=ROOT, capture_output=False)
+    import boto3
+
+    stack, assembly = item.config.stack_name, ROOT / "cdk.out"
+    if subprocess.run([CDK, "synth", stack, "--quiet", "--output", str(assembly)], cwd=ROOT).returncode != 0:
+        return 1
+    arns = rollout.triggers(rollout.rollback_alarm_names(assembly, stack), boto3.client("cloudwatch"))
+    _say_triggers(arns)
+    args = rollout.deploy_args(stack, assembly, arns, item.config.rollout.monitor_minutes)
+    result = subprocess.run([CDK, *args], cwd=ROOT, capture_output=False)
     if result.returncode != 0:
         console.print("cdk deploy failed. If the account and region are not bootstrapped yet, run once: "
                       "npx cdk bootstrap")

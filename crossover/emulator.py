@@ -4,7 +4,8 @@
 
 Runs until SIGTERM. Before serving it seeds the public SSM parameters the templates resolve (AMI
 ids); moto refuses put_parameter on /aws/... names over its API, so they are written straight into
-its in-process backend. It also closes two gaps in moto's stack updates (patch_updates) and names
+its in-process backend. It also closes two gaps in moto's stack updates (patch_updates), creates the
+Lambda aliases and alarms it has no CloudFormation support for (support_missing_types) and names
 the resource that failed in creation errors, as CloudFormation does (name_failed_resources).
 """
 
@@ -93,6 +94,109 @@ def patch_updates() -> None:
     CloudFormationBackend._resolve_update_parameters = resolve  # type: ignore[method-assign]
 
 
+def support_missing_types() -> None:
+    """Two resource types every model stack has and moto's CloudFormation lacks: AWS::Lambda::Alias
+    (the ``live`` alias CodeDeploy moves; with a version's Version attribute) and
+    AWS::CloudWatch::Alarm (the deploy looks rollback alarms up by name; with the target group
+    attribute their dimensions name). Each is created through moto's own service backend. Must run
+    before moto first reads its resource types (it caches them)."""
+    from moto.awslambda.models import LambdaVersion, lambda_backends
+    from moto.cloudwatch.models import cloudwatch_backends
+    from moto.core.common_models import CloudFormationModel
+    from moto.elbv2.models import FakeTargetGroup
+
+    class Alarm(CloudFormationModel):
+        __module__ = "crossover.emulator"  # moto files models by their module's second name part
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.name  # Ref of an alarm is its name
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::CloudWatch::Alarm"
+
+        @classmethod
+        def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: dict[str, Any],
+                                            account_id: str, region_name: str, **kwargs: Any) -> Alarm:
+            props = cloudformation_json["Properties"]
+            name = props.get("AlarmName", resource_name)
+            # Enough to be listed and looked up by name; the emulator never evaluates an alarm.
+            cloudwatch_backends[account_id][region_name].put_metric_alarm(
+                name=name, namespace=props.get("Namespace", ""), metric_name=props.get("MetricName", ""),
+                comparison_operator=props["ComparisonOperator"], evaluation_periods=props["EvaluationPeriods"],
+                period=props.get("Period", 60), threshold=props["Threshold"], statistic=props.get("Statistic", ""),
+                description=props.get("AlarmDescription", ""), dimensions=props.get("Dimensions", []),
+                alarm_actions=props.get("AlarmActions", []))
+            return cls(name)
+
+        @classmethod
+        def update_from_cloudformation_json(cls, original_resource: Alarm, new_resource_name: str,
+                                            cloudformation_json: dict[str, Any], account_id: str,
+                                            region_name: str) -> Alarm:
+            cls.delete_from_cloudformation_json(original_resource.name, cloudformation_json, account_id, region_name)
+            return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id,
+                                                       region_name)
+
+        @classmethod
+        def delete_from_cloudformation_json(cls, resource_name: str, cloudformation_json: dict[str, Any],
+                                            account_id: str, region_name: str) -> None:
+            name = cloudformation_json["Properties"].get("AlarmName", resource_name)
+            cloudwatch_backends[account_id][region_name].delete_alarms([name])
+
+    class Alias(CloudFormationModel):
+        __module__ = "crossover.emulator"
+
+        def __init__(self, arn: str) -> None:
+            self.arn = arn
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.arn  # Ref of an alias is its ARN
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::Lambda::Alias"
+
+        @classmethod
+        def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: dict[str, Any],
+                                            account_id: str, region_name: str, **kwargs: Any) -> Alias:
+            props = cloudformation_json["Properties"]
+            alias = lambda_backends[account_id][region_name].create_alias(
+                name=props["Name"], function_name=props["FunctionName"],
+                function_version=str(props.get("FunctionVersion")), description=props.get("Description", ""),
+                routing_config="")
+            return cls(alias.arn)
+
+        @classmethod
+        def update_from_cloudformation_json(cls, original_resource: Alias, new_resource_name: str,
+                                            cloudformation_json: dict[str, Any], account_id: str,
+                                            region_name: str) -> Alias:
+            props = cloudformation_json["Properties"]
+            lambda_backends[account_id][region_name].update_alias(
+                name=props["Name"], function_name=props["FunctionName"],
+                function_version=str(props.get("FunctionVersion")), description=props.get("Description"),
+                routing_config="")
+            return original_resource
+
+    def version_attribute(self: LambdaVersion, attribute: str) -> str:
+        if attribute != "Version":
+            raise NotImplementedError(attribute)
+        return str(self.version)
+
+    def target_group_attribute(self: FakeTargetGroup, attribute: str) -> str:
+        if attribute != "TargetGroupFullName":  # what the alarms' dimensions use
+            raise NotImplementedError(attribute)
+        return str(self.arn.rsplit(":", 1)[-1])  # targetgroup/<name>/<id>
+
+    LambdaVersion.get_cfn_attribute = version_attribute  # type: ignore[attr-defined]
+    FakeTargetGroup.get_cfn_attribute = target_group_attribute  # type: ignore[attr-defined]
+    assert {Alarm, Alias} <= set(CloudFormationModel.__subclasses__())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crossover.emulator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
@@ -101,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
     patch_updates()
+    support_missing_types()
     name_failed_resources()
     server.start()
     seed()

@@ -23,7 +23,7 @@ from typing import Any
 
 from rich.table import Table
 
-from crossover import ROOT
+from crossover import ROOT, rollout
 from crossover.emulator import ACCOUNT, REGION
 
 CDK = str(ROOT / "node_modules" / ".bin" / "cdk")
@@ -103,11 +103,14 @@ def bootstrap(emu: Emulator) -> None:
     cdk(emu, "bootstrap", f"aws://{ACCOUNT}/{REGION}")
 
 
-def deploy(emu: Emulator, stack: str, *, models: Path | None = None, outdir: Path | None = None) -> None:
-    args = ["deploy", stack, "--require-approval", "never", "--method=direct"]
-    if outdir is not None:
-        args += ["--output", str(outdir)]
-    cdk(emu, *args, models=models)
+def deploy(emu: Emulator, stack: str, *, models: Path | None = None, outdir: Path | None = None,
+           monitor_minutes: int = 10) -> list[str]:
+    """Synthesize, then deploy with the rollback triggers a real deploy gets; returns their ARNs."""
+    assembly = outdir or ROOT / "cdk.out"
+    cdk(emu, "synth", stack, "--quiet", "--output", str(assembly), models=models)
+    arns = rollout.triggers(rollout.rollback_alarm_names(assembly, stack), emu.client("cloudwatch"))
+    cdk(emu, *rollout.deploy_args(stack, assembly, arns, monitor_minutes), "--method=direct", models=models)
+    return arns
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ def check(emu: Emulator, stack: str, backend: str) -> tuple[str, list[Check]]:
         fn = emu.client("lambda").get_function_configuration(FunctionName=names[0]) if names else None
         checks.append(Check("Lambda function", "missing" if fn is None else
                             f"{fn['Runtime']}, {fn['MemorySize']} MiB, {fn['Handler']}", fn is not None))
+        checks.append(_alias_check(emu, names))
     else:
         checks += _fleet_checks(emu, by_type, backend)
     return status, checks
@@ -168,8 +172,18 @@ def _pipeline_checks(emu: Emulator, by_type: dict[str, list[str]], backend: str)
     if backend == "lambda":
         mappings = by_type.get("AWS::Lambda::EventSourceMapping", [])
         checks.append(Check("SQS event source", ", ".join(mappings) or "missing", len(mappings) == 1))
+        checks.append(_alias_check(emu, by_type.get("AWS::Lambda::Function", [])))
         return checks
     return checks + _fleet_checks(emu, by_type, backend)
+
+
+def _alias_check(emu: Emulator, functions: list[str]) -> Check:
+    """The ``live`` alias that serves and that CodeDeploy moves between versions."""
+    try:
+        alias = emu.client("lambda").get_alias(FunctionName=functions[0], Name="live")
+    except Exception:  # no function, or no alias: both mean the check fails
+        return Check("Lambda alias live", "missing", False)
+    return Check("Lambda alias live", f"version {alias['FunctionVersion']}", alias["FunctionVersion"].isdigit())
 
 
 def _fleet_checks(emu: Emulator, by_type: dict[str, list[str]], backend: str) -> list[Check]:

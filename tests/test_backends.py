@@ -44,7 +44,7 @@ def front_door(template: dict[str, Any]) -> dict[str, Any]:
     for resource in kept.values():
         resource.get("Properties", {}).pop("DefaultActions", None)  # names the target group
         resource.get("Properties", {}).pop("SecurityGroupEgress", None)  # names the backend's security group
-    return {"resources": kept, "outputs": template["Outputs"]}
+    return {"resources": kept, "endpoint": template["Outputs"]["Endpoint"]}
 
 
 @pytest.mark.parametrize("name", NAMES)

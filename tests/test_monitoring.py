@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,8 +13,15 @@ from tests.conftest import BACKENDS, Synth, stack_of
 EXPECTED = {
     ("lambda", "realtime"): {"LatencyP99", "ErrorRate", "LambdaErrors", "LambdaThrottles"},
     ("fleet", "realtime"): {"LatencyP99", "ErrorRate", "UnhealthyHosts", "ModelLoadFailures"},
-    ("lambda", "pipeline"): {"QueueAge", "DeadLetters", "LambdaErrors", "LambdaThrottles"},
-    ("fleet", "pipeline"): {"QueueAge", "DeadLetters", "ModelLoadFailures"},
+    ("lambda", "pipeline"): {"QueueAge", "DeadLetters", "FailedMessages", "LambdaErrors", "LambdaThrottles"},
+    ("fleet", "pipeline"): {"QueueAge", "DeadLetters", "FailedMessages", "ModelLoadFailures"},
+}
+# What says the release is bad (and so rolls it back); backlog and dead letters only notify.
+ROLLBACK = {
+    ("lambda", "realtime"): {"LatencyP99", "ErrorRate", "LambdaErrors"},
+    ("fleet", "realtime"): {"LatencyP99", "ErrorRate", "UnhealthyHosts", "ModelLoadFailures"},
+    ("lambda", "pipeline"): {"FailedMessages", "LambdaErrors"},
+    ("fleet", "pipeline"): {"FailedMessages", "ModelLoadFailures"},
 }
 
 
@@ -45,19 +54,91 @@ def test_model_load_alarm_watches_the_serving_metric(synth: Synth) -> None:
     loads = alarms(synth.raw[stack_of("resnet152", "cpu", "pipeline")])["ModelLoadFailures"]
     assert (loads["Namespace"], loads["MetricName"]) == ("crossover", "ModelLoadFailures")
     assert {d["Name"]: d["Value"] for d in loads["Dimensions"]} == {"Model": "resnet152-pipe-cpu",
-                                                                    "service": "crossover-server"}
+                                                                    "service": "crossover"}
 
 
-def test_serving_emits_the_metric_the_alarm_watches(capsys: pytest.CaptureFixture[str]) -> None:
-    import json
+@pytest.mark.parametrize("service", ["realtime", "pipeline"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deployments_roll_back_on_the_release_alarms(synth: Synth, backend: str, service: str) -> None:
+    stack = stack_of("resnet152", backend, service)
+    template = synth.raw[stack]
+    kind = "lambda" if backend == "lambda" else "fleet"
+    names = {k.removeprefix("Monitoring")[: -8]: v["Properties"]["AlarmName"] for k, v in
+             template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm" and k.startswith("Monitoring")}
+    assert names == {id: f"{stack}-{id}" for id in EXPECTED[(kind, service)]}  # fixed: found by name at deploy
+    # CloudFormation's rollback triggers (every backend) come from this output; at most 5 are allowed.
+    output = template["Outputs"]["RollbackAlarms"]["Value"].split(",")
+    assert sorted(output) == sorted(names[id] for id in ROLLBACK[(kind, service)]) and len(output) <= 5
+    groups = [v["Properties"] for v in template["Resources"].values()
+              if v["Type"] == "AWS::CodeDeploy::DeploymentGroup"]
+    if kind == "fleet":
+        assert groups == []  # the stack's rolling update, rolled back by the triggers
+        (group,) = [v for v in template["Resources"].values() if v["Type"] == "AWS::AutoScaling::AutoScalingGroup"]
+        assert group["UpdatePolicy"]["AutoScalingRollingUpdate"]["WaitOnResourceSignals"] is True
+        return
+    (group,) = groups
+    alarm_ids = {k for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"
+                 and v["Properties"]["AlarmName"] in output}
+    assert {a["Name"]["Ref"] for a in group["AlarmConfiguration"]["Alarms"]} == alarm_ids
+    assert group["AlarmConfiguration"]["Enabled"] is True
+    assert set(group["AutoRollbackConfiguration"]["Events"]) == {
+        "DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_REQUEST", "DEPLOYMENT_STOP_ON_ALARM"}
+    # From rollout.lambda_traffic: the default canary; the pipeline variants choose a linear shift.
+    assert group["DeploymentConfigName"] == {"realtime": "CodeDeployDefault.LambdaCanary10Percent5Minutes",
+                                             "pipeline": "CodeDeployDefault.LambdaLinear10PercentEvery1Minute"}[service]
+    # The alias is what the deployment moves, what serves, and what the Lambda alarms watch.
+    (alias_id,) = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::Lambda::Alias"]
+    alias = template["Resources"][alias_id]
+    assert alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]["DeploymentGroupName"]["Ref"] in template["Resources"]
+    if service == "realtime":
+        (targets,) = [v["Properties"] for v in template["Resources"].values()
+                      if v["Type"] == "AWS::ElasticLoadBalancingV2::TargetGroup"]
+        assert targets["Targets"] == [{"Id": {"Ref": alias_id}}]
+    else:
+        (mapping,) = [v["Properties"] for v in template["Resources"].values()
+                      if v["Type"] == "AWS::Lambda::EventSourceMapping"]
+        function, qualifier = mapping["FunctionName"]["Fn::Join"][1]  # <name, from the alias ARN>:live
+        assert alias_id in json.dumps(function) and qualifier == ":live"
+    errors = next(v["Properties"] for v in template["Resources"].values()
+                  if v["Type"] == "AWS::CloudWatch::Alarm" and v["Properties"]["AlarmName"].endswith("LambdaErrors"))
+    assert {d["Name"] for d in errors["Dimensions"]} == {"FunctionName", "Resource"}
 
-    from crossover.constructs.monitoring import SERVICE
+
+def test_serving_publishes_the_metrics_the_alarms_watch(synth: Synth, aws: str) -> None:
+    """The server and worker publish to CloudWatch (here: the emulator on loopback) under the very
+    namespace and dimensions the alarms read, whatever the backend."""
+    import boto3
+
+    from serving.metrics import MetricUnit, Recorder, cloudwatch_publisher
+
+    client = boto3.client("cloudwatch", endpoint_url=aws, region_name="us-east-1",
+                          aws_access_key_id="x", aws_secret_access_key="x")
+    recorder = Recorder("m1", publish=cloudwatch_publisher(client), interval_s=3600)
+    recorder.add("ModelLoadFailures", MetricUnit.Count, 1)
+    for ms in range(1, 400):  # more distinct values than one datum holds
+        recorder.add("LatencyMs", MetricUnit.Milliseconds, ms)
+    recorder.close()
+    alarm = alarms(synth.raw[stack_of("resnet152", "cpu", "pipeline")])["ModelLoadFailures"]
+    dimensions = [{**d, "Value": "m1"} if d["Name"] == "Model" else d for d in alarm["Dimensions"]]
+
+    def total(name: str) -> tuple[float, float]:
+        (point,) = client.get_metric_statistics(
+            Namespace=alarm["Namespace"], MetricName=name, Dimensions=dimensions, Period=60,
+            StartTime=datetime.now(UTC) - timedelta(minutes=5), EndTime=datetime.now(UTC) + timedelta(minutes=1),
+            Statistics=["Sum", "SampleCount"])["Datapoints"]
+        return point["Sum"], point["SampleCount"]
+
+    assert total("ModelLoadFailures") == (1, 1)
+    assert total("LatencyMs") == (sum(range(1, 400)), 399)
+
+
+def test_a_metrics_outage_is_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> None:
     from serving.metrics import MetricUnit, Recorder
 
-    recorder = Recorder("m1", interval_s=3600)
-    recorder.add("ModelLoadFailures", MetricUnit.Count, 1)
+    def down(_data: list[dict[str, Any]]) -> None:
+        raise ConnectionError("endpoint unreachable")
+
+    recorder = Recorder("m1", publish=down, interval_s=3600)
+    recorder.add("LatencyMs", MetricUnit.Milliseconds, 12.5)
     recorder.close()
-    line = json.loads([x for x in capsys.readouterr().out.splitlines() if "ModelLoadFailures" in x][-1])
-    (spec,) = line["_aws"]["CloudWatchMetrics"]
-    assert spec["Namespace"] == "crossover" and sorted(spec["Dimensions"][0]) == ["Model", "service"]
-    assert (line["Model"], line["service"]) == ("m1", SERVICE)
+    assert "could not publish 1 metric(s), dropped: endpoint unreachable" in capsys.readouterr().err

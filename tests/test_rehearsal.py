@@ -48,16 +48,19 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 
 def test_lambda_then_switch_to_gpu_keeps_the_load_balancer(emu: Emulator, models: Path,
                                                            tmp_path: Path) -> None:
-    # GIVEN resnet152 deployed on lambda
-    deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out1")
+    # GIVEN resnet152 deployed on lambda (a first deploy: no alarms yet to guard it)
+    assert deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out1") == []
     status, checks = check(emu, "ModelStack-resnet152", "lambda")
     assert status == "CREATE_COMPLETE" and all(c.ok for c in checks), checks
     lb = _load_balancer(emu)
     # WHEN its config is switched to gpu and deployed again
     config = models / "resnet152.yaml"
     config.write_text(rewrite_backend(config.read_text(), "gpu")[0])
-    deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out2")
-    # THEN the same stack is updated, the load balancer is the same one, and the fleet is there
+    triggers = deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out2")
+    # THEN the update was guarded by the rollback alarms both backends have (the load balancer's)
+    assert sorted(t.rsplit(":", 1)[-1] for t in triggers) == ["ModelStack-resnet152-ErrorRate",
+                                                              "ModelStack-resnet152-LatencyP99"]
+    # AND the same stack is updated, the load balancer is the same one, and the fleet is there
     status, checks = check(emu, "ModelStack-resnet152", "gpu")
     assert status == "UPDATE_COMPLETE" and all(c.ok for c in checks), checks
     assert _load_balancer(emu) == lb

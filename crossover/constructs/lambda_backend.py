@@ -7,6 +7,8 @@ from typing import Any
 
 import jsii
 from aws_cdk import BundlingOptions, DockerImage, Duration, ILocalBundling, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2_targets as targets
 from aws_cdk import aws_iam as iam
@@ -45,6 +47,10 @@ class LambdaBackend(Construct):
     kept for ``log_retention``, and has a role that can read exactly the model object and nothing else.
     ``reserved_concurrency`` caps (and guarantees) its share of the region's concurrency; None leaves
     it unreserved.
+
+    Everything reaches the function through its ``live`` alias, which a deploy moves to the new
+    version (:meth:`shift_traffic`): the load balancer target and the queue's event source name the
+    alias, never ``$LATEST``.
     """
 
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec_json: str,
@@ -79,14 +85,24 @@ class LambdaBackend(Construct):
             vpc=vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             security_groups=[self.security_group],
         )
+        self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)
+
+    def shift_traffic(self, alarms: list[cloudwatch.Alarm], shift: str) -> codedeploy.LambdaDeploymentGroup:
+        """Move ``live`` to each new version in ``shift`` steps (a CodeDeploy configuration, e.g.
+        canary-10-percent-5-minutes), rolling back when any of ``alarms`` fires or the deployment fails."""
+        config = getattr(codedeploy.LambdaDeploymentConfig, shift.upper().replace("-", "_"))
+        return codedeploy.LambdaDeploymentGroup(
+            self, "Rollout", alias=self.alias, deployment_config=config, alarms=alarms,
+            auto_rollback=codedeploy.AutoRollbackConfig(failed_deployment=True, stopped_deployment=True,
+                                                        deployment_in_alarm=True))
 
     def serve_realtime(self, front_door: RealtimeFrontDoor) -> None:
-        front_door.route_to([targets.LambdaTarget(self.function)])
+        front_door.route_to([targets.LambdaTarget(self.alias)])
 
     def serve_pipeline(self, front_door: PipelineFrontDoor, *, batch_size: int = 10, max_batching_window_s: int = 0,
                        max_concurrency: int = 10) -> None:
         """Consume the queue in batches, reporting failures per message; write results to the bucket."""
-        self.function.add_event_source(sources.SqsEventSource(
+        self.alias.add_event_source(sources.SqsEventSource(
             front_door.queue, batch_size=batch_size, max_batching_window=Duration.seconds(max_batching_window_s),
             report_batch_item_failures=True, max_concurrency=max_concurrency))
         front_door.grant_write_results(self.function)

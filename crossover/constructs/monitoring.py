@@ -1,16 +1,22 @@
 """Alarms and a dashboard per model, generated for whichever backend and service run it.
 
 Every alarm notifies one encrypted SNS topic per model (subscribe to it, or give ``alarms.topic_arn``
-to use an existing one). What is watched:
+to use an existing one). What is watched (R: the alarm also rolls a deployment back):
 
 | signal | realtime | pipeline |
 |---|---|---|
-| p99 latency above ``traffic.p99_ms`` | load balancer target response time | — |
-| 5xx rate above 1% | load balancer and targets | — |
-| unhealthy hosts | instance backends | — |
-| Lambda errors and throttles | lambda | lambda |
+| p99 latency above ``traffic.p99_ms`` (R) | load balancer target response time | — |
+| 5xx rate above 1% (R) | load balancer and targets | — |
+| unhealthy hosts (R) | instance backends | — |
+| Lambda errors (R) and throttles, through the ``live`` alias | lambda | lambda |
+| more than 10% of messages failing (R) | — | both |
 | oldest message older than ``pipeline.backlog_s``; any message in the dead-letter queue | — | both |
-| model-load failures (the serving metric) | instance backends | instance backends |
+| model-load failures (R, the serving metric) | instance backends | instance backends |
+
+Rollback alarms measure the release, not the traffic: a backlog or an old dead letter says nothing
+about the code being deployed, so they notify but never roll back. Alarm names are fixed
+(``<stack>-<signal>``): the deploy tool finds the live ones by name to pass CloudFormation as
+rollback triggers.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from constructs import Construct
 
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
+from serving.metrics import DIMENSION_SERVICE, NAMESPACE
 
 MINUTE = Duration.minutes(1)
-SERVICE = "crossover-server"  # the service dimension serving.metrics.Recorder writes
+FAILED_MESSAGES_PERCENT = 10  # a bad release fails every message; hostile inputs are a few percent
 
 
 class ModelMonitoring(Construct):
@@ -39,18 +46,25 @@ class ModelMonitoring(Construct):
                       sns.Topic(self, "Topic", enforce_ssl=True, display_name=f"crossover {model} alarms",
                                 master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns")))
         self.alarms: list[cloudwatch.Alarm] = []
+        self.rollback_alarms: list[cloudwatch.Alarm] = []
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard",
                                               dashboard_name=f"crossover-{Stack.of(self).stack_name}")
 
+    def alarm_name(self, id: str) -> str:
+        return f"{Stack.of(self).stack_name}-{id}"
+
     def _alarm(self, id: str, metric: cloudwatch.Metric | cloudwatch.MathExpression, threshold: float, what: str,
-               periods: int = 3) -> cloudwatch.Alarm:
+               periods: int = 3, rollback: bool = False) -> cloudwatch.Alarm:
         alarm = cloudwatch.Alarm(self, id, metric=metric, threshold=threshold, evaluation_periods=5,
+                                    alarm_name=self.alarm_name(id),
                                     datapoints_to_alarm=periods, alarm_description=f"{self.model}: {what}",
                                     comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                                     treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
         alarm.add_alarm_action(actions.SnsAction(self.topic))
         alarm.add_ok_action(actions.SnsAction(self.topic))
         self.alarms.append(alarm)
+        if rollback:
+            self.rollback_alarms.append(alarm)
         self.dashboard.add_widgets(cloudwatch.GraphWidget(title=what, left=[metric], width=8,
                                                           left_annotations=[cloudwatch.HorizontalAnnotation(
                                                               value=threshold, label="alarm")]))
@@ -59,20 +73,21 @@ class ModelMonitoring(Construct):
     def watch_realtime(self, front_door: RealtimeFrontDoor, *, p99_ms: int) -> None:
         metrics = front_door.load_balancer.metrics
         self._alarm("LatencyP99", metrics.target_response_time(statistic="p99", period=MINUTE), p99_ms / 1000,
-                    f"p99 latency above the {p99_ms} ms target (seconds)")
+                    f"p99 latency above the {p99_ms} ms target (seconds)", rollback=True)
         errors = cloudwatch.MathExpression(
             expression="100 * (target5xx + elb5xx) / MAX([requests, 1])", period=MINUTE, label="5xx %",
             using_metrics={"target5xx": metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=MINUTE),
                            "elb5xx": metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=MINUTE),
                            "requests": metrics.request_count(period=MINUTE)})
-        self._alarm("ErrorRate", errors, 1, "5xx responses above 1% of requests")
+        self._alarm("ErrorRate", errors, 1, "5xx responses above 1% of requests", rollback=True)
 
     def watch_targets(self, group: elbv2.ApplicationTargetGroup) -> None:
         self._alarm("UnhealthyHosts", group.metrics.unhealthy_host_count(period=MINUTE, statistic="Maximum"), 0,
-                    "unhealthy instances behind the load balancer", periods=5)
+                    "unhealthy instances behind the load balancer", periods=5, rollback=True)
 
     def watch_function(self, function: lambda_.IFunction) -> None:
-        self._alarm("LambdaErrors", function.metric_errors(period=MINUTE), 0, "Lambda errors")
+        """``function``: the alias that serves, so the alarms see what a traffic shift sends there."""
+        self._alarm("LambdaErrors", function.metric_errors(period=MINUTE), 0, "Lambda errors", rollback=True)
         self._alarm("LambdaThrottles", function.metric_throttles(period=MINUTE), 0, "Lambda throttles")
 
     def watch_pipeline(self, front_door: PipelineFrontDoor, *, backlog_s: int) -> None:
@@ -80,8 +95,18 @@ class ModelMonitoring(Construct):
             period=MINUTE, statistic="Maximum"), backlog_s, f"oldest message waiting over {backlog_s} s")
         self._alarm("DeadLetters", front_door.dead_letters.metric_approximate_number_of_messages_visible(
             period=MINUTE, statistic="Maximum"), 0, "messages in the dead-letter queue", periods=1)
+        failed = cloudwatch.MathExpression(
+            expression="100 * failures / MAX([failures + results, 1])", period=MINUTE, label="failed %",
+            using_metrics={"failures": self._serving_metric("PipelineFailures"),
+                           "results": self._serving_metric("PipelineResults")})
+        self._alarm("FailedMessages", failed, FAILED_MESSAGES_PERCENT,
+                    f"more than {FAILED_MESSAGES_PERCENT}% of messages failing", rollback=True)
+
+    def _serving_metric(self, name: str) -> cloudwatch.Metric:
+        """What serving/ publishes, under the same dimensions in Lambda and on instances."""
+        return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, period=MINUTE, statistic="Sum",
+                                 dimensions_map={"Model": self.model, "service": DIMENSION_SERVICE})
 
     def watch_model_loads(self) -> None:
-        failures = cloudwatch.Metric(namespace="crossover", metric_name="ModelLoadFailures", period=MINUTE,
-                                     statistic="Sum", dimensions_map={"Model": self.model, "service": SERVICE})
-        self._alarm("ModelLoadFailures", failures, 0, "instances that failed to load the model", periods=1)
+        self._alarm("ModelLoadFailures", self._serving_metric("ModelLoadFailures"), 0,
+                    "instances that failed to load the model", periods=1, rollback=True)

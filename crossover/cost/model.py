@@ -21,7 +21,7 @@ from crossover import capacity
 from crossover.config import ModelConfig
 from crossover.cost import profile
 from crossover.cost.catalog import Catalog, MissingPrice, hourly
-from crossover.cost.profile import BenchProfile, Figure
+from crossover.cost.profile import BenchProfile, Figure, LoadFigure
 
 AZS = 2  # the network spans two availability zones: interface endpoints are billed per AZ
 LAMBDA_GB_PER_LCU_HOUR = 0.4  # ALB capacity units: 0.4 GB/h of Lambda-target traffic, 1 GB/h otherwise
@@ -55,6 +55,7 @@ class Estimate:
     parts: dict[str, float] = field(default_factory=dict)
     meets_slo: bool | None = None
     performance: Figure | None = None
+    planned: Figure | None = None  # requests/s per instance from a load test, when one applies
     problem: str | None = None  # why there is no cost: a missing price or profile
 
     def monthly_usd(self, volume: float) -> float | None:
@@ -87,13 +88,13 @@ def _front_door(catalog: Catalog, config: ModelConfig, backend: str) -> tuple[st
 
 
 def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchProfile | None,
-             volume: float, prices_name: str = "prices") -> Estimate:
+             volume: float, prices_name: str = "prices", load: LoadFigure | None = None) -> Estimate:
     result = Estimate(backend)
     try:
         if backend == "lambda":
             _lambda(result, config, catalog, bench)
         else:
-            _fleet(result, config, backend, catalog, bench, prices_name)
+            _fleet(result, config, backend, catalog, bench, prices_name, load)
     except MissingPrice as e:
         result.line, result.problem = None, str(e)
     if result.line is not None:
@@ -121,7 +122,7 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
 
 
 def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog, bench: BenchProfile | None,
-           prices_name: str) -> None:
+           prices_name: str, load: LoadFigure | None) -> None:
     fleet = getattr(config, backend)
     figure = profile.images_per_second(config, backend, bench)
     result.performance = figure
@@ -137,8 +138,12 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
         # The queue absorbs peaks and nobody waits on an answer: size for the average at full planned load.
         per_instance_rate, peak = figure.value * capacity.MAX_UTILISATION, 1.0
     else:
-        # Sized for the busiest hour: a month's volume V peaks at V / seconds * peak_to_average.
-        per_instance_rate, peak = figure.value * capacity.utilisation(figure.value, p99), config.traffic.peak_to_average
+        # Sized for the busiest hour: a month's volume V peaks at V / seconds * peak_to_average, at what a
+        # load test held within the target, else what the queueing model plans for.
+        result.planned = profile.measured_rate(config, backend, load)
+        per_instance_rate = (result.planned.value if result.planned
+                             else figure.value * capacity.utilisation(figure.value, p99))
+        peak = config.traffic.peak_to_average
     monthly_capacity = per_instance_rate * hours * 3600 / peak
     _, door_fixed, door_per_image = _front_door(catalog, config, backend)
     endpoints = catalog.vpc_endpoint.hourly_usd_per_az.usd * AZS * hours if backend == "eia" else 0.0

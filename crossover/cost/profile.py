@@ -63,6 +63,42 @@ class BenchProfile:
                    images_per_second=data["images_per_second"])
 
 
+@dataclass(frozen=True)
+class LoadFigure:
+    """What bench/load.py measured: requests a second one server held at p99 <= ``p99_ms`` on
+    ``cpus`` CPUs, through the whole HTTP path with real photos (profiles/<name>.load.json)."""
+
+    requests_per_second: float
+    p99_ms: float
+    cpus: int
+    machine: str
+
+    @classmethod
+    def read(cls, name: str, folder: Path = PROFILES) -> LoadFigure | None:
+        path = folder / f"{name}.load.json"
+        return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+    def write(self, name: str, folder: Path = PROFILES) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.load.json"
+        path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+        return path
+
+
+def measured_rate(config: ModelConfig, backend: str, load: LoadFigure | None) -> Figure | None:
+    """Requests a second one instance may be planned for, from a load test, where one applies: the
+    cpu backend on an x86 type (what the test ran on), measured at a target no looser than the
+    config's; scaled by vCPUs. None: plan with the queueing model (crossover.capacity)."""
+    fleet = getattr(config, backend)
+    if (backend != "cpu" or load is None or load.p99_ms > config.traffic.p99_ms
+            or fleet.instance_type.split(".")[0] in GRAVITON_FAMILIES):
+        return None
+    cpus = vcpus(fleet.instance_type)
+    return Figure(load.requests_per_second / load.cpus * cpus,
+                  f"load test on {load.machine}: {load.requests_per_second:.1f} req/s at p99 <= {load.p99_ms:g} ms "
+                  f"on {load.cpus} CPUs, scaled to {cpus} vCPUs of {fleet.instance_type}")
+
+
 def vcpus(instance_type: str) -> int:
     size = instance_type.split(".", 1)[1]
     return 2 if size == "large" else 4 * int(size.removesuffix("xlarge") or 1)

@@ -11,7 +11,7 @@ from rich.table import Table
 from crossover.config import BACKENDS, LoadedConfig
 from crossover.cost import model
 from crossover.cost.catalog import Catalog
-from crossover.cost.profile import PROFILES, BenchProfile
+from crossover.cost.profile import PROFILES, BenchProfile, LoadFigure
 
 
 @dataclass
@@ -28,9 +28,9 @@ class Report:
 def build(loaded: LoadedConfig, catalog: Catalog, *, volume: float | None = None, prices_name: str = "prices",
           profiles: Path = PROFILES) -> Report:
     config = loaded.config
-    bench = BenchProfile.read(config.name, profiles)
+    bench, load = BenchProfile.read(config.name, profiles), LoadFigure.read(config.name, profiles)
     v = float(volume or config.traffic.images_per_month)
-    estimates = [model.estimate(config, b, catalog, bench, v, prices_name) for b in BACKENDS]
+    estimates = [model.estimate(config, b, catalog, bench, v, prices_name, load) for b in BACKENDS]
     # Crossovers among the backends that could serve this model: priced, on target, still sold.
     lines = {e.backend: e.line for e in estimates
              if e.line is not None and e.meets_slo and e.backend not in model.RETIRED}
@@ -88,6 +88,8 @@ def notes(report: Report) -> list[str]:
     for e in report.estimates:
         cost = e.problem or " + ".join(f"{k} {v:,.2f}" for k, v in e.parts.items())
         source = "" if e.performance is None else f"; performance from {e.performance.source}"
+        if e.planned is not None:
+            source += f"; planned {e.planned.value:,.1f} req/s per instance from {e.planned.source}"
         lines.append(f"{e.backend}: {cost}{source}")
     return lines
 

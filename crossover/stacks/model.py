@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from crossover.constructs.monitoring import ModelMonitoring
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from crossover.cost import profile
 from crossover.stacks.network import NetworkStack
+
+ROLLBACK_ALARMS_OUTPUT = "RollbackAlarms"
 
 # Every backend serves either front door: serve_realtime(front_door) or serve_pipeline(front_door, ...).
 Backend = LambdaBackend | InstanceFleet
@@ -55,6 +58,18 @@ def throughput(config: ModelConfig) -> float:
     return figure.value if figure else DEFAULT_IMAGES_PER_SECOND[config.backend]
 
 
+def requests_per_minute(config: ModelConfig, images_per_second: float, load: profile.LoadFigure | None) -> int:
+    """The target-tracking target per instance: the config's, else a load test's measured capacity,
+    else the queueing model on the instance's throughput (crossover.capacity)."""
+    fleet = config.fleet
+    assert fleet is not None
+    if fleet.requests_per_minute_per_instance:
+        return fleet.requests_per_minute_per_instance
+    measured = profile.measured_rate(config, config.backend, load)
+    return max(1, math.floor(measured.value * 60)) if measured else scaling_target(images_per_second,
+                                                                                     config.traffic.p99_ms)
+
+
 def _fleet_kwargs(config: ModelConfig, ctx: BackendContext) -> dict[str, Any]:
     fleet = config.fleet
     assert fleet is not None
@@ -63,8 +78,8 @@ def _fleet_kwargs(config: ModelConfig, ctx: BackendContext) -> dict[str, Any]:
             "ami_id": fleet.ami_id, "min_capacity": config.scaling.min, "max_capacity": config.scaling.max,
             "root_volume_gib": fleet.root_volume_gib, "health_grace_s": fleet.health_grace_s,
             "images_per_second": images_per_second, "load_balanced": config.service == "realtime",
-            "requests_per_minute": fleet.requests_per_minute_per_instance
-            or scaling_target(images_per_second, config.traffic.p99_ms)}
+            "requests_per_minute": requests_per_minute(config, images_per_second,
+                                                       profile.LoadFigure.read(config.name))}
 
 
 def _pipeline_options(config: ModelConfig) -> dict[str, Any]:
@@ -118,7 +133,9 @@ class ModelStack(Stack):
             CfnOutput(self, "DeadLetterQueueUrl", value=self.front_door.dead_letters.queue_url)
             CfnOutput(self, "ResultsBucket", value=self.front_door.results.bucket_name,
                       description="results/<id>.json; errors/<id>.json for what reached the dead-letter queue")
-            self._monitor(config).watch_pipeline(self.front_door, backlog_s=config.pipeline.backlog_s)
+            monitoring = self._monitor(config)
+            monitoring.watch_pipeline(self.front_door, backlog_s=config.pipeline.backlog_s)
+            self._guard_rollouts(config, monitoring)
             return
         self.front_door = RealtimeFrontDoor(self, "FrontDoor", vpc=vpc,
                                             certificate_arn=config.endpoint.certificate_arn,
@@ -131,15 +148,26 @@ class ModelStack(Stack):
         monitoring.watch_realtime(self.front_door, p99_ms=config.traffic.p99_ms)
         if isinstance(self.backend, InstanceFleet):
             monitoring.watch_targets(self.front_door.target_group)
+        self._guard_rollouts(config, monitoring)
 
     def _monitor(self, config: ModelConfig) -> ModelMonitoring:
         """Alarms and dashboard; what the backend adds (Lambda errors, model loads) is common to both services."""
         monitoring = ModelMonitoring(self, "Monitoring", model=config.name, topic_arn=config.alarms.topic_arn)
         if isinstance(self.backend, LambdaBackend):
-            monitoring.watch_function(self.backend.function)
+            monitoring.watch_function(self.backend.alias)
         else:
             monitoring.watch_model_loads()
         return monitoring
+
+    def _guard_rollouts(self, config: ModelConfig, monitoring: ModelMonitoring) -> None:
+        """The rollback alarms stop a bad release: CodeDeploy's traffic shift on Lambda and, for every
+        backend, CloudFormation's rollback triggers, which ``make deploy`` sets from this output (an
+        instance fleet's rolling update is rolled back with the rest of the stack)."""
+        if isinstance(self.backend, LambdaBackend):
+            self.backend.shift_traffic(monitoring.rollback_alarms, config.rollout.lambda_traffic)
+        CfnOutput(self, ROLLBACK_ALARMS_OUTPUT,
+                  value=",".join(monitoring.alarm_name(a.node.id) for a in monitoring.rollback_alarms),
+                  description="Alarms that roll a deployment back (CloudFormation rollback triggers)")
 
     def _artifact(self, id: str, loaded: LoadedConfig, location: str) -> ModelArtifact:
         local = loaded.local(location)
