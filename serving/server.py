@@ -12,6 +12,7 @@ requests in flight, then exits. There are no management or debug endpoints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -105,6 +106,11 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "crossover"
     sys_version = ""
 
+    def handle(self) -> None:
+        # A client that resets the connection while its request is being read has nobody left to answer.
+        with contextlib.suppress(ConnectionResetError):
+            super().handle()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # access logs come from the load balancer; metrics from the Recorder
 
@@ -140,13 +146,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if self.path != "/predict":
-            self.close_connection = True
-            self._send(404, {"error": "not_found", "message": "POST an image to /predict"})
+            self._refuse(404, {"error": "not_found", "message": "POST an image to /predict"})
             return
         if not self.server.slots.acquire(blocking=False):
-            self.close_connection = True
             self.server.metrics.add("Shed", MetricUnit.Count, 1)
-            self._send(503, {"error": "overloaded", "message": "too many requests in flight"}, {"Retry-After": "1"})
+            self._refuse(503, {"error": "overloaded", "message": "too many requests in flight"}, {"Retry-After": "1"})
             return
         self.server.track(+1)
         try:
@@ -154,6 +158,18 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.track(-1)
             self.server.slots.release()
+
+    def _refuse(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        """Answer without using the request's body, reading it off first (when its announced size is within
+        the limit): closing on an unread body resets the connection, and the client would lose the answer
+        (found by bench/load.py: shed 503s arrived as "connection closed")."""
+        length = self.headers.get("Content-Length", "")
+        self.close_connection = True
+        if length.isdigit() and int(length) <= self.server.policy.max_bytes and "Transfer-Encoding" not in self.headers:
+            self.connection.settimeout(self.server.limits.read_timeout_s)
+            with contextlib.suppress(TimeoutError):
+                self.close_connection = len(self.rfile.read(int(length))) != int(length)
+        self._send(status, body, headers)
 
     def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length")
@@ -177,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         server = self.server
         if server.batcher is None or server.model is None:
-            self._send(503, {"error": "not_ready", "message": "the model is still loading"}, {"Retry-After": "5"})
+            self._refuse(503, {"error": "not_ready", "message": "the model is still loading"}, {"Retry-After": "5"})
             return
         try:
             data = image_bytes(self._read_body(), self.headers.get("Content-Type"), server.policy)

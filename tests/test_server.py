@@ -210,12 +210,14 @@ def test_missing_content_length_is_refused(lite0_server: InferenceServer) -> Non
 def test_a_client_that_hangs_up_before_its_answer_is_no_error(lite0_server: InferenceServer,
                                                                photos: dict[str, bytes],
                                                                capfd: pytest.CaptureFixture[str]) -> None:
-    # GIVEN requests whose clients reset the connection while the model runs
-    for _ in range(5):
+    # GIVEN requests whose clients reset the connection while the model runs, or halfway through the headers
+    body = photos["chelsea_1024"]
+    whole = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    for request in [whole] * 5 + [whole[:30]] * 5:
         sock = socket.create_connection(lite0_server.server_address[:2])
-        body = photos["chelsea_1024"]
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        sock.sendall(request)
+        time.sleep(0.01)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # reset
         sock.close()
     time.sleep(0.5)  # the answers are written to the dead connections
@@ -228,6 +230,23 @@ def test_unknown_paths_and_no_management_endpoints(lite0_server: InferenceServer
     for path in ("/", "/models", "/metrics", "/debug", "/admin"):
         assert call(lite0_server, "GET", path)[0] == 404
     assert call(lite0_server, "POST", "/models", b"x")[0] == 404
+
+
+def test_a_refused_request_is_answered_and_its_connection_carries_the_next(lite0_server: InferenceServer,
+                                                                           photos: dict[str, bytes]) -> None:
+    # GIVEN a keep-alive connection WHEN a request is refused without its body being used (a wrong path;
+    # a shed request takes the same path) THEN the client reads the answer, and the next request on the
+    # same connection is parsed as a request, not as the leftover body
+    connection = http.client.HTTPConnection("127.0.0.1", lite0_server.server_address[1], timeout=10)
+    try:
+        for _ in range(3):
+            connection.request("POST", "/models", body=photos["chelsea_1024"], headers=png())
+            response = connection.getresponse()
+            assert response.status == 404 and json.loads(response.read())["error"] == "not_found"
+        connection.request("POST", "/predict", body=photos["chelsea"], headers=png())
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
 
 
 def test_overload_adds_only_503s_and_memory_stays_bounded(tmp_path: Path) -> None:
