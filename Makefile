@@ -10,13 +10,19 @@ MODEL ?= resnet152
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint synth deploy artifacts bench clean
+.PHONY: setup test lint synth deploy artifacts bench load fuzz reliability clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt serving/requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+# checkov's pins conflict with the kit's (boto3): it gets an environment of its own.
+.venv-checkov/.installed: requirements-checkov.txt
+	@test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -34,7 +40,7 @@ artifacts: build/models/efficientnet_lite0.onnx
 	$(PY) -m crossover.bundle x86_64
 	@touch $@
 
-setup: $(VENV)/.installed node_modules/.installed artifacts .cache/lambda-deps/.warm
+setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed artifacts .cache/lambda-deps/.warm
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -51,6 +57,18 @@ deploy: setup
 
 bench: setup
 	$(PY) bench/synth.py
+
+# Load test of the HTTP server on loopback (bench/load.py): capacity at the p99 target, 2x overload, recovery.
+load: setup
+	$(PY) bench/load.py models/efficientnet_lite0.yaml
+
+# The fuzz harness, long (20,000 examples per target unless FUZZ_EXAMPLES says otherwise).
+fuzz: setup
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_fuzz.py --hypothesis-show-statistics
+
+# docs/reliability.md from a fresh run of every check (run `make load` first for the load figures).
+reliability: setup
+	$(PY) scripts/reliability.py
 
 clean:
 	rm -rf cdk.out build .cache .pytest_cache .mypy_cache .ruff_cache

@@ -69,6 +69,29 @@ def test_cpu_and_inferentia_arithmetic(tmp_path: Path) -> None:
     assert inf.parts["instances"] == pytest.approx(0.7582 * HOURS)
 
 
+def test_a_load_tests_capacity_plans_the_cpu_fleet(tmp_path: Path) -> None:
+    from crossover.cost.profile import LoadFigure
+    from crossover.stacks.model import requests_per_minute
+
+    # GIVEN bench/load.py held 30 req/s on 2 CPUs at p99 <= 300 ms
+    figure = LoadFigure(requests_per_second=30.0, p99_ms=300, cpus=2, machine="the test box")
+    figure.write("m", tmp_path)
+    assert LoadFigure.read("m", tmp_path) == figure
+    c = config(tmp_path, "backend: cpu\ntraffic: {p99_ms: 300}\nscaling: {min: 1, max: 9}\n"
+                         "cpu: {instance_type: c7i.xlarge, images_per_second: 10}\ngpu: {images_per_second: 100}\n")
+    # THEN a 4-vCPU instance is planned for 60 req/s: 3,600 requests a minute, and 2 at the cost's peak
+    assert requests_per_minute(c, 10, figure) == 3600
+    volume = HOURS * 3600 * 40  # 40/s on average, 120/s at the peak hour
+    cpu = model.estimate(c, "cpu", CATALOG, None, volume, load=figure)
+    assert cpu.planned is not None and cpu.planned.value == 60 and "the test box" in cpu.planned.source
+    assert cpu.line is not None and cpu.line.instances(volume) == 2
+    # BUT measured at a looser target than the config's, or on another backend, it does not apply
+    loose = LoadFigure(requests_per_second=30.0, p99_ms=500, cpus=2, machine="the test box")
+    assert requests_per_minute(c, 10, loose) == requests_per_minute(c, 10, None) < 3600
+    gpu = model.estimate(c, "gpu", CATALOG, None, volume, load=figure)
+    assert gpu.line is not None and gpu.planned is None
+
+
 def test_crossovers_are_exact_and_agree_with_the_costs() -> None:
     c = load(ROOT / "models" / "resnet152.yaml")
     result = report.build(c, CATALOG, volume=1e6)

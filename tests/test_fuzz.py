@@ -1,6 +1,7 @@
 """Property-based fuzzing (hypothesis): no input, however hostile, gets anything but a clear error.
 
-Short runs here (CI); run longer by hand with HYPOTHESIS_PROFILE=long.
+Short runs here (CI, 150 examples per target); longer by hand: ``make fuzz`` (HYPOTHESIS_PROFILE=long,
+FUZZ_EXAMPLES examples per target, 20,000 unless set), and scripts/reliability.py reports the counts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from serving.spec import InputSpec
 
 settings.register_profile("ci", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
-settings.register_profile("long", max_examples=20_000, deadline=None,
+settings.register_profile("long", max_examples=int(os.environ.get("FUZZ_EXAMPLES", "20000")), deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SEED = Path(__file__).parent / "data" / "chelsea.png"
