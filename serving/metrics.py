@@ -12,6 +12,8 @@ block or grow the serving process without bound.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import threading
 from collections import Counter
@@ -62,6 +64,7 @@ class Recorder:
         self._stop = threading.Event()
         self._interval_s = interval_s
         self._thread = threading.Thread(target=self._loop, name="metrics", daemon=True)
+        self._sampler: threading.Thread | None = None
         if publish is not None:
             self._thread.start()
 
@@ -91,10 +94,35 @@ class Recorder:
         except Exception as e:  # a metrics outage must not take serving down with it
             print(f"metrics: could not publish {len(data)} metric(s), dropped: {e}", file=sys.stderr, flush=True)
 
+    def watch_gpus(self, every_s: float = 5.0) -> bool:
+        """Sample each GPU's utilisation and memory with nvidia-smi (which the GPU images ship; there
+        is no CloudWatch agent) every ``every_s`` until :meth:`close`. False where there is no GPU."""
+        command = shutil.which("nvidia-smi")
+        if self._publish is None or command is None:
+            return False
+
+        def sample() -> None:
+            while not self._stop.wait(every_s):
+                try:
+                    output = subprocess.run([command, "--query-gpu=utilization.gpu,memory.used",
+                                             "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                                            timeout=10, check=True).stdout
+                    for line in output.splitlines():
+                        utilisation, memory = (float(field) for field in line.split(","))
+                        self.add("GpuUtilization", MetricUnit.Percent, utilisation)
+                        self.add("GpuMemoryUsed", MetricUnit.Megabytes, memory)
+                except (OSError, subprocess.SubprocessError, ValueError) as e:
+                    print(f"metrics: nvidia-smi failed, GPU not sampled: {e}", file=sys.stderr, flush=True)
+
+        self._sampler = threading.Thread(target=sample, name="gpu-metrics", daemon=True)
+        self._sampler.start()
+        return True
+
     def close(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        for thread in (self._thread, self._sampler):
+            if thread is not None and thread.is_alive():
+                thread.join()
         self.flush()
 
     def _loop(self) -> None:

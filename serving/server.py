@@ -57,6 +57,7 @@ class InferenceServer(ThreadingHTTPServer):
         self.in_flight = 0
         self._idle = threading.Condition()
         self.metrics = Recorder(spec.name)
+        self.metrics.watch_gpus()
         threading.Thread(target=self._load, name="model-load", daemon=True).start()
 
     @property

@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     worker = Worker(model, queue_url=args.queue_url, bucket=args.results_bucket, sqs=boto3.client("sqs"),
                     s3=boto3.client("s3"), max_receive_count=args.max_receive_count)
+    worker.metrics.watch_gpus()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop.set())
     worker.run()

@@ -12,6 +12,7 @@ to use an existing one). What is watched (R: the alarm also rolls a deployment b
 | more than 10% of messages failing (R) | — | both |
 | oldest message older than ``pipeline.backlog_s``; any message in the dead-letter queue | — | both |
 | model-load failures (R, the serving metric) | instance backends | instance backends |
+| GPU utilisation above 90% for 5 minutes (serving/ samples nvidia-smi) | gpu | gpu |
 
 Rollback alarms measure the release, not the traffic: a backlog or an old dead letter says nothing
 about the code being deployed, so they notify but never roll back. Alarm names are fixed
@@ -35,6 +36,7 @@ from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from serving.metrics import DIMENSION_SERVICE, NAMESPACE
 
 MINUTE = Duration.minutes(1)
+GPU_BUSY_PERCENT = 90
 FAILED_MESSAGES_PERCENT = 10  # a bad release fails every message; hostile inputs are a few percent
 
 
@@ -102,10 +104,15 @@ class ModelMonitoring(Construct):
         self._alarm("FailedMessages", failed, FAILED_MESSAGES_PERCENT,
                     f"more than {FAILED_MESSAGES_PERCENT}% of messages failing", rollback=True)
 
-    def _serving_metric(self, name: str) -> cloudwatch.Metric:
+    def _serving_metric(self, name: str, statistic: str = "Sum") -> cloudwatch.Metric:
         """What serving/ publishes, under the same dimensions in Lambda and on instances."""
-        return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, period=MINUTE, statistic="Sum",
+        return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, period=MINUTE, statistic=statistic,
                                  dimensions_map={"Model": self.model, "service": DIMENSION_SERVICE})
+
+    def watch_gpus(self) -> None:
+        """Saturated GPUs: the fleet is short of capacity (scaling at its maximum, or tracking too late)."""
+        self._alarm("GpuUtilization", self._serving_metric("GpuUtilization", "Average"), GPU_BUSY_PERCENT,
+                    f"GPU utilisation above {GPU_BUSY_PERCENT}% (average over the fleet)", periods=5)
 
     def watch_model_loads(self) -> None:
         self._alarm("ModelLoadFailures", self._serving_metric("ModelLoadFailures"), 0,

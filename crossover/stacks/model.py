@@ -157,6 +157,8 @@ class ModelStack(Stack):
             monitoring.watch_function(self.backend.alias)
         else:
             monitoring.watch_model_loads()
+        if config.backend == "gpu":
+            monitoring.watch_gpus()
         return monitoring
 
     def _guard_rollouts(self, config: ModelConfig, monitoring: ModelMonitoring) -> None:
