@@ -16,7 +16,7 @@ from crossover.config import BACKENDS, ConfigError, LoadedConfig, Problem, load
 
 # What each backend's `Backend` construct holds: these are replaced by a switch; the front door stays.
 DEPLOYS = {
-    "lambda": "Lambda function, its role, log group and security group",
+    "lambda": "Lambda function, its live alias and CodeDeploy group, role, log group and security group",
     "gpu": "GPU Auto Scaling group, launch template, role, security group, log group, scaling policy",
     "eia": "C5 Auto Scaling group with Elastic Inference, launch template, EI endpoint, role, scaling policy",
     "inferentia": "Inferentia Auto Scaling group, launch template, role, security group, scaling policy",
