@@ -114,6 +114,37 @@ class _Stub:
         return [{"label": "x", "score": 1.0}]
 
 
+SQS_BODIES = st.one_of(
+    st.text(max_size=200), json_values.map(json.dumps),
+    st.fixed_dictionaries({"id": st.text(max_size=40), "image": st.sampled_from(
+        ["s3://crossover-fuzz/missing.png", "s3://", "", "http://169.254.169.254/latest/", "file:///etc/passwd",
+         "https://127.0.0.1/x.png"])}).map(json.dumps))
+RECEIVES = st.one_of(st.just({}), st.fixed_dictionaries(
+    {"ApproximateReceiveCount": st.sampled_from(["1", "3", "99", "x", "", "-1"])}))
+
+
+@given(records=st.lists(st.tuples(SQS_BODIES, RECEIVES), min_size=1, max_size=5))
+def test_sqs_events_report_every_bad_record_and_never_raise(records: list[tuple[str, dict[str, str]]], aws: str,
+                                                           monkeypatch: pytest.MonkeyPatch, lite0_spec: Any) -> None:
+    """Whole SQS events through the Lambda handler (hostile bodies, odd receive counts; error records go
+    to the emulator's S3 on loopback): the batch is answered record by record and every record that
+    cannot succeed is reported by its own id, so SQS retries or dead-letters exactly those."""
+    import boto3
+
+    from serving import lambda_handler
+    from tests.test_lambda_handler import Context, sqs_record
+
+    boto3.client("s3").create_bucket(Bucket="crossover-fuzz")
+    monkeypatch.setenv("RESULTS_BUCKET", "crossover-fuzz")
+    monkeypatch.setenv("MAX_RECEIVE_COUNT", "3")
+    monkeypatch.setattr(lambda_handler, "model", lambda: _Stub(lite0_spec))
+    lambda_handler._s3.cache_clear()
+    event = {"Records": [{**sqs_record(body), "attributes": receives} for body, receives in records]}
+    response = lambda_handler.handler(event, Context())
+    failed = [f["itemIdentifier"] for f in response["batchItemFailures"]]
+    assert failed == [r["messageId"] for r in event["Records"]]  # no image exists: nothing can succeed
+
+
 @given(value=json_values,
        key=st.sampled_from(["name", "backend", "model", "scaling", "lambda", "gpu", "pipeline", "nope"]))
 def test_config_loader_never_shows_a_traceback(tmp_path_factory: pytest.TempPathFactory, value: Any,
