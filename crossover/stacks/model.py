@@ -66,8 +66,9 @@ def requests_per_minute(config: ModelConfig, images_per_second: float, load: pro
     if fleet.requests_per_minute_per_instance:
         return fleet.requests_per_minute_per_instance
     measured = profile.measured_rate(config, config.backend, load)
-    return max(1, math.floor(measured.value * 60)) if measured else scaling_target(images_per_second,
-                                                                                     config.traffic.p99_ms)
+    if measured:
+        return max(1, math.floor(measured.value * 60))
+    return scaling_target(images_per_second, config.traffic.p99_ms)
 
 
 def _fleet_kwargs(config: ModelConfig, ctx: BackendContext) -> dict[str, Any]:
