@@ -40,6 +40,10 @@ class Limits:
     max_queue: int = 32  # decoded images waiting for the model
     deadline_s: float = 10.0  # from the request's arrival to its answer
     read_timeout_s: float = 5.0  # a body that stops arriving (a lying Content-Length) is abandoned
+    # How long a kept-alive connection may wait for its next request: longer than the load balancer's
+    # idle timeout (60 s), as AWS advises, or the server may close a connection the load balancer is
+    # reusing at that moment, and the request on it becomes a 502.
+    keep_alive_s: float = 75.0
 
 
 class InferenceServer(ThreadingHTTPServer):
@@ -111,6 +115,12 @@ class _Handler(BaseHTTPRequestHandler):
         # A client that resets the connection while its request is being read has nobody left to answer.
         with contextlib.suppress(ConnectionResetError):
             super().handle()
+
+    def handle_one_request(self) -> None:
+        # Reading a body shortens the socket's timeout; waiting for the next request must not inherit it
+        # (found by bench/load.py: clients idle a few seconds found their connection closed).
+        self.connection.settimeout(self.server.limits.keep_alive_s)
+        super().handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # access logs come from the load balancer; metrics from the Recorder

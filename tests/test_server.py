@@ -249,6 +249,21 @@ def test_a_refused_request_is_answered_and_its_connection_carries_the_next(lite0
         connection.close()
 
 
+def test_a_kept_alive_connection_outlives_the_body_read_timeout(lite0_server: InferenceServer,
+                                                                photos: dict[str, bytes]) -> None:
+    # GIVEN a connection that sent one image (the body read timeout here is 0.5 s)
+    connection = http.client.HTTPConnection("127.0.0.1", lite0_server.server_address[1], timeout=10)
+    try:
+        connection.request("POST", "/predict", body=photos["chelsea"], headers=png())
+        assert connection.getresponse().read()
+        # WHEN its client is idle for longer than that THEN its next request is still answered on it
+        time.sleep(1.0)
+        connection.request("POST", "/predict", body=photos["chelsea"], headers=png())
+        assert connection.getresponse().status == 200
+    finally:
+        connection.close()
+
+
 def test_overload_adds_only_503s_and_memory_stays_bounded(tmp_path: Path) -> None:
     # GIVEN a slow model behind a small queue WHEN twice its capacity arrives at once THEN 200 or 503, never 500
     spec = Spec(name="slow", artifact=str(tiny_classifier(tmp_path / "slow.onnx", size=64, heavy=6)),
