@@ -2,8 +2,9 @@
 
     python bench/load.py [models/efficientnet_lite0.yaml] [--quick]     (make load)
 
-1. Capacity: the offered rate rises step by step until p99 passes the config's ``traffic.p99_ms``
-   or anything but 200 comes back; the sustainable rate is the last step that held. Each user sends
+1. Capacity: the offered rate rises by 25% a step until p99 passes the config's ``traffic.p99_ms``
+   or anything but 200 comes back, then the gap is halved twice; the sustainable rate is the
+   highest step that held. Each user sends
    one request a second on average, at random (exponential gaps timed from the previous request's
    start, so the load is open-loop): the arrivals the scaling policy's queueing model assumes.
 2. Overload: twice that rate. The server must shed with 503 + Retry-After, never answer 500, and
@@ -180,17 +181,31 @@ def main() -> int:
     phases: list[Phase] = []
     try:
         run.offer(4, 2.0, "warm-up")
-        rps, sustainable = 5, None
-        while True:
+
+        def step(rps: int) -> Phase | None:
+            """Offer ``rps``; the phase if it held the target with nothing but 200s, else None."""
             phase = run.offer(rps, STEP_S, f"step {rps} req/s")
             phases.append(phase)
             held = set(phase.statuses) == {200} and phase.p99_ms <= target
             console.print(f"  {phase.name}: answered {phase.answered_rps:.1f}/s, p99 {phase.p99_ms:.0f} ms, "
                           f"statuses {phase.statuses} -> {'held' if held else 'over'}")
-            if not held:
+            return phase if held else None
+
+        # Up by 25% until a step misses, then halve the gap twice between the last held and the missed.
+        rps, sustainable, missed = 5, None, 0
+        while not missed:
+            if (phase := step(rps)) is not None:
+                sustainable, rps = phase, max(rps + 1, round(rps * 1.25))
+            else:
+                missed = rps
+        for _ in range(2 if sustainable else 0):
+            middle = round((sustainable.offered_rps + missed) / 2)
+            if middle in (sustainable.offered_rps, missed):
                 break
-            sustainable = phase
-            rps = max(rps + 1, round(rps * 1.25))
+            if (phase := step(middle)) is not None:
+                sustainable = phase
+            else:
+                missed = middle
         if sustainable is None:
             raise SystemExit(f"even {phases[0].offered_rps:.0f} req/s missed the {target} ms target")
         overload = run.offer(round(2 * sustainable.offered_rps), OVERLOAD_S, "2x sustainable")

@@ -167,7 +167,7 @@ def page(*, templates: list[Path], synth_s: float, rules: dict[str, int], lint: 
     lines.append(f"| cfn-lint | all | {errors} errors; other findings: {others}; "
                  f"{acks['cfn-lint']} acknowledgements |")
     lines.append(f"| CDK's CloudFormation validation (runs in the synth) | schema | 0 unacknowledged; "
-                 f"{acks['CloudFormation validation']} acknowledgements |")
+                 f"{acks['CloudFormation validation']} acknowledgement(s) |")
     summary = scan["summary"]
     lines.append(f"| checkov {summary['checkov_version']} | "
                  f"{summary['passed'] + summary['failed'] + summary['skipped']} checks run "
@@ -181,9 +181,10 @@ def page(*, templates: list[Path], synth_s: float, rules: dict[str, int], lint: 
               "| resource (path in the stack) | finding | reason |", "|---|---|---|"]
     lines += [f"| `{a.path}` | `{a.finding}` | {a.reason} |" for a in compliance.ACKNOWLEDGEMENTS]
     lines += ["", "## Fuzzing", "",
-              f"`tests/test_fuzz.py` (hypothesis, seeded with real images), {examples} examples per target "
-              f"asked, {fuzzed['seconds']:.0f} s: {fuzzed['summary']}.", "",
-              "| target | executions | crashes (failing examples) | rejected as invalid input |", "|---|---|---|---|"]
+              f"`tests/test_fuzz.py` (hypothesis, seeded with real images), up to {examples} examples per "
+              f"target, {fuzzed['seconds']:.0f} s; pytest said: {fuzzed['summary']}.", "",
+              "| target | executions | crashes (failing examples) | discarded draws (hypothesis 'invalid') |",
+              "|---|---|---|---|"]
     lines += [f"| `{name}` | {p} | {f} | {i} |" for name, (p, f, i) in fuzzed["targets"].items()]
     total = [sum(v[i] for v in fuzzed["targets"].values()) for i in range(3)]
     lines += [f"| **total** | {total[0]} | {total[1]} | {total[2]} |", "",
