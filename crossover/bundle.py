@@ -24,6 +24,7 @@ PLATFORMS = {
     "x86_64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
     "arm64": ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"],
 }
+LAYOUT = b"no-bin-no-record"  # part of the cache key: caches built before that change are rebuilt
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "requirements.txt")
 
 
@@ -33,7 +34,7 @@ class BundleError(Exception):
 
 def dependencies(architecture: str) -> Path:
     """The folder of installed dependencies for ``architecture``, built once per requirements file."""
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + LAYOUT).hexdigest()[:16]
     target = CACHE / f"{architecture}-py{PYTHON_VERSION}-{digest}"
     if target.is_dir():
         return target
@@ -47,6 +48,12 @@ def dependencies(architecture: str) -> Path:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise BundleError(f"pip could not fetch the Lambda dependencies:\n{result.stderr.strip()}")
+    # Console scripts (bin/) start with this machine's interpreter path and RECORD holds their
+    # checksums: neither is used in Lambda, and both would make the code asset (and so the function's
+    # version, hence a CodeDeploy traffic shift) differ between two checkouts of the same commit.
+    shutil.rmtree(staging / "bin", ignore_errors=True)
+    for record in staging.glob("*.dist-info/RECORD"):
+        record.unlink()
     # Files from a partial download must never be mistaken for a finished cache.
     staging.rename(target)
     return target

@@ -52,6 +52,10 @@ def test_lambda_bundle_holds_serving_and_its_dependencies_within_lambda_limits(c
     assert (asset / "serving" / "labels" / "imagenet.txt").is_file()
     assert (asset / "onnxruntime").is_dir() and (asset / "PIL").is_dir() and (asset / "numpy").is_dir()
     assert not list(asset.glob("serving/**/__pycache__"))
+    # Nothing that depends on where the checkout is: the same commit must give the same asset (and so
+    # the same Lambda version) everywhere, or every deploy from a new clone would shift traffic.
+    assert not (asset / "bin").exists() and not list(asset.glob("*.dist-info/RECORD"))
+    assert not [f for f in asset.rglob("*") if f.is_file() and str(ROOT).encode() in f.read_bytes()]
     # The Lambda platform's wheels, not this machine's: CPython 3.14 extension modules.
     assert list(asset.glob("numpy/_core/_multiarray_umath.cpython-314-x86_64-linux-gnu.so"))
     size = sum(f.stat().st_size for f in asset.rglob("*") if f.is_file())

@@ -1,7 +1,8 @@
 """A few scrubbed snapshots, one per backend x service: reviewable diffs for template changes.
 
-Scrubbed: asset hashes, CDK metadata, the bootstrap version parameter and rule, the serving spec's
-asset location. Update with `pytest --snapshot-update` and review the diff like code.
+Scrubbed: asset hashes, the hash in a Lambda version's logical id (it follows the code asset), CDK
+metadata, the bootstrap version parameter and rule, the serving spec's asset location. Update with
+`pytest --snapshot-update` and review the diff like code.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from tests.conftest import BACKENDS, Synth, stack_of
 
 HASH = re.compile(r"[0-9a-f]{64}")
+VERSION_ID = re.compile(r"(CurrentVersion[0-9A-F]{8})[0-9a-f]{32}")
 
 
 def scrub(template: dict[str, Any]) -> dict[str, Any]:
-    t = json.loads(HASH.sub("<hash>", json.dumps(template)))
+    t = json.loads(VERSION_ID.sub(r"\1<hash>", HASH.sub("<hash>", json.dumps(template))))
     t["Resources"].pop("CDKMetadata", None)
     t.get("Conditions", {}).pop("CDKMetadataAvailable", None)
     t.get("Parameters", {}).pop("BootstrapVersion", None)
