@@ -48,6 +48,10 @@ class Limits:
 
 class InferenceServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver listens with a backlog of 5: when load rises and clients (a load balancer) open
+    # connections faster than the accept loop takes them, the kernel drops the rest and their requests
+    # get no answer (found by bench/load.py at twice capacity, with the kernel's ListenOverflows rising).
+    request_queue_size = 1024  # the kernel caps it at net.core.somaxconn
     block_on_close = False
 
     def __init__(self, address: tuple[str, int], spec: Spec, *, limits: Limits = Limits(),

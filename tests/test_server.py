@@ -264,6 +264,26 @@ def test_a_kept_alive_connection_outlives_the_body_read_timeout(lite0_server: In
         connection.close()
 
 
+def test_a_burst_of_new_connections_is_queued_not_dropped(tmp_path: Path) -> None:
+    # GIVEN a server whose accept loop is not taking connections (as when its CPUs are saturated)
+    spec = Spec(name="tiny", artifact=str(tiny_classifier(tmp_path / "tiny.onnx")), input=InputSpec(size=32, resize=32))
+    server = InferenceServer(("127.0.0.1", 0), spec)
+    sockets: list[socket.socket] = []
+    try:
+        try:
+            # WHEN a load balancer opens 64 connections at once THEN the kernel completes and queues them all
+            for _ in range(64):
+                sockets.append(socket.create_connection(server.server_address[:2], timeout=2))
+        finally:
+            threading.Thread(target=server.serve_forever, daemon=True).start()  # so that drain() returns
+        sockets[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b" 200 " in sockets[-1].recv(64)  # and the last one is served once the loop runs
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.drain(1)
+
+
 def test_overload_adds_only_503s_and_memory_stays_bounded(tmp_path: Path) -> None:
     # GIVEN a slow model behind a small queue WHEN twice its capacity arrives at once THEN 200 or 503, never 500
     spec = Spec(name="slow", artifact=str(tiny_classifier(tmp_path / "slow.onnx", size=64, heavy=6)),
