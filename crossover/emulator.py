@@ -105,15 +105,20 @@ def support_missing_types() -> None:
     from moto.core.common_models import CloudFormationModel
     from moto.elbv2.models import FakeTargetGroup
 
-    class Alarm(CloudFormationModel):
-        __module__ = "crossover.emulator"  # moto files models by their module's second name part
+    class Physical:
+        """What both need beside moto's base: Ref answers the physical id (an alarm's name, an alias's ARN)."""
 
-        def __init__(self, name: str) -> None:
-            self.name = name
+        def __init__(self, physical_id: str) -> None:
+            self.physical_id = physical_id
 
         @property
         def physical_resource_id(self) -> str:
-            return self.name  # Ref of an alarm is its name
+            return self.physical_id
+
+    # Direct subclasses of CloudFormationModel (moto registers only those), each naming a module: moto
+    # files models by its second part, and run as -m the module is __main__.
+    class Alarm(Physical, CloudFormationModel):
+        __module__ = "crossover.emulator"
 
         @staticmethod
         def cloudformation_type() -> str:
@@ -137,9 +142,11 @@ def support_missing_types() -> None:
         def update_from_cloudformation_json(cls, original_resource: Alarm, new_resource_name: str,
                                             cloudformation_json: dict[str, Any], account_id: str,
                                             region_name: str) -> Alarm:
-            cls.delete_from_cloudformation_json(original_resource.name, cloudformation_json, account_id, region_name)
-            return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id,
-                                                       region_name)
+            updated = cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id,
+                                                          region_name)  # put_metric_alarm overwrites by name
+            if updated.physical_id != original_resource.physical_id:
+                cloudwatch_backends[account_id][region_name].delete_alarms([original_resource.physical_id])
+            return updated
 
         @classmethod
         def delete_from_cloudformation_json(cls, resource_name: str, cloudformation_json: dict[str, Any],
@@ -147,15 +154,8 @@ def support_missing_types() -> None:
             name = cloudformation_json["Properties"].get("AlarmName", resource_name)
             cloudwatch_backends[account_id][region_name].delete_alarms([name])
 
-    class Alias(CloudFormationModel):
+    class Alias(Physical, CloudFormationModel):
         __module__ = "crossover.emulator"
-
-        def __init__(self, arn: str) -> None:
-            self.arn = arn
-
-        @property
-        def physical_resource_id(self) -> str:
-            return self.arn  # Ref of an alias is its ARN
 
         @staticmethod
         def cloudformation_type() -> str:
