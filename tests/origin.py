@@ -1,4 +1,4 @@
-"""A local HTTP origin on loopback for URL-fetch tests: good images, redirects, slow and endless bodies."""
+"""A local HTTP origin on loopback for URL-fetch tests: good images, redirects, slow heads and bodies, endless ones."""
 
 from __future__ import annotations
 
@@ -18,8 +18,14 @@ class _Origin(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.hits.append(self.path)
-        if self.path == "/image":
+        if self.path.startswith("/image"):  # any name: a path may be percent-encoded UTF-8
             self._body(self.image, "image/png")
+        elif self.path == "/slow-headers":  # a status line and headers dripped a byte every 50 ms (bounded: 20 s)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nX-Padding: " + b"a" * 400
+            for byte in head:
+                if not self._write(bytes([byte])):
+                    return
+                time.sleep(0.05)
         elif self.path.startswith("/redirect?to="):
             self.send_response(302)
             self.send_header("Location", self.path.split("=", 1)[1])

@@ -1,13 +1,17 @@
-"""Fetching by URL never becomes an SSRF proxy: refusals happen before any connection is made."""
+"""Fetching by URL or S3 URI never becomes an SSRF proxy or an oracle: refusals happen before any
+connection or S3 call is made, and every fetch ends at its deadline."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Iterator
 
+import boto3
 import pytest
 
+from serving.deadline import Deadline
 from serving.errors import InputError
 from serving.fetch import FetchPolicy, fetch
 from tests.origin import origin
@@ -15,6 +19,7 @@ from tests.origin import origin
 # Test-only: the local origin lives on 127.0.0.2 over plain HTTP. Production allows neither.
 LOCAL = FetchPolicy(schemes=("https", "http"), allowed_networks=(ipaddress.ip_network("127.0.0.2/32"),),
                     max_bytes=1024 * 1024, connect_timeout_s=0.5, total_timeout_s=1.5)
+HTTPS = FetchPolicy.for_inputs([], https=True)  # what a config with inputs.https: true gets
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
 ])
 def test_fails_when_scheme_is_not_https(url: str, connections: list[tuple[str, int]]) -> None:
     with pytest.raises(InputError, match="refusing URL scheme") as caught:
-        fetch(url)
+        fetch(url, HTTPS)
     assert caught.value.status == 403 and connections == []
 
 
@@ -62,18 +67,20 @@ def test_fails_when_scheme_is_not_https(url: str, connections: list[tuple[str, i
     "https://internal.example/cat.png",
 ])
 def test_fails_when_host_is_not_public(url: str, connections: list[tuple[str, int]], fake_dns: None) -> None:
-    with pytest.raises(InputError, match="resolves to the non-public address") as caught:
-        fetch(url)
+    with pytest.raises(InputError, match="resolves to an address that is not public") as caught:
+        fetch(url, HTTPS)
     assert caught.value.status == 403
     assert connections == [], "a refused URL must not cause any outbound connection"
+    # The answer names the rule, never what the host resolved to: no map of the internal network.
+    assert "10.1.2.3" not in str(caught.value)
 
 
 def test_loopback_is_refused_even_with_a_listener_there(photos: dict[str, bytes],
                                                         connections: list[tuple[str, int]]) -> None:
     # GIVEN a real server on 127.0.0.1 WHEN its URL is fetched under the default policy THEN it sees nothing
     with origin(photos["chelsea"], host="127.0.0.1") as (base, hits):
-        with pytest.raises(InputError, match=r"non-public address 127\.0\.0\.1"):
-            fetch(base.replace("http://", "https://") + "/image")
+        with pytest.raises(InputError, match="not public"):
+            fetch(base.replace("http://", "https://") + "/image", HTTPS)
         with pytest.raises(InputError):
             fetch(base + "/image", FetchPolicy(schemes=("https", "http")))
     assert hits == [] and connections == []
@@ -87,7 +94,7 @@ def test_allowed_origin_serves_the_image(photos: dict[str, bytes]) -> None:
 
 
 def test_fails_when_a_redirect_points_at_metadata(connections: list[tuple[str, int]]) -> None:
-    with origin(b"") as (base, _hits), pytest.raises(InputError, match=r"non-public address 169\.254\.169\.254"):
+    with origin(b"") as (base, _hits), pytest.raises(InputError, match="not public"):
         fetch(f"{base}/redirect?to=http://169.254.169.254/latest/meta-data/", LOCAL)
     assert all(host == "127.0.0.2" for host, _ in connections)
 
@@ -112,4 +119,57 @@ def test_fails_when_the_origin_announces_too_much() -> None:
 
 def test_fails_when_url_carries_credentials() -> None:
     with pytest.raises(InputError, match="must not carry credentials"):
-        fetch("https://user:secret@example.com/x.png")
+        fetch("https://user:secret@example.com/x.png", HTTPS)
+
+
+def test_fails_at_the_deadline_when_the_origin_drips_its_headers() -> None:
+    # GIVEN an origin that sends its status line and headers a byte every 50 ms (each read is quick)
+    started = time.monotonic()
+    with origin(b"") as (base, _hits), pytest.raises(InputError) as caught:
+        fetch(base + "/slow-headers", LOCAL)
+    # THEN the fetch ends at its 1.5 s deadline, not when the origin stops (20 s)
+    assert (caught.value.status, caught.value.code) == (504, "fetch_timeout")
+    assert time.monotonic() - started < 3
+
+
+def test_a_fetch_whose_deadline_has_passed_connects_to_nothing(connections: list[tuple[str, int]]) -> None:
+    # A redirect hop that began after the deadline once passed a negative timeout to the socket (ValueError).
+    with pytest.raises(InputError) as caught:
+        fetch("https://example.com/cat.png", HTTPS, Deadline.after(-1))
+    assert (caught.value.status, caught.value.code) == (504, "fetch_timeout") and connections == []
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("https://[::1/cat.png", "malformed"), ("https://example.com:99999/x", "malformed"),
+    ("https://example.com/a b.png", "spaces or control characters"),
+    ("https://example.com/\x00.png", "spaces or control characters"),
+])
+def test_fails_with_a_4xx_on_a_malformed_url(url: str, why: str, connections: list[tuple[str, int]]) -> None:
+    with pytest.raises(InputError, match=why) as caught:
+        fetch(url, HTTPS)
+    assert caught.value.status == 400 and connections == []
+
+
+def test_a_path_that_is_not_ascii_is_sent_percent_encoded(photos: dict[str, bytes]) -> None:
+    with origin(photos["chelsea"]) as (base, hits):
+        assert fetch(base + "/image-ünïcode.png?size=größer", LOCAL) == photos["chelsea"]
+    assert hits == ["/image-%C3%BCn%C3%AFcode.png?size=gr%C3%B6%C3%9Fer"]
+
+
+def test_only_the_declared_inputs_are_fetched(monkeypatch: pytest.MonkeyPatch,
+                                              connections: list[tuple[str, int]]) -> None:
+    # GIVEN a model whose config declares one S3 prefix and no URLs
+    def no_s3(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a refused reference must not reach S3")
+
+    monkeypatch.setattr(boto3, "client", no_s3)
+    policy = FetchPolicy.for_inputs(["my-images/team-a"], https=False)
+    assert policy.s3_prefixes == ("my-images/team-a/",)
+    # WHEN anything outside it is asked for THEN it is refused, naming the rule, before S3 or the network
+    for uri in ("s3://other-bucket/cat.png", "s3://my-images/team-b/cat.png", "s3://my-images/team-a-cat.png"):
+        with pytest.raises(InputError, match="under none of the S3 inputs its config declares") as caught:
+            fetch(uri, policy)
+        assert caught.value.status == 403
+    with pytest.raises(InputError, match=r"accepts no image URLs \(its config's inputs.https is false\)"):
+        fetch("https://example.com/cat.png", policy)
+    assert connections == []
