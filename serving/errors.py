@@ -1,4 +1,5 @@
-"""Errors a caller caused; each carries the HTTP status and a message that names the problem."""
+"""Errors a caller caused (each carries the HTTP status and a message that names the problem), and
+the two kinds of failure that are nobody's fault in particular: no capacity now, no model."""
 
 from __future__ import annotations
 
@@ -16,3 +17,7 @@ class InputError(Exception):
 
 class ModelLoadError(Exception):
     """The model artifact could not be fetched, verified or loaded (an operator's problem, not a caller's)."""
+
+
+class Overloaded(Exception):
+    """No capacity now (a full queue, no memory free before the deadline): 503 with Retry-After."""

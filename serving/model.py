@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from serving.budget import Budget, available_memory
 from serving.errors import ModelLoadError
 from serving.images import Preprocessor
 from serving.spec import Spec
 
 LAMBDA_MIB_PER_VCPU = 1769  # Lambda allocates one vCPU per 1,769 MB, up to 6
+DECODE_SHARE = 0.75  # of the memory left after the model loads, for one image at a time
 
 
 def available_cpus() -> int:
@@ -85,6 +87,8 @@ class Model:
         else:
             self._infer, self.batchable = _onnx(spec.artifact, data, threads or available_cpus())
         self.max_batch = spec.max_batch if self.batchable else 1
+        # Measured once the model is in memory: what is left is what decoding may use.
+        self.decode_budget = Budget(available_memory(DECODE_SHARE), "decoding this image")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.batchable:
@@ -98,7 +102,10 @@ class Model:
                 for row, picks in zip(scores, top, strict=True)]
 
     def predict(self, image: bytes) -> list[dict[str, Any]]:
-        return self.predict_batch([self.preprocess(image)])[0]
+        """One image, decoded only if it fits the decode budget (Lambda and the worker decode one at a time)."""
+        opened = self.preprocess.open(image)
+        self.decode_budget.check(opened.decode_bytes)
+        return self.predict_batch([self.preprocess.decode(opened)])[0]
 
     def warm_up(self) -> None:
         size = self.spec.input.size
