@@ -13,7 +13,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: setup test lint synth deploy artifacts bench load fuzz reliability clean
 .DEFAULT_GOAL := test
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt serving/requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt serving/requirements.txt serving/requirements-server.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .

@@ -36,10 +36,10 @@ rm -rf "$home/app" && mkdir -p "$home/app/serving"
 unzip -q -o "$home/bundle.zip" -d "$home/app/serving"
 if [[ "$CROSSOVER_RUNTIME" == neuron ]]; then
   # Keep the Neuron environment's own numpy and torch; add only what serving/ needs beside them.
-  grep -E '^(pillow|aws-lambda-powertools)==' "$home/app/serving/requirements.txt" \
+  grep -hvE '^(#|-r|onnxruntime|numpy)' "$home/app/serving/requirements.txt" "$home/app/serving/requirements-server.txt" \
     | "$venv/bin/pip" install --quiet --disable-pip-version-check -r /dev/stdin boto3
 else
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$home/app/serving/requirements.txt" boto3
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$home/app/serving/requirements-server.txt" boto3
 fi
 if [[ "$CROSSOVER_RUNTIME" == onnxruntime-gpu ]]; then
   # Same version as the pinned CPU build, in its accelerator flavour.
@@ -75,6 +75,8 @@ RestartSec=5
 # SIGTERM drains: the server finishes requests in flight, the worker its batch in hand.
 KillSignal=SIGTERM
 TimeoutStopSec=60
+# Every connection is a descriptor; the server raises its soft limit up to this.
+LimitNOFILE=65536
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes

@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,12 +86,11 @@ def http_load(folder: Path, photo: bytes) -> None:
     path = folder / "MobileNetV2.onnx"
     requests = 60 if QUICK else 300
     for label, max_batch in (("gate alone", 1), ("batching", 8)):
-        server = InferenceServer(("127.0.0.1", 0), Spec(name="m", artifact=str(path), max_batch=max_batch),
-                                 limits=Limits(max_connections=64, max_queue=64, deadline_s=30))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = InferenceServer(Spec(name="m", artifact=str(path), max_batch=max_batch),
+                                 limits=Limits(max_in_flight=64, max_queue=64, deadline_s=30)).start()
         while not server.ready:
             time.sleep(0.05)
-        port = server.server_address[1]
+        port = server.port
 
         def one(_: int) -> float:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # noqa: B023
@@ -112,7 +110,7 @@ def http_load(folder: Path, photo: bytes) -> None:
             p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
             print(f"{label:10s} concurrency {concurrency:2d}: {rate:6.1f} req/s   "
                   f"p50 {p50:6.1f} ms   p99 {p99:6.1f} ms")
-        server.drain(10)
+        server.drain()
 
 
 def cold_start(folder: Path) -> None:

@@ -25,7 +25,7 @@ PLATFORMS = {
     "arm64": ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"],
 }
 LAYOUT = b"no-bin-no-record"  # part of the cache key: caches built before that change are rebuilt
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "requirements.txt")
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "requirements*.txt")
 
 
 class BundleError(Exception):

@@ -48,7 +48,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from serving.errors import ModelLoadError
     from serving.model import Model
-    from serving.server import InferenceServer, serve
+    from serving.server import InferenceServer
     from serving.spec import Spec
 
     try:
@@ -68,10 +68,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelLoadError as e:
         err.print(f"{item.path}: {e}", markup=False)
         return 1
-    server = InferenceServer((args.host, args.port), spec)
-    out.print(f"serving {spec.name} on http://{args.host}:{server.server_address[1]} "
+    server = InferenceServer(spec, host=args.host, port=args.port)
+    out.print(f"serving {spec.name} on http://{args.host}:{server.port} "
               "(POST /predict, GET /health, GET /ready); Ctrl-C stops", markup=False)
-    serve(server)
+    server.serve()
     return 0
 
 

@@ -3,7 +3,7 @@
 Callers put preprocessed tensors on a bounded queue and wait for their own result. A single worker
 per accelerator takes the first waiting item, then everything else already queued (up to
 ``max_batch``) without waiting for more, runs one batch, and hands each caller its row. A full queue
-refuses at once (the server answers 503 with Retry-After); a caller whose deadline passed is skipped.
+refuses at once (the server answers 503 with Retry-After); an item whose deadline passed is skipped.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 
-
-class Overloaded(Exception):
-    """The queue is full: try again later."""
+from serving.errors import Overloaded
 
 
 @dataclass
@@ -41,14 +39,15 @@ class Batcher:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    def submit(self, tensor: np.ndarray, timeout_s: float) -> Any:
-        """Run ``tensor`` in the next batch; raises Overloaded, TimeoutError or the model's error."""
-        item = _Item(tensor, time.monotonic() + timeout_s)
+    def enqueue(self, tensor: np.ndarray, deadline_at: float) -> Future[Any]:
+        """Queue ``tensor`` for the next batch; its future holds the result or the model's error. Raises
+        Overloaded when the queue is full. Past ``deadline_at`` (time.monotonic()) it is skipped."""
+        item = _Item(tensor, deadline_at)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            raise Overloaded from None
-        return item.future.result(timeout=timeout_s)
+            raise Overloaded("the model's queue is full") from None
+        return item.future
 
     def close(self) -> None:
         """Finish what is queued, then stop the worker."""
@@ -68,7 +67,14 @@ class Batcher:
                     break
                 batch.append(nxt)
             now = time.monotonic()
-            live = [i for i in batch if i.deadline > now and i.future.set_running_or_notify_cancel()]
+            live = []
+            for item in batch:
+                if not item.future.set_running_or_notify_cancel():
+                    continue  # its caller gave up
+                if item.deadline <= now:
+                    item.future.set_exception(TimeoutError())
+                else:
+                    live.append(item)
             if live:
                 started = time.perf_counter()
                 try:

@@ -54,7 +54,9 @@ def test_component_document_is_well_formed(path: Path, tmp_path: Path) -> None:
 
 
 def test_runtime_component_pins_match_serving_requirements() -> None:
-    pins = dict(re.findall(r"^([a-z0-9-]+)==([0-9.]+)", (ROOT / "serving" / "requirements.txt").read_text(), re.M))
+    pins = {name: version for requirements in ("requirements.txt", "requirements-server.txt")
+            for name, version in re.findall(r"^([a-z0-9-]+)==([0-9.]+)", (ROOT / "serving" / requirements).read_text(),
+                                            re.M)}
     baked = "\n".join(c for p in load(ROOT / "ami" / "components" / "crossover-serving-runtime.yaml")["phases"]
                       for s in p["steps"] for c in s.get("inputs", {}).get("commands", []))
     found = dict(re.findall(r"([a-z0-9-]+|\{\{ Runtime \}\})\"?==([0-9.]+)", baked))

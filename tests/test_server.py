@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import json
 import os
 import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,9 +22,11 @@ from typing import Any
 import pytest
 
 from serving.fetch import FetchPolicy
-from serving.server import InferenceServer, Limits
+from serving.metrics import Recorder
+from serving.server import FAULT, InferenceServer, Limits
 from serving.spec import InputSpec, Spec
-from tests.conftest import CAT_CLASSES
+from tests import bombs
+from tests.conftest import CAT_CLASSES, ROOT
 from tests.graphs import tiny_classifier
 from tests.origin import origin
 
@@ -28,10 +34,9 @@ TEST_POLICY = FetchPolicy(schemes=("https", "http"), allowed_networks=(ipaddress
                           max_bytes=2 * 1024 * 1024, connect_timeout_s=0.5, total_timeout_s=1.5)
 
 
-def start(spec: Spec, limits: Limits = Limits(read_timeout_s=0.5), policy: FetchPolicy = TEST_POLICY
+def start(spec: Spec, limits: Limits = Limits(deadline_s=3.0), policy: FetchPolicy = TEST_POLICY
           ) -> InferenceServer:
-    server = InferenceServer(("127.0.0.1", 0), spec, limits=limits, policy=policy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = InferenceServer(spec, limits=limits, policy=policy).start()
     deadline = time.monotonic() + 30
     while not server.ready and server.load_error is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -40,7 +45,7 @@ def start(spec: Spec, limits: Limits = Limits(read_timeout_s=0.5), policy: Fetch
 
 def call(server: InferenceServer, method: str, path: str, body: bytes | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
-    connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=20)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -53,7 +58,7 @@ def call(server: InferenceServer, method: str, path: str, body: bytes | None = N
 def lite0_server(lite0_spec: Spec) -> Iterator[InferenceServer]:
     server = start(lite0_spec)
     yield server
-    server.drain(5)
+    server.drain()
 
 
 def png(**headers: str) -> dict[str, str]:
@@ -65,9 +70,7 @@ def test_ready_only_after_load_and_warm_up(tmp_path: Path) -> None:
     model = tiny_classifier(tmp_path / "m.onnx").read_bytes()
     fifo = tmp_path / "fifo.onnx"
     os.mkfifo(fifo)
-    server = InferenceServer(("127.0.0.1", 0), Spec(name="slow", artifact=str(fifo),
-                                                    input=InputSpec(size=32, resize=32)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = InferenceServer(Spec(name="slow", artifact=str(fifo), input=InputSpec(size=32, resize=32))).start()
     try:
         assert call(server, "GET", "/health")[0] == 200
         assert call(server, "GET", "/ready")[:2] == (503, {"status": "loading"})
@@ -78,7 +81,7 @@ def test_ready_only_after_load_and_warm_up(tmp_path: Path) -> None:
             time.sleep(0.01)
         assert call(server, "GET", "/ready")[:2] == (200, {"status": "ready", "model": "slow"})
     finally:
-        server.drain(5)
+        server.drain()
 
 
 def test_model_that_fails_to_load_stays_unready(tmp_path: Path) -> None:
@@ -87,7 +90,7 @@ def test_model_that_fails_to_load_stays_unready(tmp_path: Path) -> None:
         assert call(server, "GET", "/ready")[:2] == (503, {"status": "failed"})
         assert call(server, "GET", "/health")[0] == 200
     finally:
-        server.drain(5)
+        server.drain()
 
 
 def test_predicts_real_photos(lite0_server: InferenceServer, photos: dict[str, bytes]) -> None:
@@ -172,20 +175,20 @@ def test_redirect_to_metadata_and_slow_origins_are_refused(lite0_server: Inferen
     assert call(lite0_server, "GET", "/ready")[0] == 200
 
 
-def test_lying_content_length_is_answered_not_hung(lite0_server: InferenceServer) -> None:
-    # GIVEN a request announcing 1000 bytes that sends 10 WHEN the body stalls THEN a 400 within the read timeout
-    with socket.create_connection(("127.0.0.1", lite0_server.server_address[1]), timeout=10) as sock:
+def test_lying_content_length_is_answered_at_the_deadline(lite0_server: InferenceServer) -> None:
+    # GIVEN a request announcing 1000 bytes that sends 10 WHEN the body stalls THEN a 408 at the deadline (3 s)
+    with socket.create_connection(("127.0.0.1", lite0_server.port), timeout=10) as sock:
+        started = time.monotonic()
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
                      + b"\x89PNG\r\n\x1a\n00")
-        started = time.monotonic()
         answer = _read_all(sock)
-    assert answer.startswith("HTTP/1.1 400") and "incomplete_body" in answer
-    assert time.monotonic() - started < 5
+    assert answer.startswith("HTTP/1.1 408") and "body_timeout" in answer
+    assert 2.5 < time.monotonic() - started < 5
 
 
 def test_oversized_body_is_refused_before_it_is_read(lite0_server: InferenceServer) -> None:
     # GIVEN a request announcing 3 MiB (the test limit is 2 MiB) WHEN only its headers are sent THEN 413 at once
-    with socket.create_connection(("127.0.0.1", lite0_server.server_address[1]), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", lite0_server.port), timeout=10) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                      b"Content-Length: 3145728\r\n\r\n")
         answer = _read_all(sock)
@@ -202,7 +205,7 @@ def _read_all(sock: socket.socket) -> str:
 
 
 def test_missing_content_length_is_refused(lite0_server: InferenceServer) -> None:
-    with socket.create_connection(("127.0.0.1", lite0_server.server_address[1]), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", lite0_server.port), timeout=10) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
         assert _read_all(sock).startswith("HTTP/1.1 411")
 
@@ -215,7 +218,7 @@ def test_a_client_that_hangs_up_before_its_answer_is_no_error(lite0_server: Infe
     whole = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
              + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
     for request in [whole] * 5 + [whole[:30]] * 5:
-        sock = socket.create_connection(lite0_server.server_address[:2])
+        sock = socket.create_connection(("127.0.0.1", lite0_server.port))
         sock.sendall(request)
         time.sleep(0.01)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # reset
@@ -237,7 +240,7 @@ def test_a_refused_request_is_answered_and_its_connection_carries_the_next(lite0
     # GIVEN a keep-alive connection WHEN a request is refused without its body being used (a wrong path;
     # a shed request takes the same path) THEN the client reads the answer, and the next request on the
     # same connection is parsed as a request, not as the leftover body
-    connection = http.client.HTTPConnection("127.0.0.1", lite0_server.server_address[1], timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", lite0_server.port, timeout=10)
     try:
         for _ in range(3):
             connection.request("POST", "/models", body=photos["chelsea_1024"], headers=png())
@@ -249,10 +252,10 @@ def test_a_refused_request_is_answered_and_its_connection_carries_the_next(lite0
         connection.close()
 
 
-def test_a_kept_alive_connection_outlives_the_body_read_timeout(lite0_server: InferenceServer,
+def test_a_kept_alive_connection_outlives_a_pause_between_requests(lite0_server: InferenceServer,
                                                                 photos: dict[str, bytes]) -> None:
     # GIVEN a connection that sent one image (the body read timeout here is 0.5 s)
-    connection = http.client.HTTPConnection("127.0.0.1", lite0_server.server_address[1], timeout=10)
+    connection = http.client.HTTPConnection("127.0.0.1", lite0_server.port, timeout=10)
     try:
         connection.request("POST", "/predict", body=photos["chelsea"], headers=png())
         assert connection.getresponse().read()
@@ -267,28 +270,28 @@ def test_a_kept_alive_connection_outlives_the_body_read_timeout(lite0_server: In
 def test_a_burst_of_new_connections_is_queued_not_dropped(tmp_path: Path) -> None:
     # GIVEN a server whose accept loop is not taking connections (as when its CPUs are saturated)
     spec = Spec(name="tiny", artifact=str(tiny_classifier(tmp_path / "tiny.onnx")), input=InputSpec(size=32, resize=32))
-    server = InferenceServer(("127.0.0.1", 0), spec)
+    server = InferenceServer(spec)
     sockets: list[socket.socket] = []
     try:
         try:
             # WHEN a load balancer opens 64 connections at once THEN the kernel completes and queues them all
             for _ in range(64):
-                sockets.append(socket.create_connection(server.server_address[:2], timeout=2))
+                sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=2))
         finally:
-            threading.Thread(target=server.serve_forever, daemon=True).start()  # so that drain() returns
+            server.start()
         sockets[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b" 200 " in sockets[-1].recv(64)  # and the last one is served once the loop runs
     finally:
         for sock in sockets:
             sock.close()
-        server.drain(1)
+        server.drain()
 
 
 def test_overload_adds_only_503s_and_memory_stays_bounded(tmp_path: Path) -> None:
     # GIVEN a slow model behind a small queue WHEN twice its capacity arrives at once THEN 200 or 503, never 500
     spec = Spec(name="slow", artifact=str(tiny_classifier(tmp_path / "slow.onnx", size=64, heavy=6)),
                 input=InputSpec(size=64, resize=64), max_batch=2)
-    limits = Limits(max_connections=8, max_queue=4, deadline_s=20, read_timeout_s=2)
+    limits = Limits(max_in_flight=8, max_queue=4, deadline_s=20)
     server = start(spec, limits)
     image = (Path(__file__).parent / "data" / "chelsea.png").read_bytes()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -300,7 +303,7 @@ def test_overload_adds_only_503s_and_memory_stays_bounded(tmp_path: Path) -> Non
         retry = call(server, "GET", "/ready")
         assert retry[0] == 200
     finally:
-        server.drain(10)
+        server.drain()
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     assert grown_mib < 300, f"peak RSS grew by {grown_mib:.0f} MiB"
 
@@ -324,7 +327,7 @@ def test_batching_answers_each_caller_with_its_own_result(tmp_path: Path) -> Non
             results = list(pool.map(lambda i: (i % 4, call(server, "POST", "/predict", images[i % 4], png())[1]),
                                     range(48)))
     finally:
-        server.drain(10)
+        server.drain()
     for i, body in results:
         assert [t["label"] for t in body["top"]] == [t["label"] for t in alone[i]["top"]]
         assert [t["score"] for t in body["top"]] == pytest.approx([t["score"] for t in alone[i]["top"]], abs=1e-4)
@@ -339,6 +342,220 @@ def test_sigterm_style_drain_finishes_requests_in_flight(tmp_path: Path) -> None
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = [pool.submit(call, server, "POST", "/predict", image, png()) for _ in range(4)]
         time.sleep(0.05)
-        server.drain(20)
+        server.drain()
         statuses = [f.result()[0] for f in futures]
     assert statuses == [200] * 4
+
+
+# --- A hostile round (issue 13): each test reproduces one finding against the server before its fix. ---
+
+def _exchange(port: int, raw: bytes) -> str:
+    """Send ``raw`` (a request asking for Connection: close) and read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(raw)
+        return _read_all(sock)
+
+
+def _post(body: bytes, content_type: str = "application/json") -> bytes:
+    return (f"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@pytest.fixture
+def tiny_spec(tmp_path: Path) -> Spec:
+    return Spec(name="tiny", artifact=str(tiny_classifier(tmp_path / "tiny.onnx")), input=InputSpec(size=32, resize=32))
+
+
+NO_ANSWER_BEFORE = [  # requests that once got no HTTP answer: the connection closed, a traceback in the log
+    ("a URL with an unclosed IPv6 bracket", _post(b'{"url": "http://[::1/cat.png"}'), "400", "bad_url"),
+    ("deeply nested JSON", _post(b"[" * 8000 + b"]" * 8000), "400", "bad_json"),
+    ("a huge integer in the JSON", _post(b'{"url": 1' + b"0" * 5000 + b"}"), "400", "bad_json"),
+    ("a Content-Length of digits int() refuses",
+     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2\r\n\r\nab", "400", "bad_request"),
+    ("a request target that is not ASCII", b"POST /pr\xc3\xa9dict HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+     "400", "bad_request"),
+]
+
+
+@pytest.mark.parametrize(("case", "raw", "status", "code"), NO_ANSWER_BEFORE, ids=[c[0] for c in NO_ANSWER_BEFORE])
+def test_parsing_corners_get_a_json_4xx(lite0_server: InferenceServer, case: str, raw: bytes, status: str,
+                                        code: str) -> None:
+    answer = _exchange(lite0_server.port, raw)
+    assert answer.startswith(f"HTTP/1.1 {status}"), answer[:200]
+    assert json.loads(answer.split("\r\n\r\n", 1)[1])["error"] == code
+    assert call(lite0_server, "GET", "/ready")[0] == 200
+
+
+def test_a_url_whose_path_is_not_ascii_is_fetched(lite0_server: InferenceServer, photos: dict[str, bytes]) -> None:
+    with origin(photos["coffee"]) as (base, hits):
+        status, body, _ = call(lite0_server, "POST", "/predict", json.dumps({"url": base + "/image-café.png"}).encode(),
+                               {"Content-Type": "application/json"})
+    assert status == 200 and body["top"][0]["label"] == "espresso" and hits == ["/image-caf%C3%A9.png"]
+
+
+def test_refusals_name_the_rule_not_the_address(lite0_server: InferenceServer) -> None:
+    status, body, _ = call(lite0_server, "POST", "/predict", b'{"url": "http://localhost:1/cat.png"}',
+                           {"Content-Type": "application/json"})
+    assert (status, body["error"]) == (403, "forbidden_url")
+    assert "127.0.0.1" not in body["message"] and "::1" not in body["message"]
+
+
+def test_a_head_dripped_a_byte_at_a_time_is_cut_off_at_the_deadline(lite0_server: InferenceServer) -> None:
+    # GIVEN a client that sends a request head one byte every 50 ms, for ever (the deadline is 3 s)
+    with socket.create_connection(("127.0.0.1", lite0_server.port), timeout=10) as sock:
+        started = time.monotonic()
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\n" + b"X-Padding: " + b"a" * 1000
+        closed = False
+        for byte in head:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.05)
+            if time.monotonic() - started > 6:
+                break
+        closed = closed or sock.recv(64) == b""
+    # THEN the server closed the connection at the deadline
+    assert closed and time.monotonic() - started < 5
+
+
+def test_a_connection_that_sends_nothing_is_closed(tiny_spec: Spec) -> None:
+    server = start(tiny_spec, Limits(keep_alive_s=1))
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            started = time.monotonic()
+            assert sock.recv(64) == b""
+        assert 0.8 < time.monotonic() - started < 3
+    finally:
+        server.drain()
+
+
+def test_dripping_bodies_do_not_shut_others_out(tiny_spec: Spec, photos: dict[str, bytes]) -> None:
+    # GIVEN a server that takes 4 requests at a time, and 16 clients dripping their bodies a byte at a time
+    server = start(tiny_spec, Limits(max_in_flight=4, deadline_s=4))
+    drippers = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(16)]
+    answers: list[bytes] = []
+
+    def drip(sock: socket.socket) -> None:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100\r\n\r\n")
+        try:
+            for _ in range(100):
+                sock.sendall(b"x")
+                time.sleep(0.1)
+        except OSError:
+            pass
+        answers.append(sock.recv(64))
+
+    threads = [threading.Thread(target=drip, args=(sock,)) for sock in drippers]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        # WHEN someone else sends a whole image THEN it is answered while they drip
+        assert call(server, "POST", "/predict", photos["chelsea"], png())[0] == 200
+        for thread in threads:
+            thread.join()
+        # AND every dripping body was cut off at the deadline with a 408
+        assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers
+    finally:
+        for sock in drippers:
+            sock.close()
+        server.drain()
+
+
+def test_a_fault_is_a_json_500_counted_as_a_server_fault_and_client_errors_are_not(
+        tiny_spec: Spec, photos: dict[str, bytes], capfd: pytest.CaptureFixture[str]) -> None:
+    server = start(tiny_spec)
+    published: list[dict[str, Any]] = []
+    server.metrics = Recorder("tiny", publish=published.extend, interval_s=3600)
+    assert server.model is not None
+
+    def broken(_tensors: object) -> None:
+        raise RuntimeError("internal detail /opt/secret")
+
+    try:
+        assert call(server, "POST", "/predict", b"not an image", png())[0] == 415
+        server.batcher._run = broken  # type: ignore[union-attr]
+        status, body, _ = call(server, "POST", "/predict", photos["chelsea"], png())
+        server.metrics.flush()
+    finally:
+        server.drain()
+    assert (status, body) == (500, FAULT)
+    counts = {d["MetricName"]: sum(d["Counts"]) for d in published}
+    assert counts["ServerFaults"] == 1 and counts["InputErrors"] == 1
+    assert "RuntimeError: internal detail" in capfd.readouterr().err  # the operator sees the traceback
+
+
+@contextlib.contextmanager
+def _server_process(spec: Path, *args: str, file_limit: int | None = None) -> Iterator[tuple[int, int]]:
+    """``python -m serving.server`` in its own process; yields its port and pid once it is ready."""
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, resource.getrlimit(
+        resource.RLIMIT_NOFILE)[1]))) if file_limit else None
+    process = subprocess.Popen([sys.executable, "-m", "serving.server", "--config", str(spec), "--host", "127.0.0.1",
+                                "--port", "0", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=limit)
+    try:
+        assert process.stderr is not None
+        port = int(process.stderr.readline().rsplit(":", 1)[1])
+        for _ in range(300):
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/ready",
+                                                                      timeout=1) as response:
+                if response.status == 200:
+                    break
+            time.sleep(0.1)
+        yield port, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _spec_file(tmp_path: Path, spec: Spec) -> Path:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"name": spec.name, "artifact": spec.artifact,
+                                "input": {"size": spec.input.size, "resize": spec.input.resize}}))
+    return path
+
+
+@pytest.mark.slow
+def test_a_thousand_idle_connections_leave_health_answering(tiny_spec: Spec, tmp_path: Path) -> None:
+    # GIVEN a server started with the usual 1,024 descriptors (its service raises the hard limit)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    idle: list[socket.socket] = []
+    try:
+        with _server_process(_spec_file(tmp_path, tiny_spec), file_limit=1024) as (port, _pid):
+            # WHEN 1,100 clients open a connection each and send nothing
+            idle += [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(1100)]
+            # THEN a health check still gets its answer at once
+            started = time.monotonic()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                assert response.status == 200
+            assert time.monotonic() - started < 2
+    finally:
+        for sock in idle:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.slow
+def test_large_decodes_wait_for_memory_instead_of_growing_the_process(tiny_spec: Spec, tmp_path: Path) -> None:
+    # GIVEN a server whose decoding may hold 700 MiB, and eight 1.6 KB WebPs that each need ~610 MiB
+    bomb = bombs.webp(8000, 5000)
+    with _server_process(_spec_file(tmp_path, tiny_spec), "--decode-budget-mib", "700") as (port, pid):
+        status_file = Path(f"/proc/{pid}/status")
+        rss_before = int(next(x for x in status_file.read_text().splitlines() if x.startswith("VmRSS")).split()[1])
+
+        def send(_: int) -> int:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connection.request("POST", "/predict", body=bomb, headers={"Content-Type": "image/webp"})
+            return connection.getresponse().status
+
+        # WHEN all eight arrive at once
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(send, range(8)))
+        peak = int(next(x for x in status_file.read_text().splitlines() if x.startswith("VmHWM")).split()[1])
+    # THEN each was decoded in turn or refused with 503 at its deadline, and memory stayed near the budget
+    assert set(statuses) <= {200, 503} and 200 in statuses, statuses
+    grown_mib = (peak - rss_before) / 1024
+    assert grown_mib < 700 + 150, f"the server grew by {grown_mib:.0f} MiB"
