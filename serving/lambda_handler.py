@@ -3,7 +3,10 @@
 The model loads during the init phase (once per execution environment), from the spec in
 CROSSOVER_SPEC. SQS records follow serving.pipeline's contract; each result is written to
 ``s3://$RESULTS_BUCKET/results/<id>.json`` and failures are reported per record, so only those are
-retried and, past the queue's receive limit, land in the queue's dead-letter queue.
+retried and, past the queue's receive limit, land in the queue's dead-letter queue. Every HTTP event
+gets an answer: bad requests a JSON 4xx, a fault of ours a JSON 500 counted as ``ServerFaults``
+(the function's own Errors metric then counts only crashes and timeouts). A request's deadline is the
+HTTP server's, or less when the invocation has less time left.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from serving import pipeline
 from serving.api import image_bytes, prediction
+from serving.deadline import Deadline
 from serving.errors import InputError
 from serving.fetch import FetchPolicy
 from serving.model import Model
@@ -32,12 +36,26 @@ metrics = Metrics(namespace="crossover")
 # A batch whose records all failed is still answered record by record (not by raising): SQS redelivers
 # exactly the reported ones either way, and the metrics below see every batch.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-POLICY = FetchPolicy()
+HTTP_DEADLINE_S = 10.0  # as the instance server's (serving.server.Limits.deadline_s)
+MARGIN_S = 1.0  # kept back from the invocation's remaining time to answer before Lambda stops it
+FAULT = {"error": "internal", "message": "the function failed on this request; the fault is logged and counted"}
 
 
 @cache
 def model() -> Model:
     return Model(Spec.from_mapping(json.loads(os.environ["CROSSOVER_SPEC"])))
+
+
+@cache
+def policy() -> FetchPolicy:
+    inputs = model().spec.inputs
+    return FetchPolicy.for_inputs(inputs.s3, inputs.https)
+
+
+def _deadline(context: Any, seconds: float) -> Deadline:
+    """``seconds`` from now, or less if the invocation ends sooner."""
+    remaining = getattr(context, "get_remaining_time_in_millis", lambda: seconds * 1000 + MARGIN_S * 1000)()
+    return Deadline.after(max(0.0, min(seconds, remaining / 1000 - MARGIN_S)))
 
 
 def _respond(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +69,7 @@ def _get(mapping: Any, key: str, kind: type, default: Any) -> Any:
     return value if isinstance(value, kind) else default
 
 
-def _http(event: dict[str, Any]) -> dict[str, Any]:
+def _http(event: dict[str, Any], context: Any) -> dict[str, Any]:
     http = _get(_get(event, "requestContext", dict, {}), "http", dict, {})
     method = _get(event, "httpMethod", str, "") or _get(http, "method", str, "")
     path = _get(event, "path", str, "") or _get(event, "rawPath", str, "") or "/"
@@ -63,13 +81,16 @@ def _http(event: dict[str, Any]) -> dict[str, Any]:
         return _respond(405, {"error": "method_not_allowed", "message": "use POST"})
     raw = _get(event, "body", str, "")
     try:
-        body = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") is True else raw.encode()
+        # surrogatepass: a JSON event can carry lone surrogates; they become bytes the parser refuses.
+        body = base64.b64decode(raw, validate=True) if event.get("isBase64Encoded") is True \
+            else raw.encode("utf-8", "surrogatepass")
     except ValueError:
         return _respond(400, {"error": "bad_body", "message": "the body is not valid base64"})
     headers = {str(k).lower(): v for k, v in _get(event, "headers", dict, {}).items() if isinstance(v, str)}
     started = time.perf_counter()
     try:
-        top = model().predict(image_bytes(body, headers.get("content-type"), POLICY))
+        top = model().predict(image_bytes(body, headers.get("content-type"), policy(),
+                                          _deadline(context, HTTP_DEADLINE_S)))
     except InputError as e:
         metrics.add_metric(name="InputErrors", unit=MetricUnit.Count, value=1)
         return _respond(e.status, e.body())
@@ -84,28 +105,40 @@ def _s3() -> Any:
     return boto3.client("s3")
 
 
-def _record(record: SQSRecord) -> None:
+def _record(record: SQSRecord, context: Any) -> None:
     bucket = os.environ["RESULTS_BUCKET"]
     try:
-        pipeline.process(record.body, model(), _s3(), bucket, POLICY)
+        pipeline.process(record.body, model(), _s3(), bucket, policy(),
+                         _deadline(context, pipeline.MESSAGE_DEADLINE_S))
     except Exception as error:
-        if int(record.attributes.approximate_receive_count) >= int(os.environ.get("MAX_RECEIVE_COUNT", "1")):
+        receives = str(_get(record.raw_event, "attributes", dict, {}).get("ApproximateReceiveCount", "1"))
+        if not receives.isdigit() or int(receives) >= int(os.environ.get("MAX_RECEIVE_COUNT", "1")):
             pipeline.record_failure(record.body, record.message_id, error, _s3(), bucket)
         raise  # reported as this record's failure: SQS redelivers it or moves it to the dead-letter queue
 
 
+def _batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    batch: dict[str, Any] = dict(process_partial_response(
+        event=event, record_handler=lambda record: _record(record, context), processor=processor, context=context))
+    failed = len(batch["batchItemFailures"])
+    metrics.add_metric(name="PipelineFailures", unit=MetricUnit.Count, value=failed)
+    metrics.add_metric(name="PipelineResults", unit=MetricUnit.Count, value=len(event["Records"]) - failed)
+    return batch
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handler(event: Any, context: Any) -> dict[str, Any]:
     metrics.add_dimension(name="Model", value=model().spec.name)
-    if "Records" in event:
-        batch: dict[str, Any] = dict(process_partial_response(event=event, record_handler=_record,
-                                                              processor=processor, context=context))
-        failed = len(batch["batchItemFailures"])
-        metrics.add_metric(name="PipelineFailures", unit=MetricUnit.Count, value=failed)
-        metrics.add_metric(name="PipelineResults", unit=MetricUnit.Count, value=len(event["Records"]) - failed)
-        return batch
-    response = _http(event)
+    if isinstance(event, dict) and isinstance(event.get("Records"), list):
+        return _batch(event, context)
+    try:
+        response = _http(event, context) if isinstance(event, dict) else _respond(
+            400, {"error": "bad_event", "message": "expected a load balancer, function URL or SQS event"})
+    except Exception:  # a fault of ours, never of the request: logged, counted, answered without internals
+        logger.exception("request failed")
+        metrics.add_metric(name="ServerFaults", unit=MetricUnit.Count, value=1)
+        response = _respond(500, FAULT)
     metrics.add_metric(name=f"Status{response['statusCode'] // 100}xx", unit=MetricUnit.Count, value=1)
     return response
 

@@ -22,6 +22,14 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class InputsSpec:
+    """What a request or message may name instead of sending the image (the config's ``inputs``)."""
+
+    s3: tuple[str, ...] = ()  # "bucket/" or "bucket/prefix/"
+    https: bool = False
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     artifact: str  # local path or s3://bucket/key
@@ -31,6 +39,7 @@ class Spec:
     labels: str = "imagenet"  # "imagenet" (bundled) or a path to a file with one label per line
     top_k: int = 5
     max_batch: int = 1
+    inputs: InputsSpec = field(default_factory=InputsSpec)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Spec:
@@ -42,7 +51,9 @@ class Spec:
         for key in ("mean", "std"):
             if key in raw_input:
                 raw_input[key] = tuple(raw_input[key])
-        return cls(**{**data, "input": InputSpec(**raw_input)})
+        raw_inputs = dict(data.get("inputs") or {})
+        raw_inputs["s3"] = tuple(raw_inputs.get("s3", ()))
+        return cls(**{**data, "input": InputSpec(**raw_input), "inputs": InputsSpec(**raw_inputs)})
 
 
 def load(path: Path) -> Spec:
@@ -59,4 +70,5 @@ def load(path: Path) -> Spec:
         model["artifact"] = str((path.parent / model["artifact"]).resolve())
     backend = config.get("backend", "cpu")
     max_batch = (config.get(backend) or {}).get("max_batch", 1)
-    return Spec.from_mapping({"name": config["name"], **model, "max_batch": max_batch})
+    return Spec.from_mapping({"name": config["name"], **model, "max_batch": max_batch,
+                              "inputs": config.get("inputs") or {}})

@@ -1,9 +1,11 @@
 """The SQS worker loop for pipelines on instances:
 ``python -m serving.worker --config SPEC --queue-url URL --results-bucket BUCKET``.
 
-Long-polls the queue, runs each message (serving.pipeline), deletes a message only after its result
-is written, and leaves failures for SQS to redeliver and, past the receive limit, move to the
-dead-letter queue. SIGTERM stops polling; the batch in hand is finished first.
+Long-polls the queue, runs each message (serving.pipeline) under its own deadline, deletes a message
+only after its result is written, and leaves failures for SQS to redeliver and, past the receive
+limit, move to the dead-letter queue. No message can stop it: each one's failure is caught and
+recorded, the messages of a batch that succeeded are deleted whatever happened to the others, and a
+queue or S3 outage is waited out. SIGTERM stops polling; the batch in hand is finished first.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from serving import pipeline
+from serving.deadline import Deadline
 from serving.errors import ModelLoadError
 from serving.fetch import FetchPolicy
 from serving.metrics import MetricUnit, Recorder
@@ -27,11 +30,29 @@ from serving.spec import load
 
 class Worker:
     def __init__(self, model: Model, *, queue_url: str, bucket: str, sqs: Any, s3: Any, max_receive_count: int = 1,
-                 policy: FetchPolicy = FetchPolicy(), wait_s: int = 20, metrics: Recorder | None = None) -> None:
+                 policy: FetchPolicy | None = None, wait_s: int = 20, metrics: Recorder | None = None,
+                 deadline_s: float = pipeline.MESSAGE_DEADLINE_S) -> None:
         self.model, self.queue_url, self.bucket, self.max_receive_count = model, queue_url, bucket, max_receive_count
-        self.sqs, self.s3, self.policy, self.wait_s = sqs, s3, policy, wait_s
+        inputs = model.spec.inputs
+        self.policy = policy or FetchPolicy.for_inputs(inputs.s3, inputs.https)
+        self.sqs, self.s3, self.wait_s, self.deadline_s = sqs, s3, wait_s, deadline_s
         self.metrics = metrics or Recorder(model.spec.name)
         self.stop = threading.Event()
+
+    def _handle(self, message: dict[str, Any]) -> bool:
+        """Run one message; True if its result is written. Never raises."""
+        started = time.perf_counter()
+        body, message_id = str(message.get("Body", "")), str(message.get("MessageId", ""))
+        try:
+            pipeline.process(body, self.model, self.s3, self.bucket, self.policy, Deadline.after(self.deadline_s))
+        except Exception as e:  # bad input or not, the loop goes on: SQS redelivers or dead-letters it
+            print(f"worker: message {message_id} failed: {e!r}", file=sys.stderr, flush=True)
+            receives = str(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            if not receives.isdigit() or int(receives) >= self.max_receive_count:
+                pipeline.record_failure(body, message_id, e, self.s3, self.bucket)
+            return False
+        self.metrics.add("LatencyMs", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
+        return True
 
     def poll_once(self) -> tuple[int, int]:
         """One receive and its processing; returns (succeeded, failed)."""
@@ -39,37 +60,46 @@ class Worker:
                                             WaitTimeSeconds=self.wait_s,
                                             AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
         done: list[dict[str, str]] = []
-        failed = 0
-        for message in messages:
-            started = time.perf_counter()
-            try:
-                pipeline.process(message["Body"], self.model, self.s3, self.bucket, self.policy)
-            except Exception as e:  # bad input or not, the loop goes on: SQS redelivers or dead-letters it
-                failed += 1
-                print(f"worker: message {message['MessageId']} failed: {e!r}", file=sys.stderr, flush=True)
-                if int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)) >= self.max_receive_count:
-                    pipeline.record_failure(message["Body"], message["MessageId"], e, self.s3, self.bucket)
-                continue
-            done.append({"Id": str(len(done)), "ReceiptHandle": message["ReceiptHandle"]})
-            self.metrics.add("LatencyMs", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
-        if done:
-            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
+        try:
+            for message in messages:
+                if self._handle(message):
+                    done.append({"Id": str(len(done)), "ReceiptHandle": message["ReceiptHandle"]})
+        finally:  # whatever stopped the batch, what succeeded is not run again
+            if done:
+                self._delete(done)
+        failed = len(messages) - len(done)
         # The same two counts the Lambda handler writes: the FailedMessages alarm reads them.
         if messages:
             self.metrics.add("PipelineResults", MetricUnit.Count, len(done))
             self.metrics.add("PipelineFailures", MetricUnit.Count, failed)
         return len(done), failed
 
+    def _delete(self, done: list[dict[str, str]]) -> None:
+        try:
+            response = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
+        except Exception as e:  # the messages become visible again and are redone: their results are the same
+            print(f"worker: could not delete {len(done)} finished message(s): {e!r}", file=sys.stderr, flush=True)
+            return
+        for failure in response.get("Failed", []):
+            print(f"worker: could not delete a finished message: {failure}", file=sys.stderr, flush=True)
+
     def run(self) -> None:
+        pause = 1.0
         while not self.stop.is_set():
-            self.poll_once()
+            try:
+                self.poll_once()
+                pause = 1.0
+            except Exception as e:  # the queue is unreachable: wait and try again, never exit
+                print(f"worker: receiving failed, retrying in {pause:g} s: {e!r}", file=sys.stderr, flush=True)
+                self.stop.wait(pause)
+                pause = min(30.0, pause * 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.worker", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--queue-url", required=True)
-    parser.add_argument("--results-bucket", required=True)
+    parser.add_argument("--config", required=True, type=Path, help="models/<name>.yaml, or a JSON serving spec")
+    parser.add_argument("--queue-url", required=True, help="the queue to consume")
+    parser.add_argument("--results-bucket", required=True, help="where results/ and errors/ are written")
     parser.add_argument("--max-receive-count", type=int, default=1, help="the queue's redrive limit")
     args = parser.parse_args(argv)
     import boto3

@@ -10,6 +10,10 @@ import base64
 import io
 import json
 import os
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +24,12 @@ from PIL import Image
 
 from crossover.config import ConfigError, load
 from serving.api import image_bytes
+from serving.deadline import Deadline
 from serving.errors import InputError
 from serving.fetch import FetchPolicy
-from serving.images import Preprocessor
-from serving.spec import InputSpec
+from serving.images import MAX_PIXELS, MAX_SCANS, Preprocessor
+from serving.spec import InputSpec, Spec
+from tests import bombs
 
 settings.register_profile("ci", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -71,7 +77,7 @@ def test_decoding_never_fails_with_anything_but_an_input_error(data: bytes) -> N
                                                  "application/octet-stream; charset=x", "IMAGE/JPEG"]))
 def test_request_bodies_never_fail_with_anything_but_an_input_error(body: bytes, content_type: str | None) -> None:
     try:
-        image_bytes(body, content_type, FetchPolicy(schemes=()))  # no scheme allowed: never any fetch
+        image_bytes(body, content_type, FetchPolicy(), Deadline.after(1))  # nothing declared: never any fetch
     except InputError as e:
         assert 400 <= e.status < 500 and str(e)
 
@@ -84,7 +90,7 @@ json_values = st.recursive(scalars, lambda children: st.lists(children, max_size
 @given(json_values)
 def test_json_requests_never_fail_with_anything_but_an_input_error(value: Any) -> None:
     try:
-        image_bytes(json.dumps(value).encode(), "application/json", FetchPolicy(schemes=()))
+        image_bytes(json.dumps(value).encode(), "application/json", FetchPolicy(), Deadline.after(1))
     except InputError as e:
         assert 400 <= e.status < 500
 
@@ -97,7 +103,7 @@ def test_lambda_http_events_never_raise(event: dict[str, Any], monkeypatch: pyte
 
     monkeypatch.setattr(lambda_handler, "model", lambda: _Stub(lite0_spec))
     try:
-        response = lambda_handler._http(event)
+        response = lambda_handler._http(event, None)
     except (AttributeError, TypeError):
         pytest.fail(f"event {event!r} crashed the handler")
     assert 200 <= response["statusCode"] < 500
@@ -172,7 +178,7 @@ def test_base64_bodies_are_checked() -> None:
 
     event = {"httpMethod": "POST", "path": "/predict", "body": base64.b64encode(b"x").decode() + "!",
              "isBase64Encoded": True}
-    assert lambda_handler._http(event)["statusCode"] == 400
+    assert lambda_handler._http(event, None)["statusCode"] == 400
 
 
 @given(body=st.one_of(st.text(max_size=200), json_values.map(json.dumps)))
@@ -185,3 +191,123 @@ def test_pipeline_messages_never_fail_with_anything_but_an_input_error(body: str
         assert e.code == "bad_message"
     else:
         assert message_id and isinstance(image, str)
+
+
+# --- Raw HTTP: request lines and headers as a hostile client writes them, to a real server on loopback. ---
+
+@pytest.fixture(scope="module")
+def raw_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    from serving.server import InferenceServer, Limits
+    from tests.graphs import tiny_classifier
+
+    artifact = tiny_classifier(tmp_path_factory.mktemp("fuzz") / "tiny.onnx")
+    server = InferenceServer(Spec(name="fuzz", artifact=str(artifact), input=InputSpec(size=32, resize=32)),
+                             limits=Limits(deadline_s=0.5)).start()
+    while not server.ready:
+        import time
+
+        time.sleep(0.02)
+    yield server.port
+    server.drain()
+
+
+METHODS = st.sampled_from([b"GET", b"POST", b"PUT", b"HEAD", b"OPTIONS", b"get", b"P\x00ST", b"", b"CONNECT"]) | \
+    st.binary(min_size=1, max_size=8)
+TARGETS = st.sampled_from([b"/predict", b"/health", b"/ready", b"*", b"http://x/predict", b"/predict?x=1#f",
+                           b"/%00", b"/../../etc/passwd", "/prédict".encode(), b"/" + b"a" * 9000]) | \
+    st.binary(max_size=40)
+VERSIONS = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1 extra", b"", b"HTTP/9"])
+HEADER_NAMES = st.sampled_from([b"Content-Length", b"Transfer-Encoding", b"Content-Type", b"Host", b"Expect",
+                                b"Connection", b"content-length", b"X-\x00", b" Content-Length", b""]) | \
+    st.binary(max_size=12)
+HEADER_VALUES = st.sampled_from([b"0", b"5", b"-1", b"99999999999999999999", "²".encode(), b"0x10", b" 5 ",
+                                 b"chunked", b"chunked, identity", b"100-continue", b"image/png",
+                                 b"application/json", b"close", b"a" * 20000]) | st.binary(max_size=24)
+
+
+@given(method=METHODS, target=TARGETS, version=VERSIONS,
+       headers=st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=6), body=st.binary(max_size=64))
+def test_raw_requests_always_get_an_answer_and_never_a_500(raw_server: int, method: bytes, target: bytes,
+                                                           version: bytes, headers: list[tuple[bytes, bytes]],
+                                                           body: bytes) -> None:
+    head = method + b" " + target + b" " + version + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+    with socket.create_connection(("127.0.0.1", raw_server), timeout=5) as sock:
+        sock.sendall(head + b"Connection: close\r\n\r\n" + body)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    # An answer (or, for a head that never completes, a closed connection) within the deadline; never a fault.
+    if answer:
+        assert answer.startswith(b"HTTP/1.1 ") and answer[9:12].isdigit(), answer[:100]
+        assert not answer.startswith(b"HTTP/1.1 5") or answer.startswith(b"HTTP/1.1 503"), answer[:300]
+
+
+# --- JSON that nests deeper or holds longer numbers than any parser should be asked to read. ---
+
+@given(depth=st.integers(1, 6000), digits=st.integers(1, 6000), shape=st.sampled_from(["list", "object", "number"]))
+def test_deep_or_long_json_is_a_4xx(depth: int, digits: int, shape: str) -> None:
+    from serving.pipeline import parse
+
+    number = "1" + "0" * digits
+    text = {"list": "[" * depth + "]" * depth, "object": '{"a":' * depth + "1" + "}" * depth,
+            "number": '{"url": ' + number + ', "id": ' + number + "}"}[shape]
+    for run in (lambda: image_bytes(text.encode(), "application/json", FetchPolicy(), Deadline.after(1)),
+                lambda: parse(text)):
+        try:
+            run()
+        except InputError as e:
+            assert 400 <= e.status < 500
+
+
+# --- Image bombs, per format: headers announcing any size, depth or colour type, scans repeated. ---
+
+def _png_header(width: int, height: int, depth: int, colour: int) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    chunk = bombs._chunk
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def _sized_jpeg(width: int, height: int, progressive: bool) -> bytes:
+    """A small JPEG whose frame header is rewritten to announce ``width`` x ``height``."""
+    data = bytearray(bombs.jpeg(16, 16, progressive=progressive))
+    sof = data.find(b"\xff\xc2" if progressive else b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def _sized_webp(width: int, height: int) -> bytes:
+    """A small lossless WebP whose VP8L header is rewritten to announce ``width`` x ``height``."""
+    data = bytearray(bombs.webp(16, 16))
+    bits = (width - 1) | ((height - 1) << 14) | (int.from_bytes(data[21:25], "little") & ~((1 << 28) - 1))
+    data[21:25] = bits.to_bytes(4, "little")
+    return bytes(data)
+
+
+IMAGE_BOMBS = st.one_of(
+    st.builds(_png_header, st.integers(1, 70000), st.integers(1, 70000), st.sampled_from([1, 2, 4, 8, 16]),
+              st.sampled_from([0, 2, 3, 4, 6])),
+    st.builds(_sized_jpeg, st.integers(1, 65535), st.integers(1, 65535), st.booleans()),
+    st.builds(_sized_webp, st.integers(1, 16384), st.integers(1, 16384)),
+    st.builds(bombs.many_scans, st.integers(8, 64), st.integers(8, 64), st.integers(0, 3 * MAX_SCANS)),
+)
+
+
+@given(IMAGE_BOMBS)
+def test_image_bombs_are_refused_or_priced_before_decoding(data: bytes) -> None:
+    try:
+        opened = PREPROCESS.open(data)
+    except InputError as e:
+        assert e.status in (400, 413, 415)
+        return
+    width, height = opened.image.size
+    assert width * height <= MAX_PIXELS and data.count(b"\xff\xda") <= MAX_SCANS
+    assert opened.decode_bytes >= width * height  # at least a byte a pixel, at the draft scale
+    if opened.decode_bytes < 64 * 2**20:  # cheap enough to decode here: it must decode or be refused cleanly
+        try:
+            PREPROCESS.decode(opened)
+        except InputError as e:
+            assert e.status == 400

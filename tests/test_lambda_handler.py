@@ -14,7 +14,10 @@ import pytest
 
 from serving import lambda_handler
 from serving.spec import Spec
+from tests import bombs
 from tests.conftest import CAT_CLASSES, ROOT
+
+INPUTS = "crossover-test-inputs"  # the bucket the test spec declares as its inputs.s3
 
 
 @dataclass
@@ -26,17 +29,22 @@ class Context:
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:crossover-test"
     aws_request_id: str = "req-1"
 
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
 
 @pytest.fixture
 def handler(monkeypatch: pytest.MonkeyPatch, lite0_spec: Spec) -> Iterator[Any]:
     spec = {"name": lite0_spec.name, "artifact": lite0_spec.artifact,
             "input": {"size": 224, "resize": 256, "mean": list(lite0_spec.input.mean),
-                      "std": list(lite0_spec.input.std)}}
+                      "std": list(lite0_spec.input.std)}, "inputs": {"s3": [f"{INPUTS}/"]}}
     monkeypatch.setenv("CROSSOVER_SPEC", json.dumps(spec))
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "crossover")
     lambda_handler.model.cache_clear()
+    lambda_handler.policy.cache_clear()
     yield lambda_handler.handler
     lambda_handler.model.cache_clear()
+    lambda_handler.policy.cache_clear()
 
 
 def alb_event(body: bytes, content_type: str = "image/png", path: str = "/predict") -> dict[str, Any]:
@@ -96,15 +104,15 @@ def test_sqs_batch_writes_results_and_reports_each_failure(handler: Any, aws: st
     s3 = boto3.client("s3")
     bucket = f"results-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket=bucket, Key="in/cat.png", Body=photos["chelsea"])
-    s3.put_object(Bucket=bucket, Key="in/text.png", Body=b"not an image")
+    images = _inputs(s3, photos)
     monkeypatch.setenv("RESULTS_BUCKET", bucket)
     lambda_handler._s3.cache_clear()
-    records = [sqs_record(json.dumps({"id": "cat-1", "image": f"s3://{bucket}/in/cat.png"})),
+    records = [sqs_record(json.dumps({"id": "cat-1", "image": f"s3://{images}/in/cat.png"})),
                sqs_record("{not json"),
-               sqs_record(json.dumps({"id": "bad-image", "image": f"s3://{bucket}/in/text.png"})),
-               sqs_record(json.dumps({"id": "../escape", "image": f"s3://{bucket}/in/cat.png"})),
-               sqs_record(json.dumps({"id": "meta", "image": "http://169.254.169.254/latest/"}))]
+               sqs_record(json.dumps({"id": "bad-image", "image": f"s3://{images}/in/text.png"})),
+               sqs_record(json.dumps({"id": "../escape", "image": f"s3://{images}/in/cat.png"})),
+               sqs_record(json.dumps({"id": "meta", "image": "http://169.254.169.254/latest/"})),
+               sqs_record(json.dumps({"id": "elsewhere", "image": f"s3://{bucket}/in/cat.png"}))]
     # WHEN the handler runs the batch
     response = handler({"Records": records}, Context())
     # THEN only the good message has a result, and every other one is reported by its own id
@@ -120,3 +128,63 @@ def test_handler_module_never_imports_the_kit() -> None:
     for path in (ROOT / "serving").rglob("*.py"):
         text = path.read_text()
         assert "import aws_cdk" not in text and "from crossover" not in text and "import crossover" not in text, path
+
+
+def _inputs(s3: Any, photos: dict[str, bytes]) -> str:
+    """The declared input bucket, with a cat and a text file that is not an image."""
+    s3.create_bucket(Bucket=INPUTS)
+    s3.put_object(Bucket=INPUTS, Key="in/cat.png", Body=photos["chelsea"])
+    s3.put_object(Bucket=INPUTS, Key="in/text.png", Body=b"not an image")
+    return INPUTS
+
+
+def test_a_poison_message_on_its_last_delivery_leaves_its_record(handler: Any, aws: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN messages that once escaped the failure recording (RecursionError, ValueError in json.loads)
+    s3 = boto3.client("s3")
+    bucket = f"results-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("RESULTS_BUCKET", bucket)
+    lambda_handler._s3.cache_clear()
+    records = [sqs_record("[" * 100_000 + "]" * 100_000), sqs_record('{"id": "n", "n": ' + "9" * 5000 + "}")]
+    # WHEN they fail on their last delivery (MAX_RECEIVE_COUNT defaults to 1)
+    response = handler({"Records": records}, Context())
+    # THEN both are reported and both have their errors/ record, under their message ids
+    assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {r["messageId"] for r in records}
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="errors/").get("Contents", [])}
+    assert keys == {f"errors/{r['messageId']}.json" for r in records}
+
+
+@pytest.mark.parametrize(("event", "status", "code"), [
+    ([1, 2, 3], 400, "bad_event"),
+    ("a string", 400, "bad_event"),
+    ({}, 404, "not_found"),
+    ({**alb_event(b""), "isBase64Encoded": False, "body": "\ud800"}, 415, "unsupported_format"),
+    (alb_event(b"[" * 8000 + b"]" * 8000, "application/json"), 400, "bad_json"),
+    (alb_event(b'{"url": "' + b"9" * 5000 + b'"}', "application/json"), 403, "forbidden_url"),
+    (alb_event(b'{"url": 1' + b"0" * 5000 + b"}", "application/json"), 400, "bad_json"),
+    (alb_event(b'{"s3": "s3://another-bucket/cat.png"}', "application/json"), 403, "forbidden_url"),
+])
+def test_every_event_gets_an_answer(handler: Any, event: Any, status: int, code: str) -> None:
+    response = handler(event, Context())
+    assert (response["statusCode"], json.loads(response["body"])["error"]) == (status, code)
+
+
+def test_a_fault_is_a_json_500_without_internals(handler: Any, monkeypatch: pytest.MonkeyPatch,
+                                                 photos: dict[str, bytes]) -> None:
+    def broken(_tensors: object) -> None:
+        raise RuntimeError("internal detail /opt/secret")
+
+    monkeypatch.setattr(lambda_handler.model(), "predict_batch", broken)
+    response = handler(alb_event(photos["chelsea"]), Context())
+    assert response["statusCode"] == 500 and json.loads(response["body"])["error"] == "internal"
+    assert "secret" not in response["body"]
+
+
+def test_an_image_too_large_for_the_functions_memory_is_refused(handler: Any, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    # GIVEN a function of 512 MB and a 1.6 KB lossless WebP of 8000 x 5000 (~600 MB to decode)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+    lambda_handler.model.cache_clear()
+    response = handler(alb_event(bombs.webp(8000, 5000), "image/webp"), Context())
+    assert (response["statusCode"], json.loads(response["body"])["error"]) == (413, "too_large_to_decode")
