@@ -208,10 +208,21 @@ def _find(stack: Stack, path: str) -> IConstruct | None:
     return node
 
 
+INPUTS = ("The config's inputs.s3 declares this bucket or prefix as where requests and messages keep their "
+          "images: their object keys are not known in advance, and the serving code refuses every object "
+          "outside the declared locations before calling S3.")
+
+
+def _input_acks(stack: Stack) -> list[Ack]:
+    """One acknowledgement per declared S3 input: the wildcard under it is the grant's purpose."""
+    return [Ack("Backend/Role/DefaultPolicy/Resource", f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
+                f"{prefix}*]", INPUTS) for prefix in getattr(stack, "input_prefixes", [])]
+
+
 def apply(app: App) -> None:
     Validations.of(app).add_plugins(*(pack() for pack in PACKS))
     for stack in (c for c in app.node.children if isinstance(c, Stack)):
-        for ack in ACKNOWLEDGEMENTS:
+        for ack in (*ACKNOWLEDGEMENTS, *_input_acks(stack)):
             target = _find(stack, ack.path)
             if target is None or not ack.when(stack):
                 continue

@@ -25,7 +25,27 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 STACK_PREFIX = "ModelStack-"
 # CloudFormation stack names: a letter, then letters, digits and hyphens, at most 128 characters.
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
-_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>\S+)$")
+_BUCKET_CHARS = re.compile(r"^[a-z0-9.-]+$")
+_IP_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+def bucket_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an S3 bucket name (S3's naming rules), or None."""
+    if not 3 <= len(name) <= 63:
+        return f"a bucket name has 3 to 63 characters; {name!r} has {len(name)}"
+    if not _BUCKET_CHARS.match(name):
+        return f"a bucket name has only lowercase letters, digits, dots and hyphens; got {name!r}"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return f"a bucket name starts and ends with a letter or digit; got {name!r}"
+    if ".." in name:
+        return f"a bucket name has no two dots in a row; got {name!r}"
+    if _IP_LIKE.match(name):
+        return f"a bucket name is not an IP address; got {name!r}"
+    if name.startswith(_BUCKET_PREFIXES) or name.endswith(_BUCKET_SUFFIXES):
+        return f"{name!r} uses a prefix or suffix S3 reserves ({', '.join(_BUCKET_PREFIXES + _BUCKET_SUFFIXES)})"
+    return None
 _CERT_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
 
 
@@ -77,6 +97,30 @@ class ModelSpec(_Strict):
     input: InputSpec = Field(default_factory=InputSpec)
     labels: str = "imagenet"
     top_k: Annotated[int, Field(gt=0, le=20)] = 5
+
+
+class Inputs(_Strict):
+    """What a request or message may name instead of sending the image itself: objects under the ``s3``
+    entries (a bucket, or bucket/prefix/) and, with ``https``, HTTPS URLs on the public internet.
+    Nothing else is fetched, and the model's role may read exactly these S3 locations."""
+
+    s3: list[str] = Field(default_factory=list)
+    https: bool = False
+
+    @field_validator("s3")
+    @classmethod
+    def _locations(cls, entries: list[str]) -> list[str]:
+        """Each entry as ``bucket/`` or ``bucket/prefix/``: the form IAM grants and the fetcher match."""
+        normalised = []
+        for entry in entries:
+            bucket, _, prefix = entry.removeprefix("s3://").partition("/")
+            if (why := bucket_problem(bucket)) is not None:
+                raise ValueError(f"expected a bucket or bucket/prefix/; {why}")
+            if any(c in prefix for c in "*?"):
+                raise ValueError(f"expected a plain prefix (no wildcards: everything under it is readable); "
+                                 f"got {entry!r}")
+            normalised.append(f"{bucket}/{prefix}" if not prefix or prefix.endswith("/") else f"{bucket}/{prefix}/")
+        return normalised
 
 
 class Traffic(_Strict):
@@ -239,6 +283,7 @@ class ModelConfig(_Strict):
     backend: Backend
     service: Service = "realtime"
     model: ModelSpec
+    inputs: Inputs = Field(default_factory=Inputs)
     traffic: Traffic = Field(default_factory=Traffic)
     scaling: Scaling = Field(default_factory=Scaling)
     endpoint: Endpoint = Field(default_factory=Endpoint)
@@ -290,6 +335,9 @@ class ModelConfig(_Strict):
         if self.service == "pipeline" and self.endpoint.certificate_arn is not None:
             raise ValueError("endpoint.certificate_arn: a pipeline has no HTTP endpoint to make public; "
                              "remove it or use service: realtime")
+        if self.service == "pipeline" and not (self.inputs.s3 or self.inputs.https):
+            raise ValueError("inputs: a pipeline's messages name their images; declare where they may be: "
+                             "inputs.s3 (buckets or bucket/prefix/) or inputs.https: true")
         return self
 
     @model_validator(mode="after")
@@ -323,7 +371,7 @@ class ModelConfig(_Strict):
         model = self.model.model_dump(include={"sha256", "input", "labels", "top_k"})
         return {"name": self.name, **model, "artifact": artifact,
                 "format": "neuron" if self.runs_neuron else self.model.format,
-                "max_batch": getattr(section, "max_batch", 1)}
+                "max_batch": getattr(section, "max_batch", 1), "inputs": self.inputs.model_dump()}
 
 
 @dataclass(frozen=True)
@@ -449,9 +497,10 @@ def describe(error: Any, root: type[BaseModel] | None = None) -> str:
 
 def _check_artifact(artifact: str, path: Path) -> str | None:
     if is_s3_uri(artifact):
-        return None if _S3_URI.match(artifact) else (
-            f"expected an s3://bucket/key URI or an existing local file; got {artifact!r} (not a valid S3 URI)"
-        )
+        bucket, _, key = artifact.removeprefix("s3://").partition("/")
+        why = bucket_problem(bucket) or (None if key and not key.endswith("/") else "it names no object key")
+        return None if why is None else (
+            f"expected an s3://bucket/key URI or an existing local file; got {artifact!r} ({why})")
     local = resolve_local(path, artifact)
     if local.is_file():
         return None

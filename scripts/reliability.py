@@ -53,6 +53,7 @@ def variants(folder: Path) -> list[Path]:
                       "name": f"{base['name']}-{backend}-{service}" + ("-public" if certificate else "")}
             if service == "pipeline":
                 config["scaling"] = {**base.get("scaling", {}), "min": 0}
+                config["inputs"] = {"s3": ["my-images"]}
             if certificate:
                 config["endpoint"] = {"certificate_arn": certificate}
             path = folder / f"{config['name']}.yaml"

@@ -72,7 +72,7 @@ def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             variant(folder / example.name, folder, f"{name}-{backend}", backend=backend)
     for backend in BACKENDS:
         variant(ROOT / "models" / "resnet152.yaml", folder, f"resnet152-pipe-{backend}", backend=backend,
-                service="pipeline", scaling="{min: 0, max: 6}",
+                service="pipeline", scaling="{min: 0, max: 6}", inputs="{s3: [my-images]}",
                 rollout="{lambda_traffic: linear-10-percent-every-1-minute, monitor_minutes: 5}")
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-public", endpoint=PUBLIC)
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-gpu-public", endpoint=PUBLIC, backend="gpu")

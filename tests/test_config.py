@@ -87,6 +87,17 @@ def test_defaults_fill_every_backend_section(tmp_path: Path) -> None:
     (GOOD + "service: pipeline\nendpoint: {certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/abc-1'}\n",
      "case.yaml: endpoint.certificate_arn: a pipeline has no HTTP endpoint to make public"),
     (GOOD + "scaling: {min: 0}\n", "case.yaml: scaling.min: expected >= 1 for a realtime service"),
+    (GOOD + "service: pipeline\n", "case.yaml: inputs: a pipeline's messages name their images; declare where"),
+    (GOOD + "inputs: {s3: [My_Images]}\n", "case.yaml: inputs.s3: expected a bucket or bucket/prefix/; a bucket "
+     "name has only lowercase letters, digits, dots and hyphens; got 'My_Images'"),
+    (GOOD + "inputs: {s3: [ab]}\n", "inputs.s3: expected a bucket or bucket/prefix/; a bucket name has 3 to 63 "
+     "characters; 'ab' has 2"),
+    (GOOD + "inputs: {s3: ['images/team-*/']}\n", "inputs.s3: expected a plain prefix (no wildcards"),
+    (GOOD + "inputs: {https: 'yes'}\n", "inputs.https: expected true or false; got string 'yes'"),
+    (GOOD.replace("s3://my-models/good/model.onnx", "s3://b/k.onnx"),
+     "model.artifact: expected an s3://bucket/key URI or an existing local file; got 's3://b/k.onnx' (a bucket name "
+     "has 3 to 63 characters; 'b' has 1)"),
+    (GOOD.replace("s3://my-models/good/model.onnx", "s3://192.168.1.1/k.onnx"), "a bucket name is not an IP address"),
 ])
 def test_fails_when_config_is_bad(tmp_path: Path, text: str, expected: str) -> None:
     found = problems(tmp_path, text)
@@ -151,3 +162,11 @@ def test_app_refuses_to_synthesize_an_invalid_config(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "backend: expected one of lambda" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_declared_inputs_take_the_form_iam_and_the_fetcher_share(tmp_path: Path) -> None:
+    text = GOOD + ("service: pipeline\n"
+                   "inputs: {s3: [my-images, 's3://shared-data/team-a', shared-data/b/], https: true}\n")
+    config = load(write_config(tmp_path, "m", text)).config
+    assert config.inputs.s3 == ["my-images/", "shared-data/team-a/", "shared-data/b/"]
+    assert config.serving_spec("s3://x/y")["inputs"] == {"s3": config.inputs.s3, "https": True}

@@ -189,8 +189,8 @@ def test_bundled_catalog_names_a_source_and_date_for_every_price() -> None:
 def test_pipeline_costs_have_a_queue_not_a_load_balancer_and_no_latency_target(tmp_path: Path) -> None:
     # 1M images through SQS: 1 send + (1 receive + 1 delete) per batch of 10 = 1.2M requests x $0.40/M;
     # Lambda is invoked once per batch of 10: 100k requests x $0.20/M.
-    c = config(tmp_path, "backend: lambda\nservice: pipeline\ntraffic: {p99_ms: 10}\nlambda: {memory_mib: 1024, "
-                         "latency_ms: 500}\npipeline: {batch_size: 10}\n")
+    c = config(tmp_path, "backend: lambda\nservice: pipeline\ninputs: {s3: [my-images]}\ntraffic: {p99_ms: 10}\n"
+                         "lambda: {memory_mib: 1024, latency_ms: 500}\npipeline: {batch_size: 10}\n")
     e = model.estimate(c, "lambda", CATALOG, None, 1e6)
     assert e.parts["queue"] == pytest.approx(1.2 * 0.40)
     assert e.parts["lambda"] == pytest.approx(1e6 * 0.5 * 1 * 0.0000166667 + 0.1 * 0.20)

@@ -170,3 +170,15 @@ def test_a_metrics_outage_is_reported_not_raised(capsys: pytest.CaptureFixture[s
     recorder.add("LatencyMs", MetricUnit.Milliseconds, 12.5)
     recorder.close()
     assert "could not publish 1 metric(s), dropped: endpoint unreachable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_rollback_error_rate_counts_server_faults_not_the_5xx_a_client_can_cause(synth: Synth,
+                                                                                     backend: str) -> None:
+    # The 502/503/504 serving/ sends on purpose (an origin the request named failed, overload, a missed
+    # deadline) are target 5xx: counting them would let any client roll a deployment back.
+    error_rate = alarms(synth.raw[stack_of("resnet152", backend)])["ErrorRate"]
+    counted = {m["MetricStat"]["Metric"]["MetricName"] for m in error_rate["Metrics"] if "MetricStat" in m}
+    assert counted == {"ServerFaults", "HTTPCode_ELB_5XX_Count", "RequestCount"}
+    (expression,) = [m["Expression"] for m in error_rate["Metrics"] if "Expression" in m]
+    assert "FILL(faults, 0)" in expression and "FILL(elb5xx, 0)" in expression  # a missing series is zero

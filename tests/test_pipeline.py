@@ -161,3 +161,23 @@ def test_enqueue_refuses_unsafe_uris_and_undeployed_stacks(aws: str, capsys: pyt
     assert main(["enqueue", config, "file:///etc/passwd"]) == 1
     assert "ModelStack-resnet152 is not deployed here" in capsys.readouterr().err
     assert main(["results", config]) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_role_reads_exactly_the_declared_inputs(synth: Synth, backend: str) -> None:
+    def object_reads(template: dict[str, Any]) -> list[str]:
+        """Every object ARN the stack's roles may GetObject (CDK merges statements of one action)."""
+        found = []
+        for policy in resources(template, "AWS::IAM::Policy").values():
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                if statement["Action"] == "s3:GetObject":
+                    arns = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                    found += [json.dumps(arn) for arn in arns]
+        return found
+
+    mine = json.dumps({"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::my-images/*"]]})
+    # GIVEN a pipeline whose config declares inputs.s3: [my-images] THEN its role may read that bucket's objects
+    pipeline = object_reads(synth.raw[stack_of("resnet152", backend, "pipeline")])
+    assert mine in pipeline and not [arn for arn in pipeline if arn.endswith('*"]]}') and arn != mine]
+    # AND a realtime model that declares nothing may read no input bucket at all
+    assert not [arn for arn in object_reads(synth.raw[stack_of("resnet152", backend)]) if "my-images" in arn]

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +34,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "broken.yaml").write_text(broken + PUBLIC)
     pipeline = (ROOT / "models" / "mobilenet_v2.yaml").read_text().replace("service: realtime", "service: pipeline")
     (folder / "pipe.yaml").write_text(pipeline.replace("name: mobilenet-v2 ", "name: pipe ")
-                                      .replace("scaling: {min: 1, max: 4}", "scaling: {min: 0, max: 4}"))
+                                      .replace("scaling: {min: 1, max: 4}", "scaling: {min: 0, max: 4}")
+                                      + "inputs: {s3: [my-images]}\n")
     return folder
 
 
@@ -126,10 +126,9 @@ def _load_balancer(emu: Emulator) -> str:
 def test_smoke_finds_the_endpoint_in_the_stack_outputs_and_checks_the_answer(emu: Emulator,
                                                                              lite0_spec: Spec) -> None:
     # GIVEN a stack whose Endpoint output points at a real server on loopback
-    server = InferenceServer(("127.0.0.1", 0), lite0_spec)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = InferenceServer(lite0_spec).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+        url = f"http://127.0.0.1:{server.port}"
         template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
                     "Outputs": {"Endpoint": {"Value": url}}}
         emu.client("cloudformation").create_stack(StackName="ModelStack-smoke", TemplateBody=json.dumps(template))
@@ -141,7 +140,7 @@ def test_smoke_finds_the_endpoint_in_the_stack_outputs_and_checks_the_answer(emu
         with pytest.raises(SmokeError, match="unexpected answer"):
             smoke(url, "another-model", photo())
     finally:
-        server.drain(5)
+        server.drain()
     with pytest.raises(SmokeError, match="ModelStack-missing is not deployed here"):
         endpoint(emu.client("cloudformation"), "ModelStack-missing")
 

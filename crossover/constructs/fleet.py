@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import jsii
@@ -30,6 +31,7 @@ from constructs import Construct
 from crossover import ROOT
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.front_door import RealtimeFrontDoor
+from crossover.constructs.inputs import grant_read_inputs
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 
 BOOTSTRAP = ROOT / "ami" / "bootstrap.sh"
@@ -62,6 +64,7 @@ class InstanceFleet(Construct):
     """Instances of ``instance_type`` serving the model on port 8080, ``min_capacity``..``max_capacity``.
 
     ``requests_per_minute`` is the target-tracking target per instance (crossover.capacity);
+    ``input_prefixes`` (``bucket/`` or ``bucket/prefix/``) are the S3 inputs requests may name;
     ``health_grace_s`` bounds both the load balancer's grace and how long a new instance may take to
     signal ready. There is deliberately no desired capacity: a deploy never resets the fleet's size.
     """
@@ -69,7 +72,7 @@ class InstanceFleet(Construct):
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec: dict[str, object],
                  instance_type: str, image: FleetImage, min_capacity: int, max_capacity: int,
                  requests_per_minute: int, images_per_second: float, load_balanced: bool = True,
-                 root_volume_gib: int = 30, health_grace_s: int = 900) -> None:
+                 root_volume_gib: int = 30, health_grace_s: int = 900, input_prefixes: Sequence[str] = ()) -> None:
         super().__init__(scope, id)
         self.vpc, self.requests_per_minute, self.images_per_second = vpc, requests_per_minute, images_per_second
         self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc,
@@ -81,6 +84,7 @@ class InstanceFleet(Construct):
         self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
             f"arn:{Aws.PARTITION}:s3:::{bundle.s3_bucket_name}/{bundle.s3_object_key}"]))
         artifact.grant_read(self.role)
+        grant_read_inputs(self.role, input_prefixes)
         log_group.grant_write(self.role)
         # PutMetricData takes no resource; the condition keeps it to crossover's own namespace.
         self.role.add_to_policy(iam.PolicyStatement(actions=["cloudwatch:PutMetricData"], resources=["*"],

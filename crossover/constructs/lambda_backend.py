@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from constructs import Construct
 from crossover import bundle
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.front_door import RealtimeFrontDoor
+from crossover.constructs.inputs import grant_read_inputs
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 
 HANDLER = "serving.lambda_handler.handler"
@@ -44,7 +46,8 @@ class LambdaBackend(Construct):
 
     The function loads the model from S3 at init (a ResNet-sized file does not fit beside ONNX Runtime
     in a 250 MB zip), runs on the newest Python runtime with X-Ray tracing, logs as JSON to a log group
-    kept for ``log_retention``, and has a role that can read exactly the model object and nothing else.
+    kept for ``log_retention``, and has a role that can read exactly the model object and the S3 inputs
+    requests may name (``input_prefixes``: ``bucket/`` or ``bucket/prefix/``), nothing else.
     ``reserved_concurrency`` caps (and guarantees) its share of the region's concurrency; None leaves
     it unreserved.
 
@@ -55,7 +58,7 @@ class LambdaBackend(Construct):
 
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec_json: str,
                  memory_mib: int = 3008, timeout_s: int = 30, reserved_concurrency: int | None = 100,
-                 architecture: str = "x86_64",
+                 architecture: str = "x86_64", input_prefixes: Sequence[str] = (),
                  log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH) -> None:
         super().__init__(scope, id)
         log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
@@ -67,6 +70,7 @@ class LambdaBackend(Construct):
             "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]))
         log_group.grant_write(role)
         artifact.grant_read(role)
+        grant_read_inputs(role, input_prefixes)
         self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc,
                                                 description="Model function: outbound to S3 and HTTPS origins")
         self.function = lambda_.Function(

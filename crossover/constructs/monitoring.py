@@ -6,7 +6,7 @@ to use an existing one). What is watched (R: the alarm also rolls a deployment b
 | signal | realtime | pipeline |
 |---|---|---|
 | p99 latency above ``traffic.p99_ms`` (R) | load balancer target response time | — |
-| 5xx rate above 1% (R) | load balancer and targets | — |
+| server faults (serving 500s, load balancer 5xx) above 1% (R) | load balancer and serving/ | — |
 | unhealthy hosts (R) | instance backends | — |
 | Lambda errors (R) and throttles, through the ``live`` alias | lambda | lambda |
 | more than 10% of messages failing (R) | — | both |
@@ -76,12 +76,18 @@ class ModelMonitoring(Construct):
         metrics = front_door.load_balancer.metrics
         self._alarm("LatencyP99", metrics.target_response_time(statistic="p99", period=MINUTE), p99_ms / 1000,
                     f"p99 latency above the {p99_ms} ms target (seconds)", rollback=True)
+        # Server faults only: the serving code's own 500s and what the load balancer answers for a target
+        # that failed (502: it crashed or reset, 503: none healthy, 504: it hung). The 502/503/504 the
+        # serving code sends on purpose (an origin the request named failed, overload, a missed deadline)
+        # are the traffic's doing, and a client must not be able to roll a deployment back by sending them.
         errors = cloudwatch.MathExpression(
-            expression="100 * (target5xx + elb5xx) / MAX([requests, 1])", period=MINUTE, label="5xx %",
-            using_metrics={"target5xx": metrics.http_code_target(elbv2.HttpCodeTarget.TARGET_5XX_COUNT, period=MINUTE),
+            expression="100 * (FILL(faults, 0) + FILL(elb5xx, 0)) / MAX([requests, 1])", period=MINUTE,
+            label="faults %",
+            using_metrics={"faults": self._serving_metric("ServerFaults"),
                            "elb5xx": metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=MINUTE),
                            "requests": metrics.request_count(period=MINUTE)})
-        self._alarm("ErrorRate", errors, 1, "5xx responses above 1% of requests", rollback=True)
+        self._alarm("ErrorRate", errors, 1, "server faults (500s and load balancer 5xx) above 1% of requests",
+                    rollback=True)
 
     def watch_targets(self, group: elbv2.ApplicationTargetGroup) -> None:
         self._alarm("UnhealthyHosts", group.metrics.unhealthy_host_count(period=MINUTE, statistic="Maximum"), 0,

@@ -44,7 +44,8 @@ def _lambda(scope: Construct, config: ModelConfig, ctx: BackendContext) -> Backe
     return LambdaBackend(scope, "Backend", vpc=ctx.vpc, artifact=ctx.artifact,
                          spec_json=json.dumps(ctx.spec, separators=(",", ":")),
                          memory_mib=spec.memory_mib, timeout_s=spec.timeout_s,
-                         reserved_concurrency=spec.reserved_concurrency, architecture=spec.architecture)
+                         reserved_concurrency=spec.reserved_concurrency, architecture=spec.architecture,
+                         input_prefixes=config.inputs.s3)
 
 
 # Throughput of one instance when the config, a bench profile and model.gmacs all say nothing
@@ -79,6 +80,7 @@ def _fleet_kwargs(config: ModelConfig, ctx: BackendContext) -> dict[str, Any]:
             "ami_id": fleet.ami_id, "min_capacity": config.scaling.min, "max_capacity": config.scaling.max,
             "root_volume_gib": fleet.root_volume_gib, "health_grace_s": fleet.health_grace_s,
             "images_per_second": images_per_second, "load_balanced": config.service == "realtime",
+            "input_prefixes": config.inputs.s3,
             "requests_per_minute": requests_per_minute(config, images_per_second,
                                                        profile.LoadFigure.read(config.name))}
 
@@ -117,6 +119,7 @@ class ModelStack(Stack):
                          f"({loaded.config.backend}, {loaded.config.service})", **kwargs)
         config = loaded.config
         self.backend_name = config.backend
+        self.input_prefixes = config.inputs.s3  # compliance acknowledges the wildcard under each
         vpc = network.vpc
         # Only the file the backend runs is published and granted: the Neuron build on inferentia.
         neuron = config.inferentia.neuron_artifact if config.runs_neuron else None
