@@ -36,7 +36,7 @@ build/models/efficientnet_lite0.onnx: crossover/examples/efficientnet_lite0.py |
 artifacts: build/models/efficientnet_lite0.onnx
 
 # Lambda dependencies for the Lambda platform, cached by requirements hash (first run downloads).
-.cache/lambda-deps/.warm: serving/requirements.txt | $(VENV)/.installed
+.cache/lambda-deps/.warm: serving/requirements.txt requirements-lambda-runtime.txt | $(VENV)/.installed
 	$(PY) -m crossover.bundle x86_64
 	@touch $@
 

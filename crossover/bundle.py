@@ -2,7 +2,8 @@
 
 pip downloads manylinux wheels for the function's Python and architecture into a cache keyed by the
 requirements file, so only the first build touches the network; each bundle after that is hard links.
-Run ``python -m crossover.bundle [x86_64|arm64 ...]`` to warm the cache ahead of a synth (``make`` does).
+Run ``python -m crossover.bundle [x86_64|arm64 ...]`` to warm the cache ahead of a synth (``make`` does);
+it also installs what Lambda's runtime itself provides, with which the tests run the real bundle.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from crossover import ROOT
 
 SERVING = ROOT / "serving"
 REQUIREMENTS = SERVING / "requirements.txt"
+RUNTIME_REQUIREMENTS = ROOT / "requirements-lambda-runtime.txt"
 CACHE = ROOT / ".cache" / "lambda-deps"
-PYTHON_VERSION = "3.14"  # the Lambda runtime the function uses (newest Python runtime)
+PYTHON_VERSION = "3.13"  # the Lambda runtime: the newest that these machines can run (tests/test_lambda_bundle.py)
 PLATFORMS = {
     "x86_64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
     "arm64": ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"],
@@ -32,10 +34,10 @@ class BundleError(Exception):
     pass
 
 
-def dependencies(architecture: str) -> Path:
-    """The folder of installed dependencies for ``architecture``, built once per requirements file."""
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + LAYOUT).hexdigest()[:16]
-    target = CACHE / f"{architecture}-py{PYTHON_VERSION}-{digest}"
+def _installed(requirements: Path, architecture: str, name: str) -> Path:
+    """``requirements`` installed for the Lambda platform into a cache folder keyed by their hash."""
+    digest = hashlib.sha256(requirements.read_bytes() + LAYOUT).hexdigest()[:16]
+    target = CACHE / f"{name}{architecture}-py{PYTHON_VERSION}-{digest}"
     if target.is_dir():
         return target
     staging = target.with_name(target.name + ".partial")
@@ -43,11 +45,11 @@ def dependencies(architecture: str) -> Path:
     platforms = [arg for p in PLATFORMS[architecture] for arg in ("--platform", p)]
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
                "--target", str(staging), "--implementation", "cp", "--python-version", PYTHON_VERSION,
-               "--only-binary=:all:", *platforms, "-r", str(REQUIREMENTS)]
-    print(f"crossover: building Lambda dependencies for {architecture} (first time only) ...", file=sys.stderr)
+               "--only-binary=:all:", *platforms, "-r", str(requirements)]
+    print(f"crossover: installing {requirements.name} for Lambda {architecture} (first time only) ...", file=sys.stderr)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise BundleError(f"pip could not fetch the Lambda dependencies:\n{result.stderr.strip()}")
+        raise BundleError(f"pip could not fetch {requirements.name} for Lambda:\n{result.stderr.strip()}")
     # Console scripts (bin/) start with this machine's interpreter path and RECORD holds their
     # checksums: neither is used in Lambda, and both would make the code asset (and so the function's
     # version, hence a CodeDeploy traffic shift) differ between two checkouts of the same commit.
@@ -57,6 +59,17 @@ def dependencies(architecture: str) -> Path:
     # Files from a partial download must never be mistaken for a finished cache.
     staging.rename(target)
     return target
+
+
+def dependencies(architecture: str) -> Path:
+    """The folder of installed dependencies for ``architecture``, built once per requirements file."""
+    return _installed(REQUIREMENTS, architecture, "")
+
+
+def runtime(architecture: str = "x86_64") -> Path:
+    """What Lambda's runtime provides beside the function (its interface client, boto3), for running the
+    real bundle here as Lambda would (tests/test_lambda_bundle.py)."""
+    return _installed(RUNTIME_REQUIREMENTS, architecture, "runtime-")
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -75,3 +88,4 @@ def build(output_dir: Path, architecture: str) -> None:
 if __name__ == "__main__":
     for arch in sys.argv[1:] or ["x86_64"]:
         print(dependencies(arch))
+    print(runtime())

@@ -66,6 +66,9 @@ INTERNAL_HTTP = ("The endpoint is internal, reachable only from endpoint.allowed
 SYNC_LAMBDA = ("Nothing invokes the function asynchronously: the load balancer calls it synchronously and "
                "returns its errors to the caller, and an SQS event source retries and dead-letters through "
                "the queue's redrive policy; a function's dead-letter queue only receives asynchronous events.")
+RUNTIME_CHOICE = ("python3.13, not the newest runtime: it is the newest whose exact bundle these build machines "
+                  "can execute before it ships (tests/test_lambda_bundle.py runs it under the runtime interface "
+                  "client); AWS supports it for years yet, and it supports SnapStart.")
 RESULTS_BUCKET = ("This bucket holds the pipeline's results, written only by its own consumer role; access "
                   "logs would record that role's writes, which CloudTrail already shows.")
 RESULT_KEYS = ("Result keys are named by message id, unknown in advance: the consumer may put objects "
@@ -127,6 +130,8 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
         "Only the EC2 network-interface actions a VPC function needs and X-Ray's PutTraceSegments/"
         "PutTelemetryRecords, none of which support resource-level permissions.", when=_on("lambda")),
     Ack("Backend/Function/Resource", "Serverless-LambdaDLQ", SYNC_LAMBDA, when=_on("lambda")),
+    Ack("Backend/Function/Resource", "AwsSolutions-L1", RUNTIME_CHOICE, when=_on("lambda")),
+    Ack("Backend/Function/Resource", "Serverless-LambdaLatestVersion", RUNTIME_CHOICE, when=_on("lambda")),
     Ack("Backend/Function/Resource", NIST + "LambdaDLQ", SYNC_LAMBDA, when=_on("lambda")),
     Ack("Backend/Function/Resource", CHECKOV + "CKV_AWS_116", SYNC_LAMBDA, when=_on("lambda")),
     Ack("Backend/Function/Resource", CHECKOV + "CKV_AWS_173",

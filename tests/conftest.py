@@ -49,6 +49,7 @@ def variant(example: Path, folder: Path, name: str, **replace: str) -> Path:
 
 
 BACKENDS = ("lambda", "gpu", "eia", "inferentia", "cpu")
+BUNDLE_INPUTS = "crossover-bundle-inputs"
 PUBLIC = ("{certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/"
           "0b7d8c1e-1111-2222-3333-444455556666'}")
 
@@ -74,6 +75,9 @@ def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         variant(ROOT / "models" / "resnet152.yaml", folder, f"resnet152-pipe-{backend}", backend=backend,
                 service="pipeline", scaling="{min: 0, max: 6}", inputs="{s3: [my-images]}",
                 rollout="{lambda_traffic: linear-10-percent-every-1-minute, monitor_minutes: 5}")
+    # The bundled example as a pipeline with declared inputs: tests/test_lambda_bundle.py runs its function.
+    variant(folder / "efficientnet_lite0.yaml", folder, "efficientnet-lite0-pipe", service="pipeline",
+            inputs=f"{{s3: [{BUNDLE_INPUTS}]}}")
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-public", endpoint=PUBLIC)
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-gpu-public", endpoint=PUBLIC, backend="gpu")
     return folder

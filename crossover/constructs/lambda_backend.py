@@ -25,7 +25,7 @@ from crossover.constructs.inputs import grant_read_inputs
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 
 HANDLER = "serving.lambda_handler.handler"
-RUNTIME = lambda_.Runtime.PYTHON_3_14
+RUNTIME = lambda_.Runtime.PYTHON_3_13
 assert RUNTIME.name == f"python{bundle.PYTHON_VERSION}", "bundle.PYTHON_VERSION must match the runtime"
 
 
