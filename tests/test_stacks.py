@@ -23,7 +23,7 @@ def test_backend_registry_covers_every_backend_the_schema_allows() -> None:
 
 def test_lambda_function_is_configured_from_the_config(synth: Synth) -> None:
     synth.templates["resnet152"].has_resource_properties("AWS::Lambda::Function", {
-        "Runtime": "python3.14", "Handler": "serving.lambda_handler.handler", "MemorySize": 3008,
+        "Runtime": "python3.13", "Handler": "serving.lambda_handler.handler", "MemorySize": 3008,
         "Timeout": 30, "ReservedConcurrentExecutions": 100, "Architectures": ["x86_64"],
         "TracingConfig": {"Mode": "Active"}, "LoggingConfig": Match.object_like({"LogFormat": "JSON"}),
         "VpcConfig": Match.object_like({"SubnetIds": Match.any_value()}),
