@@ -53,7 +53,7 @@ synth: setup
 	cdk synth --quiet
 
 deploy: setup
-	$(PY) -m crossover.deploy $(MODEL)
+	$(PY) -m crossover.deploy $(MODEL) $(if $(WATCH),--watch)
 
 bench: setup
 	$(PY) bench/synth.py

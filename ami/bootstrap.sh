@@ -89,10 +89,26 @@ UNIT
 systemctl daemon-reload
 systemctl enable --now crossover.service
 
+# Ready means able to take requests: the server answers /ready and, behind the load balancer, the load
+# balancer has found this instance healthy. A switch, a canary or a rolling update moves requests onto
+# an instance as soon as it signals, so it must not signal sooner.
+instance_id() {
+  local token
+  token=$(curl -fsS --max-time 2 -X PUT http://169.254.169.254/latest/api/token \
+    -H "X-aws-ec2-metadata-token-ttl-seconds: 60")
+  curl -fsS --max-time 2 -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id
+}
+serving() {
+  curl -fsS --max-time 5 "http://127.0.0.1:$CROSSOVER_PORT/ready" >/dev/null || return 1
+  [[ -z "${CROSSOVER_TARGET_GROUP:-}" ]] && return 0
+  [[ "$(aws elbv2 describe-target-health --target-group-arn "$CROSSOVER_TARGET_GROUP" \
+         --targets "Id=$(instance_id),Port=$CROSSOVER_PORT" \
+         --query 'TargetHealthDescriptions[0].TargetHealth.State' --output text)" == healthy ]]
+}
 deadline=$((SECONDS + CROSSOVER_READY_TIMEOUT_S))
 while ((SECONDS < deadline)); do
   if [[ "$CROSSOVER_MODE" == server ]]; then
-    curl -fsS --max-time 5 "http://127.0.0.1:$CROSSOVER_PORT/ready" >/dev/null && exit 0
+    serving && exit 0
   else
     systemctl is-active --quiet crossover.service && exit 0
   fi

@@ -122,31 +122,48 @@ def _cost(args: argparse.Namespace) -> int:
 
 
 def _switch(args: argparse.Namespace) -> int:
-    from crossover.cost import report
-    from crossover.switch import DEPLOYS, KEPT, switch
+    from crossover.cost import model, report
+    from crossover.switch import Move, abort, cold_start_warning, plan, promote, shares, switch
 
     try:
         item = find(args.name, Path(args.models))
     except ConfigError as error:
         return _problems(error)
+    chosen = [bool(args.backend), args.promote, args.abort]
+    if sum(chosen) != 1:
+        err.print("give a backend to move to (optionally with --canary PERCENT), or --promote, or --abort")
+        return 2
     try:
-        old, new = switch(item, args.backend)
+        move: Move = (promote(item) if args.promote else abort(item) if args.abort
+                      else switch(item, args.backend, canary=args.canary))
         catalog, shown = _catalog(None)
     except ConfigError as error:
         err.print(f"[red]not switched[/red]: {item.path} is unchanged")
         return _problems(error)
-    if old == args.backend:
-        out.print(f"{new.path}: already on {old}; nothing changed", markup=False)
+    if move.kind == "none":
+        out.print(f"{item.path}: already on {item.config.backend}; nothing changed", markup=False)
         return 0
-    before = report.build(item, catalog, prices_name=shown)
-    after = report.build(new, catalog, prices_name=shown)
-    usd = {e.backend: e.monthly_usd(before.volume) for e in after.estimates}
-    out.print(f"{new.path}: backend {old} -> {args.backend}", markup=False)
-    out.print(f"  replaces: Backend/ ({DEPLOYS[old]}) with ({DEPLOYS[args.backend]})", markup=False)
-    out.print(f"  keeps:    {KEPT} — clients see the same endpoint", markup=False)
-    out.print(f"  monthly at {before.volume:,.0f} images: {_usd(usd[old])} -> {_usd(usd[args.backend])}",
-              markup=False)
-    out.print(f"  deploy it: make deploy MODEL={new.config.name}", markup=False)
+    before, after = move.before.config, move.after.config
+    share = after.canary.percent if after.canary else 0
+    described = {"switch": f"backend {before.backend} -> {after.backend}",
+                 "canary": f"backend {before.backend} -> {after.backend}, canary {share}%",
+                 "promote": f"canary promoted: {before.backend} takes every request",
+                 "abort": f"canary aborted: backend {before.backend} -> {after.backend}"}[move.kind]
+    out.print(f"{item.path}: {described}", markup=False)
+    out.print("the next deploy:", markup=False)
+    for step in plan(move):
+        out.print(f"  - {step}", markup=False)
+    result = report.build(move.after, catalog, prices_name=shown)
+    estimates = {e.backend: e for e in result.estimates}
+    months = [(label, model.split_usd(estimates, shares(state), result.volume, after, catalog))
+              for label, state in (("before", move.before), ("after", move.after))]
+    monthly = "; ".join(f"{label} {_usd(usd)}" for label, usd in months)
+    out.print(f"  monthly at {result.volume:,.0f} images: {monthly}", markup=False)
+    warning = cold_start_warning(move)
+    if warning:
+        err.print("[yellow]warning[/yellow]: ", end="")
+        err.print(warning, markup=False)
+    out.print(f"  deploy it: make deploy MODEL={after.name}", markup=False)
     return 0
 
 
@@ -169,6 +186,31 @@ def _smoke(args: argparse.Namespace) -> int:
     out.print(f"{item.config.stack_name}: {result.endpoint}/predict answered in {result.latency_ms:.0f} ms; "
               f"top label {best['label']!r} ({best['score']:.3f}) of {len(result.top)}", markup=False)
     return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from crossover.cost.bench import photo
+    from crossover.smoke import SmokeError, endpoint
+    from crossover.watch import watch
+
+    try:
+        item = find(args.name, Path(args.models))
+        if args.url:
+            url = args.url
+        else:
+            import boto3
+
+            url = endpoint(boto3.Session().client("cloudformation"), item.config.stack_name)
+    except ConfigError as error:
+        return _problems(error)
+    except SmokeError as e:
+        err.print(f"[red]error[/red]: {e}", markup=False)
+        return 1
+    out.print(f"watching {url}/predict: {args.rate:g} requests a second for {args.duration:g} s", markup=False)
+    tally = watch(url, photo(), rate=args.rate, duration_s=args.duration, timeout_s=args.timeout,
+                  report=lambda second, t: out.print(f"  {second:>4} s  {t.line()}", markup=False))
+    out.print(f"tally: {tally.sent} sent; {tally.line()}; {tally.failed} not 200", markup=False)
+    return 0 if tally.failed == 0 else 1
 
 
 def _pipeline_stack(args: argparse.Namespace) -> tuple[Any, dict[str, str], str]:
@@ -312,9 +354,13 @@ def parser() -> argparse.ArgumentParser:
     cost.add_argument("--plot", metavar="FILE.png", help="draw cost against volume with the crossovers")
     cost.add_argument("--profiles", default=str(PROFILES), help="folder of `crossover bench` profiles")
     cost.set_defaults(run=_cost)
-    switch = commands.add_parser("switch", help="change a model's backend (only that line of its config)")
+    switch = commands.add_parser("switch", help="move a model to another backend, at once or as a canary")
     switch.add_argument("name", help="the model's name (or its file name in models/)")
-    switch.add_argument("backend", help="lambda | gpu | eia | inferentia | cpu")
+    switch.add_argument("backend", nargs="?", help="lambda | gpu | eia | inferentia | cpu")
+    switch.add_argument("--canary", type=_percent, metavar="PERCENT",
+                        help="keep the current backend and send it 100-PERCENT%% of requests until --promote/--abort")
+    switch.add_argument("--promote", action="store_true", help="end a canary: the new backend takes every request")
+    switch.add_argument("--abort", action="store_true", help="undo a canary: the old backend takes every request")
     switch.add_argument("--models", default="models", help="folder of the model configs")
     switch.set_defaults(run=_switch)
     bench = commands.add_parser("bench", help="measure the model here and write profiles/<name>.json")
@@ -328,6 +374,15 @@ def parser() -> argparse.ArgumentParser:
     smoke.add_argument("--models", default="models", help="folder of the model configs")
     smoke.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
     smoke.set_defaults(run=_smoke)
+    watch = commands.add_parser("watch", help="send a photo at a steady rate and count every answer (run it during "
+                                             "a deploy to prove a switch dropped nothing)")
+    watch.add_argument("name", help="the model's name")
+    watch.add_argument("--rate", type=_positive, default=5.0, help="requests a second (default 5)")
+    watch.add_argument("--duration", type=_positive, default=60.0, help="seconds to send for (default 60)")
+    watch.add_argument("--timeout", type=_positive, default=10.0, help="seconds a request may wait for its answer")
+    watch.add_argument("--url", help="the endpoint (default: the deployed stack's Endpoint output)")
+    watch.add_argument("--models", default="models", help="folder of the model configs")
+    watch.set_defaults(run=_watch)
     enqueue = commands.add_parser("enqueue", help="send images to a deployed pipeline's queue")
     enqueue.add_argument("config", help="models/<name>.yaml (service: pipeline)")
     enqueue.add_argument("uris", nargs="*", help="s3:// or https:// images")
@@ -350,13 +405,19 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _percent(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 99:
+        raise argparse.ArgumentTypeError(f"expected a whole percent from 1 to 99; got {text!r}")
+    return int(text)
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text.replace("_", "").replace(",", ""))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of images; got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of images; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
     return value
 
 

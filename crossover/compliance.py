@@ -17,6 +17,8 @@ from aws_cdk import aws_lambda as lambda_
 from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
 from constructs import IConstruct
 
+from crossover.stacks.model import BACKEND_IDS
+
 # cdk-nag plugins apply to the whole app; NIST 800-53 rev 5 was asked of the instance backends and
 # costs the Lambda and network stacks nothing extra to meet too.
 PACKS = (AwsSolutionsChecks, ServerlessChecks, NIST80053R5Checks)
@@ -26,32 +28,42 @@ CHECKOV = "checkov:"
 NIST = "NIST.800.53.R5-"
 
 
+Predicate = Callable[[Stack, str | None], bool]
+
+
 @dataclass(frozen=True)
 class Ack:
+    """``path`` under ``Backend/`` applies to each backend of the stack (under its own id), and ``when``
+    is asked with that backend's name; elsewhere with None."""
+
     path: str  # construct path inside the stack, down to the L1 resource
     finding: str  # granular id, e.g. "AwsSolutions-IAM5[Resource::*]"
     reason: str
-    when: Callable[[Stack], bool] = lambda _stack: True  # only where the finding can arise
+    when: Predicate = lambda _stack, _backend: True  # only where the finding can arise
 
 
-def _public(stack: Stack) -> bool:
+def _public(stack: Stack, _backend: str | None = None) -> bool:
     return bool(getattr(getattr(stack, "front_door", None), "public", False))
 
 
-def _internal(stack: Stack) -> bool:
+def _internal(stack: Stack, _backend: str | None = None) -> bool:
     return hasattr(stack, "front_door") and not _public(stack)
 
 
-def _on(backend: str) -> Callable[[Stack], bool]:
-    return lambda stack: getattr(stack, "backend_name", None) == backend
+def _realtime(stack: Stack, _backend: str | None = None) -> bool:
+    return hasattr(getattr(stack, "front_door", None), "listener")
 
 
-def _pipeline(stack: Stack) -> bool:
+def _on(kind: str) -> Predicate:
+    return lambda _stack, backend: backend == kind
+
+
+def _pipeline(stack: Stack, _backend: str | None = None) -> bool:
     return hasattr(getattr(stack, "front_door", None), "queue")
 
 
-def _fleet(stack: Stack) -> bool:
-    return getattr(stack, "backend_name", "lambda") != "lambda"
+def _fleet(_stack: Stack, backend: str | None) -> bool:
+    return backend not in (None, "lambda")
 
 
 EI_RETIRED = ("Elastic Inference is retired (closed to new customers 2023-04-15); the eia backend keeps "
@@ -66,6 +78,9 @@ INTERNAL_HTTP = ("The endpoint is internal, reachable only from endpoint.allowed
 SYNC_LAMBDA = ("Nothing invokes the function asynchronously: the load balancer calls it synchronously and "
                "returns its errors to the caller, and an SQS event source retries and dead-letters through "
                "the queue's redrive policy; a function's dead-letter queue only receives asynchronous events.")
+STAGING = ("The staging listener takes no client's request: the security group admits nothing to its port. It "
+           "exists so that the load balancer health-checks each backend's targets before the public listener "
+           "sends them requests (a target group is checked only once a listener uses it).")
 RUNTIME_CHOICE = ("python3.13, not the newest runtime: it is the newest whose exact bundle these build machines "
                   "can execute before it ships (tests/test_lambda_bundle.py runs it under the runtime interface "
                   "client); AWS supports it for years yet, and it supports SnapStart.")
@@ -107,6 +122,10 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
         "Port 80 of a public endpoint (one with a certificate) only redirects to HTTPS on 443.", when=_public),
     Ack("FrontDoor/LoadBalancer/Listener/Resource", CHECKOV + "CKV_AWS_2", INTERNAL_HTTP, when=_internal),
     Ack("FrontDoor/LoadBalancer/Listener/Resource", CHECKOV + "CKV_AWS_103", INTERNAL_HTTP, when=_internal),
+    Ack("FrontDoor/LoadBalancer/Staging/Resource", NIST + "ELBv2ACMCertificateRequired", STAGING, when=_realtime),
+    Ack("FrontDoor/LoadBalancer/Staging/Resource", NIST + "ALBHttpToHttpsRedirection", STAGING, when=_realtime),
+    Ack("FrontDoor/LoadBalancer/Staging/Resource", CHECKOV + "CKV_AWS_2", STAGING, when=_realtime),
+    Ack("FrontDoor/LoadBalancer/Staging/Resource", CHECKOV + "CKV_AWS_103", STAGING, when=_realtime),
     Ack("FrontDoor/LoadBalancer/Resource", NIST + "ALBWAFEnabled",
         INTERNAL_HTTP + " Only public endpoints face traffic a web ACL exists to filter.", when=_internal),
     # The pipeline front door.
@@ -155,8 +174,9 @@ ACKNOWLEDGEMENTS: tuple[Ack, ...] = (
         when=_on("lambda")),
     # The instance backends.
     Ack("Backend/Role/DefaultPolicy/Resource", "AwsSolutions-IAM5[Resource::*]",
-        "cloudwatch:PutMetricData takes no resource ARN; a condition limits it to the crossover "
-        "metric namespace.", when=_fleet),
+        "cloudwatch:PutMetricData takes no resource ARN (a condition limits it to the crossover metric "
+        "namespace), nor does elasticloadbalancing:DescribeTargetHealth, with which an instance waits to be "
+        "found healthy before it signals ready.", when=_fleet),
     # Both kinds of backend.
     Ack("Backend/Role/DefaultPolicy/Resource", NIST + "IAMNoInlinePolicy", INLINE),
     Ack("Backend/Logs/Resource", NIST + "CloudWatchLogGroupEncrypted", CW_LOGS),
@@ -224,15 +244,24 @@ def _input_acks(stack: Stack) -> list[Ack]:
                 f"{prefix}*]", INPUTS) for prefix in getattr(stack, "input_prefixes", [])]
 
 
+def _placed(stack: Stack, ack: Ack) -> list[tuple[str, str | None]]:
+    """Where ``ack`` applies in ``stack``: (path, backend) for each backend under Backend/, else once."""
+    if not ack.path.startswith("Backend/"):
+        return [(ack.path, None)]
+    return [(BACKEND_IDS[name] + ack.path.removeprefix("Backend"), name) for name in getattr(stack, "backends", {})]
+
+
 def apply(app: App) -> None:
     Validations.of(app).add_plugins(*(pack() for pack in PACKS))
     for stack in (c for c in app.node.children if isinstance(c, Stack)):
-        for ack in (*ACKNOWLEDGEMENTS, *_input_acks(stack)):
-            target = _find(stack, ack.path)
-            if target is None or not ack.when(stack):
+        placed = [(path, backend, ack) for ack in (*ACKNOWLEDGEMENTS, *_input_acks(stack))
+                  for path, backend in _placed(stack, ack)]
+        for path, backend, ack in placed:
+            target = _find(stack, path)
+            if target is None or not ack.when(stack, backend):
                 continue
             if not isinstance(target, CfnResource):
-                raise ValueError(f"acknowledgement {ack.finding} must name one L1 resource; {ack.path} is not")
+                raise ValueError(f"acknowledgement {ack.finding} must name one L1 resource; {path} is not")
             if ack.finding.startswith(CHECKOV):
                 skips = (target.get_metadata("checkov") or {}).get("skip", [])
                 target.add_metadata("checkov", {"skip": [*skips, {"id": ack.finding.removeprefix(CHECKOV),

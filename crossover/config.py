@@ -199,6 +199,18 @@ class LambdaSpec(_Strict):
     reserved_concurrency: PositiveInt | None = 100
     architecture: Literal["x86_64", "arm64"] = "x86_64"
     latency_ms: Annotated[float, Field(gt=0)] | None = None  # measured warm latency at memory_mib
+    # Execution environments kept initialised (model loaded) on the live alias: a deploy that adds them
+    # completes only once they are ready, so a move into Lambda meets them warm. Billed while configured.
+    provisioned_concurrency: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _provisioned_within_reserved(self) -> LambdaSpec:
+        if self.provisioned_concurrency and self.reserved_concurrency and \
+                self.provisioned_concurrency > self.reserved_concurrency:
+            raise ValueError(f"provisioned_concurrency ({self.provisioned_concurrency}) must be <= "
+                             f"reserved_concurrency ({self.reserved_concurrency}): Lambda refuses to provision more "
+                             "than is reserved")
+        return self
 
 
 class FleetSpec(_Strict):
@@ -278,6 +290,14 @@ EIA_ACCELERATORS = ("eia1.medium", "eia1.large", "eia1.xlarge")
 GRAVITON_FAMILIES = frozenset({"c6g", "c7g", "m7g"})
 
 
+class Canary(_Strict):
+    """A move in progress: ``from`` (the backend serving before) keeps 100 - ``percent`` of the requests
+    and ``backend`` takes ``percent``, until `crossover switch --promote` or `--abort`."""
+
+    from_: Backend = Field(alias="from")
+    percent: Annotated[int, Field(ge=1, le=99)]
+
+
 class ModelConfig(_Strict):
     name: str
     backend: Backend
@@ -290,6 +310,7 @@ class ModelConfig(_Strict):
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
     alarms: AlarmsSpec = Field(default_factory=AlarmsSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    canary: Canary | None = None
     lambda_: LambdaSpec = Field(default_factory=LambdaSpec, alias="lambda")
     gpu: GpuSpec = Field(default_factory=GpuSpec)
     eia: EiaSpec = Field(default_factory=EiaSpec)
@@ -345,7 +366,29 @@ class ModelConfig(_Strict):
         if self.service == "realtime" and self.scaling.min < 1:
             raise ValueError("scaling.min: expected >= 1 for a realtime service (0 would leave the "
                              f"endpoint with no capacity); got {self.scaling.min}")
+        if self.service == "realtime" and set(self.backends) - {"lambda"} and self.scaling.max <= self.scaling.min:
+            raise ValueError(f"scaling.max: expected more than scaling.min ({self.scaling.min}) on an instance "
+                             "backend: a rolling update keeps scaling.min instances in service and needs room for "
+                             f"one more while it replaces them; got {self.scaling.max}")
         return self
+
+    @model_validator(mode="after")
+    def _canary_is_a_move(self) -> ModelConfig:
+        if self.canary is None:
+            return self
+        if self.canary.from_ == self.backend:
+            raise ValueError(f"canary.from: expected the backend the model moves from, not the one it moves to "
+                             f"(backend: {self.backend}); got {self.canary.from_!r}")
+        if self.service == "pipeline":
+            raise ValueError("canary: a pipeline has no weighted route to split: during a switch both consumers "
+                             "drain the same queue, and each message is still processed once (see the README); "
+                             "remove canary")
+        return self
+
+    @property
+    def backends(self) -> list[Backend]:
+        """What serves now: the selected backend and, during a canary, the one it moves from."""
+        return [self.backend] + ([self.canary.from_] if self.canary else [])
 
     @property
     def stack_name(self) -> str:
@@ -365,12 +408,15 @@ class ModelConfig(_Strict):
         """Whether the selected backend runs a Neuron-compiled model rather than the ONNX one."""
         return self.backend == "inferentia" and self.inferentia.neuron_artifact is not None
 
-    def serving_spec(self, artifact: str) -> dict[str, Any]:
-        """What serving/ reads (serving.spec.Spec): the model section, the artifact's location, the batch."""
-        section = getattr(self, "lambda_" if self.backend == "lambda" else self.backend)
+    def serving_spec(self, artifact: str, backend: str | None = None) -> dict[str, Any]:
+        """What serving/ reads (serving.spec.Spec) on ``backend`` (default: the selected one): the model
+        section, the artifact's location, the batch."""
+        backend = backend or self.backend
+        section = getattr(self, "lambda_" if backend == "lambda" else backend)
         model = self.model.model_dump(include={"sha256", "input", "labels", "top_k"})
+        neuron = backend == "inferentia" and self.inferentia.neuron_artifact is not None
         return {"name": self.name, **model, "artifact": artifact,
-                "format": "neuron" if self.runs_neuron else self.model.format,
+                "format": "neuron" if neuron else self.model.format,
                 "max_batch": getattr(section, "max_batch", 1), "inputs": self.inputs.model_dump()}
 
 

@@ -5,13 +5,16 @@
 Runs until SIGTERM. Before serving it seeds the public SSM parameters the templates resolve (AMI
 ids); moto refuses put_parameter on /aws/... names over its API, so they are written straight into
 its in-process backend. It also closes two gaps in moto's stack updates (patch_updates), creates the
-Lambda aliases and alarms it has no CloudFormation support for (support_missing_types) and names
-the resource that failed in creation errors, as CloudFormation does (name_failed_resources).
+Lambda aliases and alarms it has no CloudFormation support for (support_missing_types), names
+the resource that failed in creation errors, as CloudFormation does (name_failed_resources), takes
+weighted forwards in listeners (weighted_forwards), and
+records each resource's events in CloudFormation's order (record_resource_events).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -67,11 +70,30 @@ def name_failed_resources() -> None:
     parsing.parse_and_create_resource = create_or_say_which
 
 
+def weighted_forwards() -> None:
+    """moto's CloudFormation listeners know only a forward to one target group (``TargetGroupArn``); its API
+    knows ``ForwardConfig`` too. Pass weighted forwards (a canary's split) through as the API takes them."""
+    from moto.elbv2.models import ELBv2Backend
+
+    convert = ELBv2Backend.convert_and_validate_properties
+
+    def convert_weighted(self: ELBv2Backend, properties: dict[str, Any]) -> list[dict[str, Any]]:
+        weighted = [a for a in properties["DefaultActions"] if a["Type"] == "forward" and "ForwardConfig" in a]
+        if not weighted:
+            return convert(self, properties)
+        return [{"Type": "forward", "ForwardConfig": {"TargetGroups": [
+            {"TargetGroupArn": g["TargetGroupArn"], "Weight": int(g.get("Weight", 1))}
+            for g in action["ForwardConfig"]["TargetGroups"]]}} for action in weighted]
+
+    ELBv2Backend.convert_and_validate_properties = convert_weighted  # type: ignore[method-assign]
+
+
 def patch_updates() -> None:
-    """Two gaps in moto's stack updates. It does not keep SSM-typed parameters (CDK's BootstrapVersion)
+    """Three gaps in moto's stack updates. It does not keep SSM-typed parameters (CDK's BootstrapVersion)
     between create and update, then fails the update asking for their previous value: re-resolve them.
-    And a resource type it cannot update (a log group) is dropped, breaking every reference to it:
-    keep the resource as it was created instead."""
+    A resource type it cannot update (a log group) is dropped, breaking every reference to it: keep the
+    resource as it was created instead. A removed resource is not forgotten, nor may it be gone, and a
+    listener rule is never deleted."""
     from moto.cloudformation import parsing
     from moto.cloudformation.models import CloudFormationBackend
 
@@ -92,6 +114,32 @@ def patch_updates() -> None:
         return original(self, instance, kept)
 
     CloudFormationBackend._resolve_update_parameters = resolve  # type: ignore[method-assign]
+
+    # A resource removed by an update stays in moto's map of created resources, so adding it back later
+    # (a switch away from a backend and back) finds the deleted one and creates nothing: forget it. And
+    # deleting a role deletes its inline policies with it; moto then fails to delete the policy resource
+    # itself (NoSuchEntity), which fails the whole update: gone is what a delete asks for.
+    delete = parsing.ResourceMap._delete_resource
+
+    def delete_unless_gone(self: Any, parsed_resource: Any, resource_json: dict[str, Any]) -> None:
+        try:
+            delete(self, parsed_resource, resource_json)
+        except Exception as e:
+            if "NoSuchEntity" not in f"{type(e).__name__} {e}":
+                raise
+        for logical_id in [k for k, v in self._parsed_resources.items() if v is parsed_resource]:
+            del self._parsed_resources[logical_id]
+
+    parsing.ResourceMap._delete_resource = delete_unless_gone  # type: ignore[method-assign]
+
+    # moto's CloudFormation never deletes a listener rule, so a backend added back later finds its
+    # priority taken (PriorityInUse).
+    from moto.elbv2.models import FakeListenerRule, elbv2_backends
+
+    def delete_rule(self: FakeListenerRule, account_id: str, region_name: str) -> None:
+        elbv2_backends[account_id][region_name].delete_rule(self.arn)
+
+    FakeListenerRule.delete = delete_rule  # type: ignore[attr-defined]
 
 
 def support_missing_types() -> None:
@@ -197,6 +245,119 @@ def support_missing_types() -> None:
     assert {Alarm, Alias} <= set(CloudFormationModel.__subclasses__())
 
 
+# How long a resource takes in CloudFormation, in the emulator's event timeline (seconds): a group whose
+# creation policy or rolling update waits for instances to signal, and an alias allocating provisioned
+# concurrency, take minutes; everything else is quick.
+SLOW = {"AWS::AutoScaling::AutoScalingGroup": 600.0, "AWS::Lambda::Alias": 120.0}
+
+
+def _references(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        found = {value["Ref"]} if "Ref" in value else {value["Fn::GetAtt"][0]} if "Fn::GetAtt" in value else set()
+        if isinstance(value.get("Fn::Sub"), str):
+            found |= set(re.findall(r"\$\{([A-Za-z0-9]+)(?:\.[^}]*)?\}", value["Fn::Sub"]))
+        return found.union(*map(_references, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(_references, value))
+    return set()
+
+
+def _dependencies(resources: dict[str, Any], logical_id: str) -> set[str]:
+    resource = resources[logical_id]
+    depends = resource.get("DependsOn", [])
+    named = {depends} if isinstance(depends, str) else set(depends)
+    return {d for d in named | _references(resource.get("Properties")) if d in resources and d != logical_id}
+
+
+def _duration(resource: dict[str, Any], action: str) -> float:
+    waits = {"Add": "CreationPolicy" in resource, "Modify": "UpdatePolicy" in resource}.get(action, False)
+    if resource["Type"] == "AWS::Lambda::Alias":
+        waits = "ProvisionedConcurrencyConfig" in resource.get("Properties", {})
+    return SLOW.get(resource["Type"], 1.0) if waits else 1.0
+
+
+def timeline(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[float, str, str, str]]:
+    """The resource events of changing a stack's resources from ``old`` to ``new`` as CloudFormation orders
+    them: each created or updated resource starts once everything it depends on (DependsOn, Ref, GetAtt,
+    Sub) is complete, in parallel otherwise; what ``new`` dropped is deleted after every create and update,
+    dependents first. Returns (second, logical id, type, status), in order."""
+    added = [k for k in new if k not in old]
+    modified = [k for k in new if k in old and new[k] != old[k]]
+    ends: dict[str, float] = {}
+
+    def end(logical_id: str) -> float:
+        if logical_id not in ends:
+            ends[logical_id] = 0.0  # guards against a cycle, which CloudFormation would refuse
+            deps = [end(d) for d in _dependencies(new, logical_id) if d in added or d in modified]
+            action = "Add" if logical_id in added else "Modify"
+            ends[logical_id] = max(deps, default=0.0) + _duration(new[logical_id], action)
+        return ends[logical_id]
+
+    events = []
+    for logical_id in added + modified:
+        verb = "CREATE" if logical_id in added else "UPDATE"
+        events += [(end(logical_id) - _duration(new[logical_id], "Add" if verb == "CREATE" else "Modify"),
+                    logical_id, new[logical_id]["Type"], f"{verb}_IN_PROGRESS"),
+                   (end(logical_id), logical_id, new[logical_id]["Type"], f"{verb}_COMPLETE")]
+    cleanup = max(ends.values(), default=0.0)
+    removed = [k for k in old if k not in new]
+    depth: dict[str, int] = {}
+
+    def dependents(logical_id: str) -> int:  # how many removed resources must go before this one
+        if logical_id not in depth:
+            depth[logical_id] = 0
+            depth[logical_id] = max((dependents(k) + 1 for k in removed if logical_id in _dependencies(old, k)),
+                                    default=0)
+        return depth[logical_id]
+
+    for logical_id in removed:
+        start = cleanup + dependents(logical_id)
+        events += [(start, logical_id, old[logical_id]["Type"], "DELETE_IN_PROGRESS"),
+                   (start + 0.5, logical_id, old[logical_id]["Type"], "DELETE_COMPLETE")]
+    # At one instant, completions come first: what starts then was waiting for them.
+    return sorted(events, key=lambda e: (e[0], not e[3].endswith("COMPLETE")))
+
+
+def record_resource_events() -> None:
+    """moto records only the stack's own events and updates in its own order (deletions first). Record each
+    resource's events as CloudFormation would order them (``timeline``), so a rehearsal can check from
+    describe_stack_events what waited for what."""
+    import datetime
+
+    from moto.cloudformation.models import Event
+    from moto.cloudformation.models import Stack as FakeStack
+
+    def record(stack: FakeStack, old: dict[str, Any]) -> None:
+        # The stack's own COMPLETE event, which moto has just added, comes after its resources' events.
+        done = stack.events.pop() if stack.events and stack.events[-1].resource_status.endswith("_COMPLETE") else None
+        base = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+        last = base
+        for i, (_, logical_id, kind, status) in enumerate(timeline(old, stack.template_dict.get("Resources", {}))):
+            event = Event(stack_id=stack.stack_id, stack_name=stack.name, logical_resource_id=logical_id,
+                          physical_resource_id="", resource_type=kind, resource_status=status,
+                          resource_status_reason=None, resource_properties=None)
+            # A millisecond after the one before: readers sort events by their (millisecond) timestamps.
+            last = event.timestamp = base + datetime.timedelta(milliseconds=i)
+            stack.events.append(event)
+        if done is not None:
+            done.timestamp = last + datetime.timedelta(milliseconds=1)
+            stack.events.append(done)
+
+    create, update = FakeStack.create_resources, FakeStack.update
+
+    def create_and_record(self: FakeStack) -> None:
+        create(self)
+        record(self, {})
+
+    def update_and_record(self: FakeStack, *args: Any, **kwargs: Any) -> None:
+        old = dict(self.template_dict.get("Resources", {}))
+        update(self, *args, **kwargs)
+        record(self, old)
+
+    FakeStack.create_resources = create_and_record  # type: ignore[method-assign]
+    FakeStack.update = update_and_record  # type: ignore[method-assign]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crossover.emulator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
@@ -207,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     patch_updates()
     support_missing_types()
     name_failed_resources()
+    weighted_forwards()
+    record_resource_events()
     server.start()
     seed()
     print(f"emulator listening on http://localhost:{args.port}", flush=True)

@@ -104,11 +104,20 @@ def bootstrap(emu: Emulator) -> None:
 
 
 def deploy(emu: Emulator, stack: str, *, models: Path | None = None, outdir: Path | None = None,
-           monitor_minutes: int = 10) -> list[str]:
-    """Synthesize, then deploy with the rollback triggers a real deploy gets; returns their ARNs."""
+           monitor_minutes: int = 10, canary: bool = False) -> list[str]:
+    """Synthesize, then deploy with the rollback triggers a real deploy gets; returns their ARNs (of the
+    last update: a canary's first deploy takes two, see crossover.rollout.staged)."""
     assembly = outdir or ROOT / "cdk.out"
     cdk(emu, "synth", stack, "--quiet", "--output", str(assembly), models=models)
-    arns = rollout.triggers(rollout.rollback_alarm_names(assembly, stack), emu.client("cloudwatch"))
+    names = rollout.rollback_alarm_names(assembly, stack)
+    arns = rollout.triggers(names, emu.client("cloudwatch"))
+    if rollout.staged(canary, names, arns):
+        staging = assembly.with_name(assembly.name + "-staging")
+        cdk(emu, "synth", stack, "--quiet", "--output", str(staging), *rollout.STAGING_CONTEXT, models=models)
+        print(f"{stack}: first update: the canary's backend is created and made ready at weight 0", flush=True)
+        cdk(emu, *rollout.deploy_args(stack, staging, arns, monitor_minutes), "--method=direct", models=models)
+        arns = rollout.triggers(names, emu.client("cloudwatch"))
+        print(f"{stack}: second update: the canary takes its share, judged by its own alarms", flush=True)
     cdk(emu, *rollout.deploy_args(stack, assembly, arns, monitor_minutes), "--method=direct", models=models)
     return arns
 

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from crossover.stacks.model import ROLLBACK_ALARMS_OUTPUT
+from crossover.stacks.model import CANARY_WEIGHT_CONTEXT, ROLLBACK_ALARMS_OUTPUT
+
+STAGING_CONTEXT = ("--context", f"{CANARY_WEIGHT_CONTEXT}=0")
 
 
 def rollback_alarm_names(assembly: Path, stack: str) -> list[str]:
@@ -28,6 +30,13 @@ def triggers(names: list[str], cloudwatch: Any) -> list[str]:
     if not names:
         return []
     return [alarm["AlarmArn"] for alarm in cloudwatch.describe_alarms(AlarmNames=names)["MetricAlarms"]]
+
+
+def staged(canary: bool, names: list[str], arns: list[str]) -> bool:
+    """Whether a deploy takes two updates: a canary whose own alarms do not exist yet cannot be judged by
+    them in the update that creates them, so the first update creates the new backend (and its alarms) and
+    waits for it with the canary's weight at 0, and the second gives it its share, judged by them."""
+    return canary and len(arns) < len(names)
 
 
 def deploy_args(stack: str, assembly: Path, arns: list[str], monitor_minutes: int) -> list[str]:

@@ -61,6 +61,14 @@ def stack_of(example: str, backend: str, service: str = "realtime") -> str:
     return f"ModelStack-{example}" if backend == "lambda" else f"ModelStack-{example}-{backend}"
 
 
+CANARY_PERCENT = 10
+
+
+def canary_of(source: str, target: str) -> str:
+    """The stack of resnet152 during a canary from ``source`` to ``target`` in the session synth."""
+    return f"ModelStack-resnet152-{target}-from-{source}"
+
+
 @pytest.fixture(scope="session")
 def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every example on every backend (the examples themselves are on lambda), plus public endpoints."""
@@ -78,6 +86,13 @@ def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The bundled example as a pipeline with declared inputs: tests/test_lambda_bundle.py runs its function.
     variant(folder / "efficientnet_lite0.yaml", folder, "efficientnet-lite0-pipe", service="pipeline",
             inputs=f"{{s3: [{BUNDLE_INPUTS}]}}")
+    for source in BACKENDS:  # every canary: resnet152 moving from `source` to each other backend
+        for target in BACKENDS:
+            if target != source:
+                variant(ROOT / "models" / "resnet152.yaml", folder, canary_of(source, target).removeprefix(
+                    "ModelStack-"), backend=target, canary=f"{{from: {source}, percent: {CANARY_PERCENT}}}")
+    variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-warm",
+            **{"lambda": "{memory_mib: 3008, reserved_concurrency: 100, provisioned_concurrency: 5}"})
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-public", endpoint=PUBLIC)
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-gpu-public", endpoint=PUBLIC, backend="gpu")
     return folder

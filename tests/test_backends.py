@@ -11,6 +11,7 @@ import pytest
 
 from crossover import ROOT
 from crossover.capacity import scaling_target
+from crossover.stacks.model import BACKEND_IDS
 from tests.conftest import BACKENDS, EXAMPLES, Synth, stack_of
 
 NAMES = ["resnet152", "mobilenet-v2", "efficientnet-lite0"]
@@ -39,11 +40,13 @@ def test_every_example_synthesizes_on_every_backend(synth: Synth, name: str, bac
 def front_door(template: dict[str, Any]) -> dict[str, Any]:
     """Everything a client depends on: the front door's resources and outputs, minus the wiring to the
     backend (target group, forward action, egress to the backend), which a switch updates in place."""
-    wiring = {"AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::EC2::SecurityGroupEgress"}
+    wiring = {"AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::EC2::SecurityGroupEgress",
+              "AWS::ElasticLoadBalancingV2::ListenerRule"}
     kept = {k: v for k, v in template["Resources"].items() if k.startswith("FrontDoor") and v["Type"] not in wiring}
     for resource in kept.values():
         resource.get("Properties", {}).pop("DefaultActions", None)  # names the target group
         resource.get("Properties", {}).pop("SecurityGroupEgress", None)  # names the backend's security group
+        resource.pop("DependsOn", None)  # the listener waits for the backend it forwards to
     return {"resources": kept, "endpoint": template["Outputs"]["Endpoint"]}
 
 
@@ -143,11 +146,18 @@ def test_scaling_target_follows_queueing() -> None:
     assert scaling_target(5, 100) == 30  # impossible target: never plan below 10%
 
 
+def logical_id(template: dict[str, Any], prefix: str, kind: str) -> str:
+    """The one resource of ``kind`` whose logical id starts with ``prefix`` (ids end in a path hash)."""
+    (found,) = [k for k, v in template["Resources"].items() if k.startswith(prefix) and v["Type"] == kind]
+    return found
+
+
 @pytest.mark.parametrize("backend", FLEETS)
 def test_instances_accept_only_the_front_door_on_the_inference_port(synth: Synth, backend: str) -> None:
     template = synth.raw[stack_of("resnet152", backend)]
+    group = logical_id(template, f"{BACKEND_IDS[backend]}SecurityGroup", "AWS::EC2::SecurityGroup")
     ingress = [r["Properties"] for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()
-               if r["Properties"]["GroupId"] == {"Fn::GetAtt": ["BackendSecurityGroup19C7428D", "GroupId"]}]
+               if r["Properties"]["GroupId"] == {"Fn::GetAtt": [group, "GroupId"]}]
     assert len(ingress) == 1
     assert ingress[0]["FromPort"] == ingress[0]["ToPort"] == 8080
     assert ingress[0]["SourceSecurityGroupId"] == {"Fn::GetAtt": ["FrontDoorSecurityGroup37EAFF3C", "GroupId"]}
@@ -156,17 +166,19 @@ def test_instances_accept_only_the_front_door_on_the_inference_port(synth: Synth
 @pytest.mark.parametrize("backend", FLEETS)
 def test_instance_role_is_least_privilege(synth: Synth, backend: str) -> None:
     template = synth.raw[stack_of("resnet152", backend)]
-    role_policy = next(p for k, p in resources(template, "AWS::IAM::Policy").items() if k.startswith("BackendRole"))
+    role_policy = next(p for k, p in resources(template, "AWS::IAM::Policy").items()
+                       if k.startswith(f"{BACKEND_IDS[backend]}Role"))
     statements = role_policy["Properties"]["PolicyDocument"]["Statement"]
     actions = {a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
     expected = {"s3:GetObject", "logs:CreateLogStream", "logs:PutLogEvents", "cloudwatch:PutMetricData",
-                "cloudformation:SignalResource"}
+                "cloudformation:SignalResource", "elasticloadbalancing:DescribeTargetHealth"}
     assert actions == expected | ({"elastic-inference:Connect"} if backend == "eia" else set())
     assert not any("*" in action for action in actions)
     for s in statements:
-        if s["Resource"] == "*":
-            assert s["Action"] == "cloudwatch:PutMetricData"
+        if s["Resource"] == "*" and s["Action"] == "cloudwatch:PutMetricData":
             assert s["Condition"] == {"StringEquals": {"cloudwatch:namespace": "crossover"}}
+        elif s["Resource"] == "*":  # a read-only Describe action, which takes no resource
+            assert s["Action"] == "elasticloadbalancing:DescribeTargetHealth"
     s3_objects = [json.dumps(s["Resource"]) for s in statements if s["Action"] == "s3:GetObject"]
     assert any("my-models/resnet152/model.onnx" in r for r in s3_objects)
     assert all(r.rstrip('"]}').endswith((".zip", ".onnx")) for r in s3_objects)  # objects, never buckets
@@ -181,8 +193,8 @@ def test_eia_adds_the_accelerator_endpoint_and_connect_permission(synth: Synth) 
     assert "elastic-inference.runtime" in json.dumps(endpoint["ServiceName"])
     rules = [r["Properties"] for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()
              if r["Properties"]["FromPort"] == 443]
-    assert len(rules) == 1 and rules[0]["SourceSecurityGroupId"] == {
-        "Fn::GetAtt": ["BackendSecurityGroup19C7428D", "GroupId"]}
+    fleet = logical_id(template, "EiaSecurityGroup", "AWS::EC2::SecurityGroup")
+    assert len(rules) == 1 and rules[0]["SourceSecurityGroupId"] == {"Fn::GetAtt": [fleet, "GroupId"]}
     lt = next(r for r in template["Resources"].values() if r["Type"] == "AWS::EC2::LaunchTemplate")
     assert lt["Metadata"]["cfn-lint"] == {"config": {"ignore_checks": ["E3002"]}}
 
@@ -192,7 +204,8 @@ def test_only_eia_stacks_carry_the_ei_acknowledgements(synth: Synth) -> None:
         findings = {e["finding"] for r in template["Resources"].values()
                     for e in r.get("Metadata", {}).get("crossover:acknowledged", [])}
         has_ei = any("F3002" in f or "E3002" in f for f in findings)
-        assert has_ei == stack.endswith("-eia"), stack
+        on_eia = stack.endswith("-eia") or "-eia-from-" in stack or stack.endswith("-from-eia")  # canaries too
+        assert has_ei == on_eia, stack
 
 
 def test_user_data_boots_the_serving_bundle_and_signals_when_ready(synth: Synth) -> None:

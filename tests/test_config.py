@@ -88,6 +88,16 @@ def test_defaults_fill_every_backend_section(tmp_path: Path) -> None:
      "case.yaml: endpoint.certificate_arn: a pipeline has no HTTP endpoint to make public"),
     (GOOD + "scaling: {min: 0}\n", "case.yaml: scaling.min: expected >= 1 for a realtime service"),
     (GOOD + "service: pipeline\n", "case.yaml: inputs: a pipeline's messages name their images; declare where"),
+    (GOOD + "canary: {from: lambda, percent: 10}\n", "canary.from: expected the backend the model moves from, not "
+     "the one it moves to (backend: lambda); got 'lambda'"),
+    (GOOD + "canary: {from: gpu, percent: 100}\n", "case.yaml: canary.percent: expected a number <= 99; got 100"),
+    (GOOD + "canary: {from: gpu, percent: 0}\n", "case.yaml: canary.percent: expected a number >= 1; got 0"),
+    (GOOD + "service: pipeline\ninputs: {s3: [my-images]}\ncanary: {from: gpu, percent: 10}\n",
+     "canary: a pipeline has no weighted route to split"),
+    (GOOD.replace("backend: lambda", "backend: gpu") + "scaling: {min: 2, max: 2}\n",
+     "scaling.max: expected more than scaling.min (2) on an instance backend"),
+    (GOOD + "lambda: {reserved_concurrency: 5, provisioned_concurrency: 6}\n",
+     "lambda: provisioned_concurrency (6) must be <= reserved_concurrency (5)"),
     (GOOD + "inputs: {s3: [My_Images]}\n", "case.yaml: inputs.s3: expected a bucket or bucket/prefix/; a bucket "
      "name has only lowercase letters, digits, dots and hyphens; got 'My_Images'"),
     (GOOD + "inputs: {s3: [ab]}\n", "inputs.s3: expected a bucket or bucket/prefix/; a bucket name has 3 to 63 "

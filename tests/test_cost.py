@@ -80,14 +80,14 @@ def test_a_load_tests_capacity_plans_the_cpu_fleet(tmp_path: Path) -> None:
     c = config(tmp_path, "backend: cpu\ntraffic: {p99_ms: 300}\nscaling: {min: 1, max: 9}\n"
                          "cpu: {instance_type: c7i.xlarge, images_per_second: 10}\ngpu: {images_per_second: 100}\n")
     # THEN a 4-vCPU instance is planned for 60 req/s: 3,600 requests a minute, and 2 at the cost's peak
-    assert requests_per_minute(c, 10, figure) == 3600
+    assert requests_per_minute(c, "cpu", 10, figure) == 3600
     volume = HOURS * 3600 * 40  # 40/s on average, 120/s at the peak hour
     cpu = model.estimate(c, "cpu", CATALOG, None, volume, load=figure)
     assert cpu.planned is not None and cpu.planned.value == 60 and "the test box" in cpu.planned.source
     assert cpu.line is not None and cpu.line.instances(volume) == 2
     # BUT measured at a looser target than the config's, or on another backend, it does not apply
     loose = LoadFigure(requests_per_second=30.0, p99_ms=500, cpus=2, machine="the test box")
-    assert requests_per_minute(c, 10, loose) == requests_per_minute(c, 10, None) < 3600
+    assert requests_per_minute(c, "cpu", 10, loose) == requests_per_minute(c, "cpu", 10, None) < 3600
     gpu = model.estimate(c, "gpu", CATALOG, None, volume, load=figure)
     assert gpu.line is not None and gpu.planned is None
 

@@ -11,18 +11,27 @@ from typing import Any
 
 import pytest
 
+from crossover.stacks.model import BACKEND_IDS
 from tests.conftest import BACKENDS, Synth, stack_of
 
 EXPECTED = {
     ("lambda", "realtime"): {"LatencyP99", "ErrorRate", "LambdaErrors", "LambdaThrottles"},
-    ("fleet", "realtime"): {"LatencyP99", "ErrorRate", "UnhealthyHosts", "ModelLoadFailures"},
+    ("fleet", "realtime"): {"LatencyP99", "ErrorRate", "{Fleet}UnhealthyHosts", "ModelLoadFailures"},
     ("lambda", "pipeline"): {"QueueAge", "DeadLetters", "FailedMessages", "LambdaErrors", "LambdaThrottles"},
     ("fleet", "pipeline"): {"QueueAge", "DeadLetters", "FailedMessages", "ModelLoadFailures"},
 }
+
+
+def expected(table: dict[tuple[str, str], set[str]], backend: str, service: str) -> set[str]:
+    """The alarm ids ``table`` names for ``backend``, a fleet's own ones under its id (Gpu, Cpu, ...)."""
+    kind = "lambda" if backend == "lambda" else "fleet"
+    return {name.replace("{Fleet}", BACKEND_IDS[backend]) for name in table[(kind, service)]}
+
+
 # What says the release is bad (and so rolls it back); backlog and dead letters only notify.
 ROLLBACK = {
     ("lambda", "realtime"): {"LatencyP99", "ErrorRate", "LambdaErrors"},
-    ("fleet", "realtime"): {"LatencyP99", "ErrorRate", "UnhealthyHosts", "ModelLoadFailures"},
+    ("fleet", "realtime"): {"LatencyP99", "ErrorRate", "{Fleet}UnhealthyHosts", "ModelLoadFailures"},
     ("lambda", "pipeline"): {"FailedMessages", "LambdaErrors"},
     ("fleet", "pipeline"): {"FailedMessages", "ModelLoadFailures"},
 }
@@ -38,8 +47,7 @@ def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_every_backend_and_service_gets_its_alarms(synth: Synth, backend: str, service: str) -> None:
     template = synth.raw[stack_of("resnet152", backend, service)]
     found = alarms(template)
-    kind = "lambda" if backend == "lambda" else "fleet"
-    assert set(found) == EXPECTED[(kind, service)] | ({"GpuUtilization"} if backend == "gpu" else set())
+    assert set(found) == expected(EXPECTED, backend, service) | ({"GpuUtilization"} if backend == "gpu" else set())
     (topic,) = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::SNS::Topic"
                 and k.startswith("Monitoring")]
     for props in found.values():
@@ -68,11 +76,11 @@ def test_deployments_roll_back_on_the_release_alarms(synth: Synth, backend: str,
     kind = "lambda" if backend == "lambda" else "fleet"
     names = {k.removeprefix("Monitoring")[: -8]: v["Properties"]["AlarmName"] for k, v in
              template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm" and k.startswith("Monitoring")}
-    assert set(names) >= EXPECTED[(kind, service)]
+    assert set(names) >= expected(EXPECTED, backend, service)
     assert all(name == f"{stack}-{id}" for id, name in names.items())  # fixed: found by name at deploy
     # CloudFormation's rollback triggers (every backend) come from this output; at most 5 are allowed.
     output = template["Outputs"]["RollbackAlarms"]["Value"].split(",")
-    assert sorted(output) == sorted(names[id] for id in ROLLBACK[(kind, service)]) and len(output) <= 5
+    assert sorted(output) == sorted(names[id] for id in expected(ROLLBACK, backend, service)) and len(output) <= 5
     groups = [v["Properties"] for v in template["Resources"].values()
               if v["Type"] == "AWS::CodeDeploy::DeploymentGroup"]
     if kind == "fleet":

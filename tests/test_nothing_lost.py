@@ -3,7 +3,9 @@
 Against a local AWS emulator (moto's server: S3 and SQS on loopback), the real worker loop and the
 real Lambda handler consume a queue with a redrive policy. Batches mix good images, poison messages,
 images that are not images, missing objects and duplicates, and one round crashes mid-batch (its
-deletes never happen, as when a process dies or an invocation times out).
+deletes never happen, as when a process dies or an invocation times out). The consumer is the worker,
+the Lambda handler, or both in turns: a pipeline's backend switch, while CloudFormation has created the
+new consumer and not yet deleted the old one.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class _CrashingSqs:
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kinds=st.lists(st.sampled_from(KINDS), min_size=1, max_size=8), duplicates=st.integers(0, 2),
-       crash_round=st.integers(0, 3), consumer=st.sampled_from(["worker", "lambda"]))
+       crash_round=st.integers(0, 3), consumer=st.sampled_from(["worker", "lambda", "both"]))
 def test_every_message_ends_once_as_a_result_or_in_the_dead_letter_queue(
         aws: str, lite0: Model, photos: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
         kinds: list[str], duplicates: int, crash_round: int, consumer: str) -> None:
@@ -102,7 +104,8 @@ def test_every_message_ends_once_as_a_result_or_in_the_dead_letter_queue(
     worker = Worker(lite0, queue_url=queue, bucket=bucket, sqs=crashing, s3=s3, wait_s=0,
                     max_receive_count=MAX_RECEIVES, policy=policy)
     for round_ in range(12):
-        if consumer == "lambda":
+        # "both": a switch in progress, when the old and the new consumer drain the same queue in turns.
+        if consumer == "lambda" or (consumer == "both" and round_ % 2):
             _lambda_round(sqs, queue, crash=round_ == crash_round)
         else:
             crashing.crash = round_ == crash_round

@@ -65,6 +65,88 @@ def test_lambda_then_switch_to_gpu_keeps_the_load_balancer(emu: Emulator, models
     assert status == "UPDATE_COMPLETE" and all(c.ok for c in checks), checks
     assert _load_balancer(emu) == lb
     assert {c.what for c in checks} >= {"Auto Scaling group", "launch template"}
+    # AND, from CloudFormation's stack events, the listener moved only once the fleet was complete (its
+    # instances signalled), and the Lambda backend went only after that
+    order = _last_update(emu, "ModelStack-resnet152")
+    assert order.index(("GpuGroupASGB21B1ACC", "CREATE_COMPLETE")) < order.index((LISTENER, "UPDATE_IN_PROGRESS"))
+    assert _removed_after_the_move(order, "Lambda")
+
+
+def test_fleet_to_lambda_canary_and_promote_move_traffic_only_to_what_is_ready(emu: Emulator, models: Path,
+                                                                               tmp_path: Path) -> None:
+    from crossover.config import load
+    from crossover.switch import promote, switch
+
+    config = models / "resnet152.yaml"
+    # GIVEN resnet152 on gpu (the test above) WHEN moved back to lambda
+    config.write_text(rewrite_backend(config.read_text(), "lambda")[0])
+    deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out1")
+    order = _last_update(emu, "ModelStack-resnet152")
+    assert order.index(("LambdaLiveA14B34E6", "CREATE_COMPLETE")) < order.index((LISTENER, "UPDATE_IN_PROGRESS"))
+    assert _removed_after_the_move(order, "Gpu")
+    # WHEN a canary moves 10% to cpu: two updates
+    switch(load(config), "cpu", canary=10)
+    triggers = deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out2", canary=True)
+    stages = _updates(emu, "ModelStack-resnet152")[-2:]
+    # THEN the first created the cpu fleet and moved the listener (cpu at weight 0) only once it was complete
+    first = stages[0]
+    assert first.index(("CpuGroupASG9A7488F4", "CREATE_COMPLETE")) < first.index((LISTENER, "UPDATE_IN_PROGRESS"))
+    assert not [e for e in first if e[1].startswith("DELETE")]  # the Lambda backend is kept
+    # AND the second gave the canary its share, judged by the canary's own alarms
+    assert {t.rsplit(":", 1)[-1] for t in triggers} >= {"ModelStack-resnet152-CanaryLatencyP99",
+                                                        "ModelStack-resnet152-CanaryErrorRate"}
+    assert _weights(emu) == {"Cpu": 10, "Lambda": 90}
+    # WHEN the canary is promoted THEN cpu takes everything and the Lambda backend goes after the move
+    promote(load(config))
+    deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out3")
+    assert _removed_after_the_move(_last_update(emu, "ModelStack-resnet152"), "Lambda")
+    assert _weights(emu) == {"Cpu": 100}
+    status, checks = check(emu, "ModelStack-resnet152", "cpu")
+    assert status == "UPDATE_COMPLETE" and all(c.ok for c in checks), checks
+
+
+LISTENER = "FrontDoorLoadBalancerListenerFB3ADAB6"
+
+
+def _updates(emu: Emulator, stack: str) -> list[list[tuple[str, str]]]:
+    """Each update's resource events, (logical id, status) in the order they happened."""
+    pages = emu.client("cloudformation").get_paginator("describe_stack_events").paginate(StackName=stack)
+    events = sorted((e for page in pages for e in page["StackEvents"]), key=lambda e: e["Timestamp"])
+    updates: list[list[tuple[str, str]]] = [[]]
+    for event in events:
+        if event["ResourceType"] != "AWS::CloudFormation::Stack":
+            updates[-1].append((event["LogicalResourceId"], event["ResourceStatus"]))
+        elif event["ResourceStatus"].endswith("_COMPLETE"):  # the stack's own event closes each update
+            updates.append([])
+    return [update for update in updates if update]
+
+
+def _last_update(emu: Emulator, stack: str) -> list[tuple[str, str]]:
+    return _updates(emu, stack)[-1]
+
+
+def _removed_after_the_move(order: list[tuple[str, str]], backend: str) -> bool:
+    """Every resource of ``backend`` was deleted, each after the listener's update completed."""
+    moved = order.index((LISTENER, "UPDATE_COMPLETE"))
+    deleted = [i for i, (logical, status) in enumerate(order) if logical.startswith(backend) and status.startswith(
+        "DELETE")]
+    return bool(deleted) and min(deleted) > moved
+
+
+def _weights(emu: Emulator) -> dict[str, int]:
+    """The public listener's forward weights by backend id, read back from the load balancer."""
+    elbv2 = emu.client("elbv2")
+    (listener,) = [x for x in elbv2.describe_listeners(LoadBalancerArn=_load_balancer(emu))["Listeners"]
+                   if x["Port"] == 80]
+    (action,) = listener["DefaultActions"]
+    groups = action.get("ForwardConfig", {}).get("TargetGroups") or [{"TargetGroupArn": action["TargetGroupArn"],
+                                                                      "Weight": 100}]
+    names = {g["TargetGroupArn"]: g["TargetGroupName"] for g in elbv2.describe_target_groups()["TargetGroups"]}
+    resources = emu.client("cloudformation").list_stack_resources(StackName="ModelStack-resnet152")
+    by_arn = {r["PhysicalResourceId"]: r["LogicalResourceId"] for r in resources["StackResourceSummaries"]}
+    assert names
+    return {by_arn[g["TargetGroupArn"]].removeprefix("FrontDoor").split("Targets")[0]: g.get("Weight", 100)
+            for g in groups}
 
 
 def test_eia_rehearsal_keeps_the_accelerator(emu: Emulator, models: Path, tmp_path: Path) -> None:

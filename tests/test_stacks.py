@@ -133,3 +133,13 @@ def test_front_door_ids_do_not_depend_on_the_model_or_backend(synth: Synth) -> N
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def test_provisioned_concurrency_warms_the_live_alias_the_listener_waits_for(synth: Synth) -> None:
+    template = synth.raw["ModelStack-resnet152-warm"]
+    (alias_id,) = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::Lambda::Alias"]
+    alias = template["Resources"][alias_id]
+    assert alias["Properties"]["ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": 5}
+    (listener,) = [v for v in template["Resources"].values() if v["Type"] == "AWS::ElasticLoadBalancingV2::Listener"
+                   and v["Properties"]["Port"] == 80]
+    assert alias_id in listener["DependsOn"]  # CloudFormation allocates the environments before the move

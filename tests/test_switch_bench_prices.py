@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+import socket
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import boto3
 import pytest
@@ -37,9 +43,58 @@ def test_switch_changes_only_the_backend_value(models: Path, capsys: pytest.Capt
     assert changed == [("backend: lambda            # lambda | gpu | eia | inferentia | cpu\n",
                         "backend: gpu            # lambda | gpu | eia | inferentia | cpu\n")]
     out = capsys.readouterr().out
-    assert "backend lambda -> gpu" in out and "replaces: Backend/ (Lambda function" in out
-    assert "keeps:    front door (load balancer, listener" in out
-    assert "monthly at 7,500,000 images: $111.32 -> $793.38" in out
+    assert "backend lambda -> gpu" in out
+    steps = [line.strip() for line in out.splitlines() if line.startswith("  - ")]
+    assert steps[0].startswith("- creates gpu (GPU Auto Scaling group") and "lambda, which keeps every" in steps[0]
+    assert steps[1] == "- waits until gpu is ready: scaling.min instances have signalled ready, each once the " \
+                       "load balancer found it healthy"
+    assert steps[2] == "- then moves the listener: every request to gpu"
+    assert steps[3].startswith("- then removes lambda (Lambda function") and "no longer names it" in steps[3]
+    assert "monthly at 7,500,000 images: before $111.32; after $793.38" in out
+
+
+def test_a_canary_is_written_promoted_and_aborted_with_its_plan(models: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = models / "resnet152.yaml"
+    original = path.read_text()
+    # GIVEN resnet152 on lambda WHEN a 10% canary to gpu starts THEN one line is added after backend
+    assert main(["switch", "resnet152", "gpu", "--canary", "10", "--models", str(models)]) == 0
+    added = [line for line in path.read_text().splitlines() if line not in original.splitlines()]
+    assert added == ["backend: gpu            # lambda | gpu | eia | inferentia | cpu",
+                     "canary: {from: lambda, percent: 10}   # crossover switch --promote | --abort"]
+    out = capsys.readouterr().out
+    assert "then splits the listener: 90% to lambda, 10% to gpu" in out and "keeps lambda exactly" in out
+    # The month of the canary: both backends at their share, the load balancer counted once
+    during = float(out.split("after $", 1)[1].split()[0].replace(",", ""))
+    assert 793.38 < during < 793.38 + 111.32
+    # AND a second switch waits for this one to end
+    assert main(["switch", "resnet152", "cpu", "--models", str(models)]) == 1
+    assert "finish it first with crossover switch --promote or --abort" in capsys.readouterr().err
+    # WHEN it is aborted THEN the file is as it was before
+    assert main(["switch", "resnet152", "--abort", "--models", str(models)]) == 0
+    assert path.read_text() == original
+    assert "every request back to lambda" in capsys.readouterr().out
+    # WHEN another canary is promoted THEN only the backend line differs from the original
+    main(["switch", "resnet152", "cpu", "--canary", "25", "--models", str(models)])
+    assert main(["switch", "resnet152", "--promote", "--models", str(models)]) == 0
+    assert path.read_text() == original.replace("backend: lambda   ", "backend: cpu   ")
+    assert "then removes lambda" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--promote"], "no canary is in progress"), (["--abort"], "no canary is in progress"),
+    (["gpu", "--canary", "0"], "expected a whole percent from 1 to 99; got '0'"),
+    (["gpu", "--canary", "100"], "expected a whole percent from 1 to 99"),
+    (["gpu", "--promote"], "give a backend to move to"), ([], "give a backend to move to"),
+])
+def test_switch_refuses_what_is_not_a_move(models: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                           message: str) -> None:
+    path = models / "resnet152.yaml"
+    before = path.read_bytes()
+    with contextlib.suppress(SystemExit):  # argparse's own refusals exit 2
+        assert main(["switch", "resnet152", *args, "--models", str(models)]) != 0
+    assert path.read_bytes() == before
+    assert message in capsys.readouterr().err
 
 
 def test_switch_keeps_quotes_and_finds_the_model_by_file_name(models: Path) -> None:
@@ -49,7 +104,7 @@ def test_switch_keeps_quotes_and_finds_the_model_by_file_name(models: Path) -> N
     assert "backend: 'cpu'\n" in path.read_text()
 
 
-@pytest.mark.parametrize("backend", ["gpus", "x: y", ""])
+@pytest.mark.parametrize("backend", ["gpus", "x: y"])
 def test_fails_when_target_backend_is_invalid_and_leaves_the_file(models: Path, backend: str,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     path = models / "resnet152.yaml"
@@ -119,3 +174,50 @@ def test_prices_refresh_without_credentials_is_a_clear_error(tmp_path: Path, mon
     assert main(["prices", "refresh", "--out", str(tmp_path / "p.yaml")]) == 1
     assert "no AWS credentials" in capsys.readouterr().err
     assert not (tmp_path / "p.yaml").exists() and catalog_module.BUNDLED.read_bytes() == bundled
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """Answers 200, except 503 for requests that arrive while ``failing`` is set; counts what it sent."""
+
+    failing: ClassVar[threading.Event] = threading.Event()
+    sent: ClassVar[Counter[int]] = Counter()
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        status = 503 if self.failing.is_set() else 200
+        body = b'{"model": "m", "top": []}'
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        with self.lock:
+            self.sent[status] += 1
+
+
+def test_watch_counts_exactly_what_the_endpoint_answered() -> None:
+    from crossover.watch import NO_ANSWER, watch
+
+    # GIVEN an endpoint that fails for a while in the middle of the watch
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Timer(0.6, _Flaky.failing.set).start()
+    threading.Timer(1.2, _Flaky.failing.clear).start()
+    seconds: list[int] = []
+    try:
+        tally = watch(f"http://127.0.0.1:{server.server_address[1]}", b"image", rate=40, duration_s=2,
+                      report=lambda second, t: seconds.append(second))
+    finally:
+        server.shutdown()
+    # THEN every request is in the tally, by the status the server sent, and nothing else
+    assert tally.sent == 80 and dict(tally.statuses) == dict(_Flaky.sent)
+    assert tally.statuses[503] > 0 and tally.failed == tally.statuses[503] and NO_ANSWER not in tally.statuses
+    assert seconds == sorted(set(seconds)) and seconds[0] == 0  # one report a second, in order
+    # AND a port where nothing listens is counted as no answer, not skipped
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    assert watch(f"http://127.0.0.1:{closed}", b"image", rate=20, duration_s=0.5).statuses == {NO_ANSWER: 10}

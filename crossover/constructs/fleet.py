@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import jsii
-from aws_cdk import Aws, Duration
+from aws_cdk import Aws, CfnResource, Duration
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -140,13 +140,26 @@ class InstanceFleet(Construct):
         """The service's own variables, then ami/bootstrap.sh: the last thing the user data runs."""
         self.user_data.add_commands(*exports, BOOTSTRAP.read_text())
 
-    def serve_realtime(self, front_door: RealtimeFrontDoor) -> None:
-        """Register the group behind the front door, admit its traffic, scale on requests per target."""
-        self._boot("export CROSSOVER_MODE=server")
+    @property
+    def ready(self) -> CfnResource:
+        """Complete once the group's minimum instances signalled ready (its creation policy)."""
+        group = self.group.node.default_child
+        assert isinstance(group, CfnResource)
+        return group
+
+    def serve_realtime(self, front_door: RealtimeFrontDoor, *, name: str) -> elbv2.ApplicationTargetGroup:
+        """Register the group behind the front door as ``name``, scale on requests per target. Each instance
+        signals ready only once the load balancer finds it healthy, so a switch, a canary or a rolling
+        update's replacement never sends requests to an instance that cannot answer them yet."""
         # Registering the group as a target opens exactly the front door -> instances path on PORT.
-        front_door.route_to([self.group], port=PORT, vpc=self.vpc, health_check=elbv2.HealthCheck(
+        group = front_door.route_to(name, [self.group], port=PORT, vpc=self.vpc, health_check=elbv2.HealthCheck(
             path="/ready", healthy_threshold_count=2, interval=Duration.seconds(15)))
+        # DescribeTargetHealth takes no resource ARN (elasticloadbalancing's Describe* actions never do).
+        self.role.add_to_policy(iam.PolicyStatement(actions=["elasticloadbalancing:DescribeTargetHealth"],
+                                                    resources=["*"]))
+        self._boot("export CROSSOVER_MODE=server", f"export CROSSOVER_TARGET_GROUP={group.target_group_arn}")
         self.group.scale_on_request_count("RequestsPerTarget", target_requests_per_minute=self.requests_per_minute)
+        return group
 
     def serve_pipeline(self, front_door: PipelineFrontDoor, *, backlog_s: int = 300) -> None:
         """Run the SQS worker; scale on backlog per instance, and start the first instance from zero."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Aws, CfnResource, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
@@ -12,6 +12,10 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
+
+STAGING_PORT = 8008
+BACKEND_HEADER = "x-crossover-backend"
+STAGING_PRIORITY = {"Lambda": 1, "Gpu": 2, "Eia": 3, "Inferentia": 4, "Cpu": 5}
 
 
 class RealtimeFrontDoor(Construct):
@@ -21,9 +25,9 @@ class RealtimeFrontDoor(Construct):
     With ``certificate_arn`` it is internet-facing, serves HTTPS on 443 with a TLS 1.3 policy and
     redirects HTTP to HTTPS and sits behind a logged WAFv2 web ACL (AWS common and known-bad-input
     rules). Access logs go to an encrypted, versioned, SSL-only bucket; deletion protection is on by
-    default. Backends plug in through :meth:`route_to`; the ids of everything here are fixed, so
-    switching a backend changes only the target group and the listener's forward action, never the
-    DNS name.
+    default. Backends plug in through :meth:`route_to` and :meth:`forward`; the ids of everything here
+    are fixed, so switching a backend changes only the target groups and the listener's forward action,
+    never the DNS name.
     """
 
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, allowed_cidr: str,
@@ -64,6 +68,11 @@ class RealtimeFrontDoor(Construct):
         else:
             self.listener = self.load_balancer.add_listener(
                 "Listener", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=False)
+        # No client can reach this port (the security group admits none): see route_to().
+        self.staging = self.load_balancer.add_listener(
+            "Staging", port=STAGING_PORT, protocol=elbv2.ApplicationProtocol.HTTP, open=False,
+            default_action=elbv2.ListenerAction.fixed_response(404, content_type="text/plain",
+                                                               message_body="no backend named"))
 
     def _protect_with_waf(self) -> None:
         """A public endpoint gets a WAFv2 web ACL with AWS's common and known-bad-inputs rule groups."""
@@ -104,19 +113,33 @@ class RealtimeFrontDoor(Construct):
         scheme = "https" if self.public else "http"
         return f"{scheme}://{self.load_balancer.load_balancer_dns_name}"
 
-    def route_to(self, targets: Sequence[elbv2.IApplicationLoadBalancerTarget], *,
+    def route_to(self, name: str, targets: Sequence[elbv2.IApplicationLoadBalancerTarget], *,
                  port: int | None = None, health_check: elbv2.HealthCheck | None = None,
                  vpc: ec2.IVpc | None = None) -> elbv2.ApplicationTargetGroup:
-        """Send every request to ``targets`` (a Lambda function, or instances on ``port``).
+        """A target group ``<name>Targets`` for one backend (a Lambda function, or instances on ``port``),
+        health-checked from the start but sent no request until :meth:`forward` names it.
 
-        The target group is named by the kind of target: CloudFormation cannot change a group's
-        target type in place, so moving between Lambda and instances swaps one group for another.
+        Each backend has a group of its own (CloudFormation cannot change a group's target type in place,
+        and during a canary two backends are behind the listener at once). The staging listener forwards
+        to it through a rule: a target group is health-checked only once a listener uses it, and a fleet's
+        instances wait to be found healthy before they signal ready.
         """
         group = elbv2.ApplicationTargetGroup(
-            self, "InstanceTargets" if port else "LambdaTargets", targets=list(targets), port=port, vpc=vpc,
-            health_check=health_check,
+            self, f"{name}Targets", targets=list(targets), port=port, vpc=vpc, health_check=health_check,
             protocol=elbv2.ApplicationProtocol.HTTP if port else None,
             deregistration_delay=Duration.seconds(30) if port else None)
-        self.listener.add_action("Forward", action=elbv2.ListenerAction.forward([group]))
-        self.target_group = group
+        self.staging.add_target_groups(name, target_groups=[group], priority=STAGING_PRIORITY[name],
+                                       conditions=[elbv2.ListenerCondition.http_header(BACKEND_HEADER, [name])])
         return group
+
+    def forward(self, routes: Sequence[tuple[elbv2.ApplicationTargetGroup, int]], *,
+                after: Sequence[CfnResource]) -> None:
+        """Send the listener's requests to ``routes`` by weight (out of 100), and change the listener only once
+        every resource in ``after`` is complete: each backend's readiness (its group's creation policy, or
+        its alias), so that no request reaches a backend before it can answer."""
+        action = (elbv2.ListenerAction.forward([routes[0][0]]) if len(routes) == 1 else
+                  elbv2.ListenerAction.weighted_forward([elbv2.WeightedTargetGroup(target_group=group, weight=weight)
+                                                         for group, weight in routes]))
+        self.listener.add_action("Forward", action=action)
+        for resource in after:
+            self.listener.node.add_dependency(resource)

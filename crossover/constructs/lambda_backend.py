@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import jsii
-from aws_cdk import BundlingOptions, DockerImage, Duration, ILocalBundling, RemovalPolicy
+from aws_cdk import BundlingOptions, CfnResource, DockerImage, Duration, ILocalBundling, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_elasticloadbalancingv2_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -46,7 +47,8 @@ class LambdaBackend(Construct):
 
     The function loads the model from S3 at init (a ResNet-sized file does not fit beside ONNX Runtime
     in a 250 MB zip), runs on the newest Python runtime with X-Ray tracing, logs as JSON to a log group
-    kept for ``log_retention``, and has a role that can read exactly the model object and the S3 inputs
+    kept for ``log_retention``, keeps ``provisioned_concurrency`` environments initialised on its live alias
+    (None: none), and has a role that can read exactly the model object and the S3 inputs
     requests may name (``input_prefixes``: ``bucket/`` or ``bucket/prefix/``), nothing else.
     ``reserved_concurrency`` caps (and guarantees) its share of the region's concurrency; None leaves
     it unreserved.
@@ -58,7 +60,8 @@ class LambdaBackend(Construct):
 
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec_json: str,
                  memory_mib: int = 3008, timeout_s: int = 30, reserved_concurrency: int | None = 100,
-                 architecture: str = "x86_64", input_prefixes: Sequence[str] = (),
+                 architecture: str = "x86_64", provisioned_concurrency: int | None = None,
+                 input_prefixes: Sequence[str] = (),
                  log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH) -> None:
         super().__init__(scope, id)
         log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
@@ -89,7 +92,8 @@ class LambdaBackend(Construct):
             vpc=vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             security_groups=[self.security_group],
         )
-        self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)
+        self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version,
+                                   provisioned_concurrent_executions=provisioned_concurrency)
 
     def shift_traffic(self, alarms: list[cloudwatch.Alarm], shift: str) -> codedeploy.LambdaDeploymentGroup:
         """Move ``live`` to each new version in ``shift`` steps (a CodeDeploy configuration, e.g.
@@ -100,8 +104,16 @@ class LambdaBackend(Construct):
             auto_rollback=codedeploy.AutoRollbackConfig(failed_deployment=True, stopped_deployment=True,
                                                         deployment_in_alarm=True))
 
-    def serve_realtime(self, front_door: RealtimeFrontDoor) -> None:
-        front_door.route_to([targets.LambdaTarget(self.alias)])
+    @property
+    def ready(self) -> CfnResource:
+        """Complete once the live alias names the published version, with its provisioned concurrency
+        (if any) allocated: initialised environments, the model loaded."""
+        alias = self.alias.node.default_child
+        assert isinstance(alias, CfnResource)
+        return alias
+
+    def serve_realtime(self, front_door: RealtimeFrontDoor, *, name: str) -> elbv2.ApplicationTargetGroup:
+        return front_door.route_to(name, [targets.LambdaTarget(self.alias)])
 
     def serve_pipeline(self, front_door: PipelineFrontDoor, *, batch_size: int = 10, max_batching_window_s: int = 0,
                        max_concurrency: int = 10) -> None:

@@ -7,15 +7,17 @@ to use an existing one). What is watched (R: the alarm also rolls a deployment b
 |---|---|---|
 | p99 latency above ``traffic.p99_ms`` (R) | load balancer target response time | — |
 | server faults (serving 500s, load balancer 5xx) above 1% (R) | load balancer and serving/ | — |
-| unhealthy hosts (R) | instance backends | — |
+| unhealthy hosts, per fleet (R) | instance backends | — |
+| the canary's p99 and 5xx rate, from its target group (R) | during a canary | — |
 | Lambda errors (R) and throttles, through the ``live`` alias | lambda | lambda |
 | more than 10% of messages failing (R) | — | both |
 | oldest message older than ``pipeline.backlog_s``; any message in the dead-letter queue | — | both |
 | model-load failures (R, the serving metric) | instance backends | instance backends |
 | GPU utilisation above 90% for 5 minutes (serving/ samples nvidia-smi) | gpu | gpu |
 
-Rollback alarms measure the release, not the traffic: a backlog or an old dead letter says nothing
-about the code being deployed, so they notify but never roll back. Alarm names are fixed
+During a canary only the backend being moved to is on trial: its own alarms roll back, the old
+backend's only notify. Rollback alarms measure the release, not the traffic: a backlog or an old
+dead letter says nothing about the code being deployed, so they notify but never roll back. Alarm names are fixed
 (``<stack>-<signal>``): the deploy tool finds the live ones by name to pass CloudFormation as
 rollback triggers.
 """
@@ -72,10 +74,12 @@ class ModelMonitoring(Construct):
                                                               value=threshold, label="alarm")]))
         return alarm
 
-    def watch_realtime(self, front_door: RealtimeFrontDoor, *, p99_ms: int) -> None:
+    def watch_realtime(self, front_door: RealtimeFrontDoor, *, p99_ms: int, rollback: bool = True) -> None:
+        """``rollback``: the load balancer's p99 judges the release (during a canary it is mostly the old
+        backend's, so the canary's own p99 does instead)."""
         metrics = front_door.load_balancer.metrics
         self._alarm("LatencyP99", metrics.target_response_time(statistic="p99", period=MINUTE), p99_ms / 1000,
-                    f"p99 latency above the {p99_ms} ms target (seconds)", rollback=True)
+                    f"p99 latency above the {p99_ms} ms target (seconds)", rollback=rollback)
         # Server faults only: the serving code's own 500s and what the load balancer answers for a target
         # that failed (502: it crashed or reset, 503: none healthy, 504: it hung). The 502/503/504 the
         # serving code sends on purpose (an origin the request named failed, overload, a missed deadline)
@@ -89,13 +93,37 @@ class ModelMonitoring(Construct):
         self._alarm("ErrorRate", errors, 1, "server faults (500s and load balancer 5xx) above 1% of requests",
                     rollback=True)
 
-    def watch_targets(self, group: elbv2.ApplicationTargetGroup) -> None:
-        self._alarm("UnhealthyHosts", group.metrics.unhealthy_host_count(period=MINUTE, statistic="Maximum"), 0,
-                    "unhealthy instances behind the load balancer", periods=5, rollback=True)
+    def watch_targets(self, group: elbv2.ApplicationTargetGroup, backend: str, *, rollback: bool = True) -> None:
+        """A fleet's instances behind the load balancer (``backend``: its id, as a canary has two fleets)."""
+        self._alarm(f"{backend}UnhealthyHosts", group.metrics.unhealthy_host_count(period=MINUTE,
+                                                                                  statistic="Maximum"), 0,
+                    f"unhealthy {backend} instances behind the load balancer", periods=5, rollback=rollback)
 
-    def watch_function(self, function: lambda_.IFunction) -> None:
+    def watch_canary(self, group: elbv2.ApplicationTargetGroup, front_door: RealtimeFrontDoor, *,
+                     p99_ms: int) -> None:
+        """The canary's own judges, from its target group alone: its p99, and its 5xx out of its requests
+        (for Lambda, with the function errors the load balancer saw). Rollback alarms of the deploy that
+        gives it its share."""
+        metrics = group.metrics
+        self._alarm("CanaryLatencyP99", metrics.target_response_time(statistic="p99", period=MINUTE),
+                    p99_ms / 1000, f"the canary's p99 latency above the {p99_ms} ms target (seconds)", rollback=True)
+        dimensions = {"TargetGroup": group.target_group_full_name,
+                      "LoadBalancer": front_door.load_balancer.load_balancer_full_name}
+
+        def elb(name: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(namespace="AWS/ApplicationELB", metric_name=name, dimensions_map=dimensions,
+                                     period=MINUTE, statistic="Sum")
+
+        errors = cloudwatch.MathExpression(
+            expression="100 * (FILL(target5xx, 0) + FILL(lambdaErrors, 0)) / MAX([requests, 1])", period=MINUTE,
+            label="canary 5xx %", using_metrics={"target5xx": elb("HTTPCode_Target_5XX_Count"),
+                                                 "lambdaErrors": elb("LambdaUserError"),
+                                                 "requests": elb("RequestCount")})
+        self._alarm("CanaryErrorRate", errors, 1, "the canary's 5xx above 1% of its requests", rollback=True)
+
+    def watch_function(self, function: lambda_.IFunction, *, rollback: bool = True) -> None:
         """``function``: the alias that serves, so the alarms see what a traffic shift sends there."""
-        self._alarm("LambdaErrors", function.metric_errors(period=MINUTE), 0, "Lambda errors", rollback=True)
+        self._alarm("LambdaErrors", function.metric_errors(period=MINUTE), 0, "Lambda errors", rollback=rollback)
         self._alarm("LambdaThrottles", function.metric_throttles(period=MINUTE), 0, "Lambda throttles")
 
     def watch_pipeline(self, front_door: PipelineFrontDoor, *, backlog_s: int) -> None:
@@ -120,6 +148,6 @@ class ModelMonitoring(Construct):
         self._alarm("GpuUtilization", self._serving_metric("GpuUtilization", "Average"), GPU_BUSY_PERCENT,
                     f"GPU utilisation above {GPU_BUSY_PERCENT}% (average over the fleet)", periods=5)
 
-    def watch_model_loads(self) -> None:
+    def watch_model_loads(self, *, rollback: bool = True) -> None:
         self._alarm("ModelLoadFailures", self._serving_metric("ModelLoadFailures"), 0,
-                    "instances that failed to load the model", periods=1, rollback=True)
+                    "instances that failed to load the model", periods=1, rollback=rollback)

@@ -70,7 +70,7 @@ class Crossover:
     kind: str  # "equal": both cost the same there; "step": an instance is added there
 
 
-def _front_door(catalog: Catalog, config: ModelConfig, backend: str) -> tuple[str, float, float]:
+def front_door(catalog: Catalog, config: ModelConfig, backend: str) -> tuple[str, float, float]:
     """The front door's (name, fixed, per-image) monthly cost.
 
     realtime: the load balancer's hours plus capacity units, by bytes or new connections (Lambda
@@ -115,7 +115,7 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
     # An SQS event source invokes once per batch; a load balancer once per image.
     invocations = 1 / config.pipeline.batch_size if config.service == "pipeline" else 1
     requests = catalog.lambda_.per_million_requests_usd.usd / 1e6 * invocations
-    _, door_fixed, door_per_image = _front_door(catalog, config, "lambda")
+    _, door_fixed, door_per_image = front_door(catalog, config, "lambda")
     result.line = Line(fixed=door_fixed, per_image=compute + requests + door_per_image)
     # A pipeline has no latency target: only realtime services are held to p99.
     result.meets_slo = config.service == "pipeline" or figure.value <= config.traffic.p99_ms
@@ -145,7 +145,7 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
                              else figure.value * capacity.utilisation(figure.value, p99))
         peak = config.traffic.peak_to_average
     monthly_capacity = per_instance_rate * hours * 3600 / peak
-    _, door_fixed, door_per_image = _front_door(catalog, config, backend)
+    _, door_fixed, door_per_image = front_door(catalog, config, backend)
     endpoints = catalog.vpc_endpoint.hourly_usd_per_az.usd * AZS * hours if backend == "eia" else 0.0
     result.line = Line(fixed=door_fixed + endpoints, per_image=door_per_image, per_instance=instance_hourly * hours,
                        minimum=config.scaling.min, capacity=monthly_capacity)
@@ -154,7 +154,7 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
 
 def _parts(result: Estimate, line: Line, catalog: Catalog, config: ModelConfig) -> dict[str, Callable[[float], float]]:
     """The itemised monthly cost as functions of volume (they sum to line.cost)."""
-    door, door_fixed, door_per_image = _front_door(catalog, config, result.backend)
+    door, door_fixed, door_per_image = front_door(catalog, config, result.backend)
     parts: dict[str, Callable[[float], float]] = {door: lambda v: door_fixed + door_per_image * v}
     if result.backend == "lambda":
         parts["lambda"] = lambda v: (line.per_image - door_per_image) * v
@@ -163,6 +163,17 @@ def _parts(result: Estimate, line: Line, catalog: Catalog, config: ModelConfig) 
         if line.fixed > door_fixed:
             parts["endpoints"] = lambda v: line.fixed - door_fixed
     return parts
+
+
+def split_usd(estimates: dict[str, Estimate], shares: dict[str, float], volume: float, config: ModelConfig,
+              catalog: Catalog) -> float | None:
+    """The month of a state in which ``shares`` of ``volume`` go to each backend (a canary): each backend's
+    cost at its share, with the one front door counted once. None if a backend has no price."""
+    costs = [estimates[backend].monthly_usd(volume * share) for backend, share in shares.items()]
+    if any(cost is None for cost in costs):
+        return None
+    doubled = sum(front_door(catalog, config, backend)[1] for backend in list(shares)[1:])
+    return sum(c for c in costs if c is not None) - doubled
 
 
 def cheapest(estimates: list[Estimate], volume: float) -> Estimate | None:

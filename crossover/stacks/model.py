@@ -13,7 +13,7 @@ from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from crossover.capacity import scaling_target
-from crossover.config import LoadedConfig, ModelConfig
+from crossover.config import FleetSpec, LoadedConfig, ModelConfig
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.fleet import InstanceFleet
 from crossover.constructs.front_door import RealtimeFrontDoor
@@ -25,6 +25,7 @@ from crossover.cost import profile
 from crossover.stacks.network import NetworkStack
 
 ROLLBACK_ALARMS_OUTPUT = "RollbackAlarms"
+FUNCTION_ALARMS = {"LatencyP99", "ErrorRate", "FailedMessages", "LambdaErrors"}
 
 # Every backend serves either front door: serve_realtime(front_door) or serve_pipeline(front_door, ...).
 Backend = LambdaBackend | InstanceFleet
@@ -36,16 +37,24 @@ class BackendContext:
 
     vpc: ec2.IVpc
     artifact: ModelArtifact
-    spec: dict[str, Any]  # what serving/ reads, with the artifact's S3 location
+    spec: dict[str, Any]  # what serving/ reads on this backend, with the artifact's S3 location
+
+
+# Construct ids by backend: stable whatever else is deployed, so a canary adds the new backend beside the
+# old one without touching it, and promoting or aborting deletes one without touching the other.
+BACKEND_IDS = {"lambda": "Lambda", "gpu": "Gpu", "eia": "Eia", "inferentia": "Inferentia", "cpu": "Cpu"}
+# Context key `make deploy` sets for the first of a canary's two updates: the new backend is created and
+# becomes ready while it takes no requests; the second update gives it its share (crossover.rollout).
+CANARY_WEIGHT_CONTEXT = "crossover:canary-weight"
 
 
 def _lambda(scope: Construct, config: ModelConfig, ctx: BackendContext) -> Backend:
     spec = config.lambda_
-    return LambdaBackend(scope, "Backend", vpc=ctx.vpc, artifact=ctx.artifact,
+    return LambdaBackend(scope, BACKEND_IDS["lambda"], vpc=ctx.vpc, artifact=ctx.artifact,
                          spec_json=json.dumps(ctx.spec, separators=(",", ":")),
                          memory_mib=spec.memory_mib, timeout_s=spec.timeout_s,
                          reserved_concurrency=spec.reserved_concurrency, architecture=spec.architecture,
-                         input_prefixes=config.inputs.s3)
+                         provisioned_concurrency=spec.provisioned_concurrency, input_prefixes=config.inputs.s3)
 
 
 # Throughput of one instance when the config, a bench profile and model.gmacs all say nothing
@@ -53,35 +62,34 @@ def _lambda(scope: Construct, config: ModelConfig, ctx: BackendContext) -> Backe
 DEFAULT_IMAGES_PER_SECOND = {"gpu": 200.0, "eia": 60.0, "inferentia": 400.0, "cpu": 12.0}
 
 
-def throughput(config: ModelConfig) -> float:
+def throughput(config: ModelConfig, backend: str) -> float:
     """One instance's images/s, from the same source the cost model uses (crossover.cost.profile)."""
-    figure = profile.images_per_second(config, config.backend, profile.BenchProfile.read(config.name))
-    return figure.value if figure else DEFAULT_IMAGES_PER_SECOND[config.backend]
+    figure = profile.images_per_second(config, backend, profile.BenchProfile.read(config.name))
+    return figure.value if figure else DEFAULT_IMAGES_PER_SECOND[backend]
 
 
-def requests_per_minute(config: ModelConfig, images_per_second: float, load: profile.LoadFigure | None) -> int:
+def requests_per_minute(config: ModelConfig, backend: str, images_per_second: float,
+                        load: profile.LoadFigure | None) -> int:
     """The target-tracking target per instance: the config's, else a load test's measured capacity,
     else the queueing model on the instance's throughput (crossover.capacity)."""
-    fleet = config.fleet
-    assert fleet is not None
+    fleet: FleetSpec = getattr(config, backend)
     if fleet.requests_per_minute_per_instance:
         return fleet.requests_per_minute_per_instance
-    measured = profile.measured_rate(config, config.backend, load)
+    measured = profile.measured_rate(config, backend, load)
     if measured:
         return max(1, math.floor(measured.value * 60))
     return scaling_target(images_per_second, config.traffic.p99_ms)
 
 
-def _fleet_kwargs(config: ModelConfig, ctx: BackendContext) -> dict[str, Any]:
-    fleet = config.fleet
-    assert fleet is not None
-    images_per_second = throughput(config)  # reads the bench profile once
+def _fleet_kwargs(config: ModelConfig, backend: str, ctx: BackendContext) -> dict[str, Any]:
+    fleet: FleetSpec = getattr(config, backend)
+    images_per_second = throughput(config, backend)  # reads the bench profile once
     return {"vpc": ctx.vpc, "artifact": ctx.artifact, "spec": ctx.spec, "instance_type": fleet.instance_type,
             "ami_id": fleet.ami_id, "min_capacity": config.scaling.min, "max_capacity": config.scaling.max,
             "root_volume_gib": fleet.root_volume_gib, "health_grace_s": fleet.health_grace_s,
             "images_per_second": images_per_second, "load_balanced": config.service == "realtime",
             "input_prefixes": config.inputs.s3,
-            "requests_per_minute": requests_per_minute(config, images_per_second,
+            "requests_per_minute": requests_per_minute(config, backend, images_per_second,
                                                        profile.LoadFigure.read(config.name))}
 
 
@@ -97,20 +105,26 @@ def _pipeline_options(config: ModelConfig) -> dict[str, Any]:
 # backend name -> factory translating the config into that construct's keyword arguments.
 BACKENDS: dict[str, Callable[[Construct, ModelConfig, BackendContext], Backend]] = {
     "lambda": _lambda,
-    "gpu": lambda scope, config, ctx: GpuFleet(scope, "Backend", **_fleet_kwargs(config, ctx)),
-    "eia": lambda scope, config, ctx: EiaFleet(scope, "Backend", accelerator=config.eia.accelerator,
-                                               **_fleet_kwargs(config, ctx)),
-    "inferentia": lambda scope, config, ctx: InferentiaFleet(scope, "Backend", neuron=config.runs_neuron,
-                                                             **_fleet_kwargs(config, ctx)),
-    "cpu": lambda scope, config, ctx: CpuFleet(scope, "Backend", **_fleet_kwargs(config, ctx)),
+    "gpu": lambda scope, config, ctx: GpuFleet(scope, BACKEND_IDS["gpu"], **_fleet_kwargs(config, "gpu", ctx)),
+    "eia": lambda scope, config, ctx: EiaFleet(scope, BACKEND_IDS["eia"], accelerator=config.eia.accelerator,
+                                               **_fleet_kwargs(config, "eia", ctx)),
+    "inferentia": lambda scope, config, ctx: InferentiaFleet(
+        scope, BACKEND_IDS["inferentia"], neuron=config.inferentia.neuron_artifact is not None,
+        **_fleet_kwargs(config, "inferentia", ctx)),
+    "cpu": lambda scope, config, ctx: CpuFleet(scope, BACKEND_IDS["cpu"], **_fleet_kwargs(config, "cpu", ctx)),
 }
 
 
 class ModelStack(Stack):
-    """One model: ``FrontDoor`` (same ids whatever the backend), ``Artifact`` and ``Backend``.
+    """One model: ``FrontDoor`` (same ids whatever the backend), its artifact and its backend, under the
+    backend's own id (``Lambda``, ``Gpu``, ``Eia``, ``Inferentia``, ``Cpu``). During a canary the backend it
+    moves from stays, untouched, and the listener splits requests between the two by weight.
 
-    realtime: a load balancer with the ``Endpoint`` output. pipeline: a queue, a dead-letter queue and
-    a results bucket, with the ``QueueUrl``, ``DeadLetterQueueUrl`` and ``ResultsBucket`` outputs.
+    realtime: a load balancer with the ``Endpoint`` output; the listener forwards to a backend only once
+    it is ready (a fleet: its minimum instances signalled, each after the load balancer found it healthy;
+    Lambda: the live alias on a published version, with any provisioned concurrency allocated).
+    pipeline: a queue, a dead-letter queue and a results bucket, with the ``QueueUrl``,
+    ``DeadLetterQueueUrl`` and ``ResultsBucket`` outputs.
     """
 
     def __init__(self, scope: Construct, id: str, *, loaded: LoadedConfig, network: NetworkStack,
@@ -121,16 +135,22 @@ class ModelStack(Stack):
         self.backend_name = config.backend
         self.input_prefixes = config.inputs.s3  # compliance acknowledges the wildcard under each
         vpc = network.vpc
-        # Only the file the backend runs is published and granted: the Neuron build on inferentia.
-        neuron = config.inferentia.neuron_artifact if config.runs_neuron else None
-        artifact = (self._artifact("NeuronArtifact", loaded, neuron) if neuron
-                    else self._artifact("Artifact", loaded, config.model.artifact))
-        context = BackendContext(vpc, artifact, config.serving_spec(artifact.s3_uri))
+        self.backends: dict[str, Backend] = {}
+        artifacts: dict[str, ModelArtifact] = {}
+        for name in config.backends:
+            # Only the file a backend runs is published and granted: the Neuron build on inferentia.
+            neuron = config.inferentia.neuron_artifact if name == "inferentia" else None
+            location = neuron or config.model.artifact
+            if location not in artifacts:
+                artifacts[location] = self._artifact("NeuronArtifact" if neuron else "Artifact", loaded, location)
+            artifact = artifacts[location]
+            context = BackendContext(vpc, artifact, config.serving_spec(artifact.s3_uri, name))
+            self.backends[name] = BACKENDS[name](self, config, context)
+        self.backend = self.backends[config.backend]
         if config.service == "pipeline":
             self.front_door: RealtimeFrontDoor | PipelineFrontDoor = PipelineFrontDoor(
                 self, "FrontDoor", visibility_timeout_s=config.pipeline.visibility_s(config.lambda_.timeout_s),
                 max_receive_count=config.pipeline.max_receive_count, results_days=config.pipeline.results_days)
-            self.backend = BACKENDS[config.backend](self, config, context)
             self.backend.serve_pipeline(self.front_door, **_pipeline_options(config))
             CfnOutput(self, "QueueUrl", value=self.front_door.queue.queue_url,
                       description='Send {"id": ..., "image": "s3://..."} messages here')
@@ -145,23 +165,41 @@ class ModelStack(Stack):
                                             certificate_arn=config.endpoint.certificate_arn,
                                             allowed_cidr=config.endpoint.allowed_cidr or network.cidr,
                                             deletion_protection=config.endpoint.deletion_protection)
-        self.backend = BACKENDS[config.backend](self, config, context)
-        self.backend.serve_realtime(self.front_door)
+        routes = {kind: backend.serve_realtime(self.front_door, name=BACKEND_IDS[kind])
+                  for kind, backend in self.backends.items()}
+        self.front_door.forward([(routes[kind], weight) for kind, weight in self.weights(config).items()],
+                                after=[backend.ready for backend in self.backends.values()])
         CfnOutput(self, "Endpoint", value=self.front_door.url, description="POST images to <Endpoint>/predict")
         monitoring = self._monitor(config)
-        monitoring.watch_realtime(self.front_door, p99_ms=config.traffic.p99_ms)
-        if isinstance(self.backend, InstanceFleet):
-            monitoring.watch_targets(self.front_door.target_group)
+        monitoring.watch_realtime(self.front_door, p99_ms=config.traffic.p99_ms, rollback=config.canary is None)
+        for fleet, route in routes.items():
+            if fleet != "lambda":
+                monitoring.watch_targets(route, BACKEND_IDS[fleet], rollback=fleet == config.backend)
+        if config.canary is not None:
+            monitoring.watch_canary(routes[config.backend], self.front_door, p99_ms=config.traffic.p99_ms)
         self._guard_rollouts(config, monitoring)
 
+    def weights(self, config: ModelConfig) -> dict[str, int]:
+        """Each backend's share of the listener's requests: all to the backend, or the canary's split (the
+        new backend's share is 0 in the first update of a canary deploy, while it becomes ready)."""
+        if config.canary is None:
+            return {config.backend: 100}
+        staged = self.node.try_get_context(CANARY_WEIGHT_CONTEXT)
+        percent = config.canary.percent if staged is None else int(staged)
+        return {config.backend: percent, config.canary.from_: 100 - percent}
+
     def _monitor(self, config: ModelConfig) -> ModelMonitoring:
-        """Alarms and dashboard; what the backend adds (Lambda errors, model loads) is common to both services."""
+        """Alarms and dashboard. What a backend adds (Lambda errors, model loads) rolls a deploy back only
+        for the backend being deployed: during a canary, the backend it moves from is not on trial."""
         monitoring = ModelMonitoring(self, "Monitoring", model=config.name, topic_arn=config.alarms.topic_arn)
-        if isinstance(self.backend, LambdaBackend):
-            monitoring.watch_function(self.backend.alias)
-        else:
-            monitoring.watch_model_loads()
-        if config.backend == "gpu":
+        fleets = [name for name in self.backends if name != "lambda"]
+        if "lambda" in self.backends:
+            backend = self.backends["lambda"]
+            assert isinstance(backend, LambdaBackend)
+            monitoring.watch_function(backend.alias, rollback=config.backend == "lambda")
+        if fleets:
+            monitoring.watch_model_loads(rollback=config.backend != "lambda")
+        if "gpu" in self.backends:
             monitoring.watch_gpus()
         return monitoring
 
@@ -169,8 +207,12 @@ class ModelStack(Stack):
         """The rollback alarms stop a bad release: CodeDeploy's traffic shift on Lambda and, for every
         backend, CloudFormation's rollback triggers, which ``make deploy`` sets from this output (an
         instance fleet's rolling update is rolled back with the rest of the stack)."""
-        if isinstance(self.backend, LambdaBackend):
-            self.backend.shift_traffic(monitoring.rollback_alarms, config.rollout.lambda_traffic)
+        # The Lambda's own traffic shifts are judged by what judges it when it serves alone, whether it is
+        # the backend being deployed or the one a canary moves from (then its deployment group is unchanged).
+        function = self.backends.get("lambda")
+        if isinstance(function, LambdaBackend):
+            function.shift_traffic([a for a in monitoring.alarms if a.node.id in FUNCTION_ALARMS],
+                                   config.rollout.lambda_traffic)
         CfnOutput(self, ROLLBACK_ALARMS_OUTPUT,
                   value=",".join(monitoring.alarm_name(a.node.id) for a in monitoring.rollback_alarms),
                   description="Alarms that roll a deployment back (CloudFormation rollback triggers)")
