@@ -205,8 +205,12 @@ def _load_balancer(emu: Emulator) -> str:
     return str(arn)
 
 
-def test_smoke_finds_the_endpoint_in_the_stack_outputs_and_checks_the_answer(emu: Emulator,
-                                                                             lite0_spec: Spec) -> None:
+def test_smoke_finds_the_endpoint_in_the_stack_outputs_and_checks_the_answer(
+        emu: Emulator, lite0_spec: Spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from crossover.config import load
+    from crossover.deploy import watching
+
     # GIVEN a stack whose Endpoint output points at a real server on loopback
     server = InferenceServer(lite0_spec).start()
     try:
@@ -221,6 +225,17 @@ def test_smoke_finds_the_endpoint_in_the_stack_outputs_and_checks_the_answer(emu
         assert result.latency_ms > 0 and len(result.top) == 5
         with pytest.raises(SmokeError, match="unexpected answer"):
             smoke(url, "another-model", photo())
+        # AND make deploy WATCH=1 watches that endpoint while its block runs, then prints the tally
+        for key, value in emu.env().items():
+            if key.startswith("AWS_"):
+                monkeypatch.setenv(key, value)
+        smoke_config = tmp_path / "smoke.yaml"
+        smoke_config.write_text((ROOT / "models" / "resnet152.yaml").read_text().replace("name: resnet152",
+                                                                                       "name: smoke"))
+        with watching(load(smoke_config), True):
+            time.sleep(1.5)
+        printed = capsys.readouterr().out
+        assert f"watching {url}/predict" in printed and "watch tally: " in printed and "; 0 not 200" in printed
     finally:
         server.drain()
     with pytest.raises(SmokeError, match="ModelStack-missing is not deployed here"):
