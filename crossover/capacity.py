@@ -26,4 +26,9 @@ def utilisation(images_per_second: float, p99_ms: float) -> float:
 
 def scaling_target(images_per_second: float, p99_ms: float) -> int:
     """Requests per minute per instance for target tracking on ALBRequestCountPerTarget."""
-    return max(1, math.floor(images_per_second * 60 * utilisation(images_per_second, p99_ms)))
+    return per_minute(images_per_second * utilisation(images_per_second, p99_ms))
+
+
+def per_minute(requests_per_second: float) -> int:
+    """The target-tracking target on ALBRequestCountPerTarget for a planned per-instance rate."""
+    return max(1, math.floor(requests_per_second * 60 + 1e-9))

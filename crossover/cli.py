@@ -87,7 +87,13 @@ def _catalog(path: str | None) -> tuple[Catalog, str]:
     chosen = Path(path) if path else catalog.BUNDLED
     if not chosen.is_file():
         raise ConfigError([Problem(str(chosen), "", "no such price file")])
-    return catalog.load(chosen), str(chosen)
+    return catalog.load(chosen), str(chosen) if path else "the bundled catalog"
+
+
+def _shared_by(config_path: Path, given: int | None = None) -> int:
+    """How many model stacks share the network: ``given`` (--shared-by), else the configs beside this one
+    (app.py deploys one stack per file in that folder, all on one NetworkStack)."""
+    return given or max(1, len(model_files(config_path.parent)))
 
 
 def _cost(args: argparse.Namespace) -> int:
@@ -98,26 +104,41 @@ def _cost(args: argparse.Namespace) -> int:
         catalog, shown = _catalog(args.prices)
     except ConfigError as error:
         return _problems(error)
-    result = report.build(item, catalog, volume=args.volume, prices_name=shown, profiles=Path(args.profiles))
+    result = report.build(item, catalog, volume=args.volume, prices_name=shown, profiles=Path(args.profiles),
+                          shared_by=_shared_by(item.path, args.shared_by))
+    if all(e.line is None for e in result.estimates):
+        err.print(f"{item.path}: no backend can be priced:", markup=False)
+        for e in result.estimates:
+            err.print(f"  {e.backend}: {e.problem}", markup=False)
+        return 1
     if args.json:
         out.print_json(data=report.as_json(result))
     else:
         out.print(report.table(result))
         for line in report.notes(result):
             out.print(line, markup=False)
+        for backend, most, limit in result.limits():
+            out.print(f"limit: {backend} carries at most {most:,.0f} images/month within {limit.setting} "
+                      f"({limit.value:,.0f})", markup=False)
         for c in result.crossovers:
-            how = "both cost the same" if c.kind == "equal" else f"{c.below} adds an instance"
+            how = {"equal": "both cost the same there", "step": f"{c.below} adds an instance there",
+                   "limit": f"{c.below} reaches its limit there"}[c.kind]
             out.print(f"crossover: {c.below} is cheaper below {c.images_per_month:,.0f} images/month, "
-                      f"{c.above} above ({how} there)", markup=False)
+                      f"{c.above} above ({how})", markup=False)
         if not result.crossovers:
             out.print("crossover: none between 1e3 and 1e10 images/month among the backends that meet p99")
-        rule = ("the cheapest; a pipeline has no latency target" if result.service == "pipeline"
-                else f"the cheapest that meets p99 {result.p99_ms} ms")
-        out.print(f"recommended: {result.recommended.backend if result.recommended else 'none meets the p99 target'}"
-                  f" ({rule}; * in the table)", markup=False)
+        rule = ("the cheapest within its limits; a pipeline has no latency target" if result.service == "pipeline"
+                else f"the cheapest that meets p99 {result.p99_ms} ms within its limits")
+        best = result.recommended.backend if result.recommended else "none at this volume"
+        out.print(f"recommended: {best} ({rule}; * in the table); the config's backend: {result.backend}",
+                  markup=False)
     if args.plot:
         report.plot(result, Path(args.plot))
         err.print(f"plot written to {args.plot}", markup=False)
+    selected = result.selected
+    if selected.problem:
+        err.print(f"{item.path}: backend {selected.backend} cannot be priced: {selected.problem}", markup=False)
+        return 1
     return 0
 
 
@@ -135,7 +156,7 @@ def _switch(args: argparse.Namespace) -> int:
         return 2
     try:
         move: Move = (promote(item) if args.promote else abort(item) if args.abort
-                      else switch(item, args.backend, canary=args.canary))
+                      else switch(item, args.backend, canary=args.canary, force=args.force))
         catalog, shown = _catalog(None)
     except ConfigError as error:
         err.print(f"[red]not switched[/red]: {item.path} is unchanged")
@@ -153,14 +174,16 @@ def _switch(args: argparse.Namespace) -> int:
     out.print("the next deploy:", markup=False)
     for step in plan(move):
         out.print(f"  - {step}", markup=False)
-    result = report.build(move.after, catalog, prices_name=shown)
+    result = report.build(move.after, catalog, prices_name=shown, shared_by=_shared_by(item.path))
     estimates = {e.backend: e for e in result.estimates}
-    months = [(label, model.split_usd(estimates, shares(state), result.volume, after, catalog))
+    months = [(label, model.split_usd(estimates, shares(state), result.volume))
               for label, state in (("before", move.before), ("after", move.after))]
     monthly = "; ".join(f"{label} {_usd(usd)}" for label, usd in months)
-    out.print(f"  monthly at {result.volume:,.0f} images: {monthly}", markup=False)
-    warning = cold_start_warning(move)
-    if warning:
+    out.print(f"  monthly at {result.volume:,.0f} images ({result.prices}): {monthly}", markup=False)
+    over = estimates[after.backend].over(result.volume)
+    warnings = [*move.after.warnings, cold_start_warning(move),
+                None if over is None else f"at {result.volume:,.0f} images/month {after.backend} {over}"]
+    for warning in filter(None, warnings):
         err.print("[yellow]warning[/yellow]: ", end="")
         err.print(warning, markup=False)
     out.print(f"  deploy it: make deploy MODEL={after.name}", markup=False)
@@ -353,6 +376,9 @@ def parser() -> argparse.ArgumentParser:
     cost.add_argument("--json", action="store_true", help="print JSON instead of a table")
     cost.add_argument("--plot", metavar="FILE.png", help="draw cost against volume with the crossovers")
     cost.add_argument("--profiles", default=str(PROFILES), help="folder of `crossover bench` profiles")
+    cost.add_argument("--shared-by", type=_whole, metavar="N",
+                      help="model stacks sharing the network's NAT gateway (default: the configs in the config's "
+                           "folder)")
     cost.set_defaults(run=_cost)
     switch = commands.add_parser("switch", help="move a model to another backend, at once or as a canary")
     switch.add_argument("name", help="the model's name (or its file name in models/)")
@@ -361,6 +387,7 @@ def parser() -> argparse.ArgumentParser:
                         help="keep the current backend and send it 100-PERCENT%% of requests until --promote/--abort")
     switch.add_argument("--promote", action="store_true", help="end a canary: the new backend takes every request")
     switch.add_argument("--abort", action="store_true", help="undo a canary: the old backend takes every request")
+    switch.add_argument("--force", action="store_true", help="switch to a retired backend (eia) all the same")
     switch.add_argument("--models", default="models", help="folder of the model configs")
     switch.set_defaults(run=_switch)
     bench = commands.add_parser("bench", help="measure the model here and write profiles/<name>.json")
@@ -408,6 +435,12 @@ def parser() -> argparse.ArgumentParser:
 def _percent(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 99:
         raise argparse.ArgumentTypeError(f"expected a whole percent from 1 to 99; got {text!r}")
+    return int(text)
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {text!r}")
     return int(text)
 
 

@@ -286,6 +286,8 @@ class CpuSpec(FleetSpec):
     max_batch: PositiveInt = 4
 
 
+# Backends AWS no longer sells: priced for comparison, never recommended, switched to only with --force.
+RETIRED = frozenset({"eia"})
 EIA_ACCELERATORS = ("eia1.medium", "eia1.large", "eia1.xlarge")
 GRAVITON_FAMILIES = frozenset({"c6g", "c7g", "m7g"})
 

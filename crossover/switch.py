@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ruamel.yaml import YAML
 
-from crossover.config import BACKENDS, ConfigError, LoadedConfig, Problem, load
+from crossover.config import BACKENDS, RETIRED, ConfigError, LoadedConfig, Problem, load
 
 # What each backend holds, under its own id: created by a move to it, removed by a move away.
 DEPLOYS = {
@@ -101,10 +101,14 @@ def _problem(item: LoadedConfig, key: str, message: str) -> ConfigError:
     return ConfigError([Problem(str(item.path), key, message)])
 
 
-def switch(item: LoadedConfig, backend: str, *, canary: int | None = None) -> Move:
-    """Rewrite ``item``'s file to ``backend`` (with ``canary`` percent: a canary from the current one)."""
+def switch(item: LoadedConfig, backend: str, *, canary: int | None = None, force: bool = False) -> Move:
+    """Rewrite ``item``'s file to ``backend`` (with ``canary`` percent: a canary from the current one). A
+    backend AWS no longer sells is refused unless ``force``."""
     if backend not in BACKENDS:
         raise _problem(item, "backend", f"expected one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend in RETIRED and not force and backend != item.config.backend:
+        raise _problem(item, "backend", f"{backend} is retired: AWS Elastic Inference is no longer available to "
+                       "new deployments (its successor is inferentia); pass --force to switch to it anyway")
     if item.config.canary is not None:
         raise _problem(item, "canary", f"a canary from {item.config.canary.from_} to {item.config.backend} is in "
                        "progress: finish it first with crossover switch --promote or --abort")

@@ -17,7 +17,10 @@ from tests.conftest import ROOT, write_config
 
 CATALOG = catalog_module.load()
 HOURS = 730
+SECONDS = HOURS * 3600  # 2,628,000 in the catalog's month
 ALB_FIXED = 0.0225 * HOURS  # $16.425
+NAT = 0.045 * HOURS  # $32.85: the shared network's one NAT gateway
+GP3 = 0.08  # per GiB-month
 
 
 def config(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
@@ -27,11 +30,14 @@ def config(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
 def test_lambda_arithmetic(tmp_path: Path) -> None:
     # 1M images x 0.2 s x 2 GB x $0.0000166667 = $6.67 compute; $0.20 requests; the load balancer
     # $16.425 a month plus 150 KB/image / 0.4 GB per LCU-hour x $0.008 = $3.00 of capacity units.
+    # The NAT gateway ($32.85) is shared by the two model stacks sharing the network: $16.425 each.
     c = config(tmp_path, "backend: lambda\nlambda: {memory_mib: 2048, latency_ms: 200}\n")
-    e = model.estimate(c, "lambda", CATALOG, None, 1_000_000)
-    assert e.parts["lambda"] == pytest.approx(1e6 * 0.2 * 2 * 0.0000166667 + 0.20)
-    assert e.parts["load balancer"] == pytest.approx(ALB_FIXED + 1e6 * 150e-6 / 0.4 * 0.008)
-    assert e.monthly_usd(1_000_000) == pytest.approx(6.66668 + 0.20 + 16.425 + 3.0, abs=0.01)
+    e = model.estimate(c, "lambda", CATALOG, shared_by=2)
+    parts = e.parts(1_000_000)
+    assert parts["lambda"] == pytest.approx(1e6 * 0.2 * 2 * 0.0000166667 + 0.20)
+    assert parts["load balancer"] == pytest.approx(ALB_FIXED + 1e6 * 150e-6 / 0.4 * 0.008)
+    assert parts["network"] == pytest.approx(NAT / 2)
+    assert e.monthly_usd(1_000_000) == pytest.approx(6.66668 + 0.20 + 16.425 + 3.0 + 16.425, abs=0.01)
     assert e.performance is not None and e.performance.source.startswith("config (lambda.latency_ms")
 
 
@@ -39,10 +45,11 @@ def test_eia_arithmetic_matches_the_2019_production_figure(tmp_path: Path) -> No
     # c5.xlarge ($0.17/h) + eia1.medium ($0.13/h) for a month: the write-up paid $220.82.
     c = config(tmp_path, "backend: eia\nscaling: {min: 1, max: 2}\n"
                          "eia: {instance_type: c5.xlarge, images_per_second: 50}\n")
-    e = model.estimate(c, "eia", CATALOG, None, 100_000)
-    assert e.parts["instances"] == pytest.approx((0.17 + 0.13) * HOURS)  # $219.00
-    assert abs(e.parts["instances"] - 220.82) < 2
-    assert e.parts["endpoints"] == pytest.approx(0.01 * 2 * HOURS)  # the EI runtime endpoint in two AZs
+    parts = model.estimate(c, "eia", CATALOG).parts(100_000)
+    assert parts["instances"] == pytest.approx((0.17 + 0.13) * HOURS)  # $219.00
+    assert abs(parts["instances"] - 220.82) < 2
+    assert parts["endpoints"] == pytest.approx(0.01 * 2 * HOURS)  # the EI runtime endpoint in two AZs
+    assert parts["volumes"] == pytest.approx(30 * GP3)  # its 30 GiB gp3 root volume
 
 
 def test_gpu_instances_are_sized_for_the_peak_at_planned_utilisation(tmp_path: Path) -> None:
@@ -50,9 +57,10 @@ def test_gpu_instances_are_sized_for_the_peak_at_planned_utilisation(tmp_path: P
     # 38.05/s, x3 peak-to-average = 114.2/s -> ceil(114.2 / 80) = 2 instances of $0.526/h.
     c = config(tmp_path, "backend: gpu\ntraffic: {p99_ms: 1000}\nscaling: {min: 1, max: 9}\n"
                          "gpu: {images_per_second: 100}\n")
-    e = model.estimate(c, "gpu", CATALOG, None, 1e8)
+    e = model.estimate(c, "gpu", CATALOG)
     assert e.line is not None and e.line.instances(1e8) == 2
-    assert e.parts["instances"] == pytest.approx(2 * 0.526 * HOURS)
+    assert e.parts(1e8)["instances"] == pytest.approx(2 * 0.526 * HOURS)
+    assert e.parts(1e8)["volumes"] == pytest.approx(2 * 100 * GP3)
     assert e.line.instances(1e3) == 1  # never below scaling.min
 
 
@@ -62,11 +70,11 @@ def test_cpu_and_inferentia_arithmetic(tmp_path: Path) -> None:
     c = config(tmp_path, "backend: cpu\ntraffic: {p99_ms: 500}\nscaling: {min: 1, max: 9}\n"
                          "cpu: {images_per_second: 10}\ninferentia: {images_per_second: 1000}\n")
     volume = HOURS * 3600
-    cpu = model.estimate(c, "cpu", CATALOG, None, volume)
+    cpu = model.estimate(c, "cpu", CATALOG)
     assert cpu.line is not None and cpu.line.instances(volume) == 3
-    assert cpu.parts["instances"] == pytest.approx(3 * 0.08925 * HOURS)
-    inf = model.estimate(c, "inferentia", CATALOG, None, volume)
-    assert inf.parts["instances"] == pytest.approx(0.7582 * HOURS)
+    assert cpu.parts(volume)["instances"] == pytest.approx(3 * 0.08925 * HOURS)
+    inf = model.estimate(c, "inferentia", CATALOG)
+    assert inf.parts(volume)["instances"] == pytest.approx(0.7582 * HOURS)
 
 
 def test_a_load_tests_capacity_plans_the_cpu_fleet(tmp_path: Path) -> None:
@@ -82,14 +90,14 @@ def test_a_load_tests_capacity_plans_the_cpu_fleet(tmp_path: Path) -> None:
     # THEN a 4-vCPU instance is planned for 60 req/s: 3,600 requests a minute, and 2 at the cost's peak
     assert requests_per_minute(c, "cpu", 10, figure) == 3600
     volume = HOURS * 3600 * 40  # 40/s on average, 120/s at the peak hour
-    cpu = model.estimate(c, "cpu", CATALOG, None, volume, load=figure)
+    cpu = model.estimate(c, "cpu", CATALOG, load=figure)
     assert cpu.planned is not None and cpu.planned.value == 60 and "the test box" in cpu.planned.source
     assert cpu.line is not None and cpu.line.instances(volume) == 2
     # BUT measured at a looser target than the config's, or on another backend, it does not apply
     loose = LoadFigure(requests_per_second=30.0, p99_ms=500, cpus=2, machine="the test box")
     assert requests_per_minute(c, "cpu", 10, loose) == requests_per_minute(c, "cpu", 10, None) < 3600
-    gpu = model.estimate(c, "gpu", CATALOG, None, volume, load=figure)
-    assert gpu.line is not None and gpu.planned is None
+    gpu = model.estimate(c, "gpu", CATALOG, load=figure)
+    assert gpu.planned is not None and gpu.planned.source.endswith("(queueing model)")
 
 
 def test_crossovers_are_exact_and_agree_with_the_costs() -> None:
@@ -118,7 +126,7 @@ def test_slow_lambda_is_never_recommended(tmp_path: Path) -> None:
     # GIVEN Lambda at 400 ms (the cheapest at low volume) and a 100 ms target THEN gpu is recommended
     c = config(tmp_path, "backend: lambda\ntraffic: {p99_ms: 100}\nlambda: {latency_ms: 400}\n"
                          "gpu: {images_per_second: 500}\n")
-    estimates = [model.estimate(c, b, CATALOG, None, 1e3) for b in ("lambda", "gpu")]
+    estimates = [model.estimate(c, b, CATALOG) for b in ("lambda", "gpu")]
     assert estimates[0].meets_slo is False and estimates[0].monthly_usd(1e3) < estimates[1].monthly_usd(1e3)
     for volume in (1e3, 1e5, 1e7):
         best = model.cheapest(estimates, volume)
@@ -127,16 +135,19 @@ def test_slow_lambda_is_never_recommended(tmp_path: Path) -> None:
 
 def test_backends_without_price_or_profile_are_reported_not_dropped(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path, "m", "name: m\nbackend: lambda\nmodel: {artifact: s3://bkt/m.onnx}\n"
-                                       "eia: {accelerator: eia1.large}\ngpu: {instance_type: g5.2xlarge}\n")
+    # GIVEN no model.gmacs and no measured figure, on a gpu type the catalog does not price
+    path = write_config(tmp_path, "m", "name: m\nbackend: cpu\nmodel: {artifact: s3://bkt/m.onnx}\n"
+                                       "eia: {accelerator: eia1.large}\ngpu: {instance_type: g5.2xlarge}\n"
+                                       "cpu: {images_per_second: 10}\n")
+    # THEN every backend is listed with its reason, and only the selected one decides the exit status
     assert main(["cost", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data["backends"]) == {"lambda", "gpu", "eia", "inferentia", "cpu"}
     assert data["backends"]["gpu"]["problem"].endswith("no price for ec2.g5.2xlarge; add it (with its source and "
                                                        "date) or pick a priced type")
     assert "no price for eia.eia1.large" in data["backends"]["eia"]["problem"]
-    assert "set lambda.latency_ms or model.gmacs" in data["backends"]["lambda"]["problem"]
-    assert data["backends"]["cpu"]["monthly_usd"] is None and data["recommended"] is None
+    assert "set lambda.latency_ms to a measured figure, or model.gmacs" in data["backends"]["lambda"]["problem"]
+    assert data["backends"]["inferentia"]["monthly_usd"] is None and data["recommended"] == "cpu"
 
 
 def test_cost_json_document_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -145,10 +156,12 @@ def test_cost_json_document_and_plot(tmp_path: Path, capsys: pytest.CaptureFixtu
                  str(plot)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["model"] == "resnet152" and data["volume"] == 2e7
-    assert set(data["backends"]["gpu"]) >= {"monthly_usd", "usd_per_million", "instances", "meets_slo"}
+    assert set(data["backends"]["gpu"]) >= {"monthly_usd", "usd_per_million", "instances", "meets_slo", "feasible",
+                                            "floor_usd", "limit", "max_images_per_month"}
     assert data["recommended"] in data["backends"]
     best = data["backends"][data["recommended"]]["monthly_usd"]
-    viable = [b for b, v in data["backends"].items() if v["meets_slo"] and not v["retired"] and v["monthly_usd"]]
+    viable = [b for b, v in data["backends"].items()
+              if v["meets_slo"] and not v["retired"] and v["monthly_usd"] and v["feasible"]]
     assert best == min(data["backends"][b]["monthly_usd"] for b in viable)
     assert all({"below", "above", "images_per_month"} <= set(x) for x in data["crossovers"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
@@ -182,8 +195,8 @@ def test_fails_when_the_price_file_is_bad(tmp_path: Path, capsys: pytest.Capture
 
 def test_bundled_catalog_names_a_source_and_date_for_every_price() -> None:
     c = catalog_module.load()
-    prices = [*c.ec2.values(), *c.eia.values(), c.lambda_.gb_second_usd, c.alb.hourly_usd, c.nat.hourly_usd]
-    assert all(p.source in c.sources and str(p.date) for p in prices)
+    assert len(c.prices()) == len(c.ec2) + len(c.eia) + 10
+    assert all(p.source in c.sources and str(p.date) for p in c.prices())
 
 
 def test_pipeline_costs_have_a_queue_not_a_load_balancer_and_no_latency_target(tmp_path: Path) -> None:
@@ -191,7 +204,167 @@ def test_pipeline_costs_have_a_queue_not_a_load_balancer_and_no_latency_target(t
     # Lambda is invoked once per batch of 10: 100k requests x $0.20/M.
     c = config(tmp_path, "backend: lambda\nservice: pipeline\ninputs: {s3: [my-images]}\ntraffic: {p99_ms: 10}\n"
                          "lambda: {memory_mib: 1024, latency_ms: 500}\npipeline: {batch_size: 10}\n")
-    e = model.estimate(c, "lambda", CATALOG, None, 1e6)
-    assert e.parts["queue"] == pytest.approx(1.2 * 0.40)
-    assert e.parts["lambda"] == pytest.approx(1e6 * 0.5 * 1 * 0.0000166667 + 0.1 * 0.20)
-    assert "load balancer" not in e.parts and e.meets_slo is True  # 500 ms would miss a 10 ms p99
+    e = model.estimate(c, "lambda", CATALOG)
+    parts = e.parts(1e6)
+    assert parts["queue"] == pytest.approx(1.2 * 0.40)
+    assert parts["lambda"] == pytest.approx(1e6 * 0.5 * 1 * 0.0000166667 + 0.1 * 0.20)
+    assert "load balancer" not in parts and e.meets_slo is True  # 500 ms would miss a 10 ms p99
+
+
+def test_inferentia_without_a_neuron_artifact_is_priced_and_scaled_on_its_host_cpus(tmp_path: Path) -> None:
+    from crossover.stacks.model import requests_per_minute
+
+    # GIVEN ResNet-152 (11.51 GMACs = 23.02 GFLOP) on inf2.xlarge: 4 vCPUs = 2 x86 cores at 87 GFLOP/s
+    def config(text: str):  # type: ignore[no-untyped-def]
+        return load(write_config(tmp_path, "m", "name: m\nmodel: {artifact: s3://bkt/m.onnx, gmacs: 11.51}\n"
+                                 + text)).config
+
+    text = "backend: inferentia\ntraffic: {p99_ms: 300}\n"
+    host = model.estimate(config(text), "inferentia", CATALOG)
+    # THEN without a Neuron artifact it runs 174 / 23.02 = 7.56 img/s on the CPUs, misses a 300 ms p99
+    # (ln(100) / 7.56 = 609 ms), and is planned at the 10% floor: 0.756 req/s, 45 requests a minute
+    assert host.performance is not None and host.performance.value == pytest.approx(174 / 23.02)
+    assert "runs on the host CPUs" in host.performance.source and host.meets_slo is False
+    assert host.planned is not None and host.planned.value == pytest.approx(0.1 * 174 / 23.02)
+    assert requests_per_minute(config(text), "inferentia", host.performance.value, None) == 45
+    # AND with one it is the NeuronCores' 838 img/s, planned at 80%: 670.4 req/s, 40,224 a minute
+    neuron = config(text + "inferentia: {neuron_artifact: s3://bkt/m.neuron.pt}\n")
+    chip = model.estimate(neuron, "inferentia", CATALOG)
+    assert chip.performance is not None and chip.performance.value == pytest.approx(838)
+    assert chip.planned is not None and chip.planned.value == pytest.approx(670.4)
+    assert requests_per_minute(neuron, "inferentia", 838, None) == 40_224
+
+
+@pytest.mark.parametrize("backend", ["gpu", "eia", "inferentia", "cpu"])
+def test_the_rate_cost_plans_each_instance_for_is_the_scaling_policys_target(synth, variants_dir: Path,  # type: ignore[no-untyped-def]
+                                                                            backend: str) -> None:
+    from tests.conftest import EXAMPLES, stack_of
+
+    names = [next(line.split()[1] for line in e.read_text().splitlines() if line.startswith("name:"))
+             for e in EXAMPLES]
+    for name in names:  # realtime: requests per target a minute
+        data = report.as_json(report.build(load(variants_dir / f"{name}-{backend}.yaml"), CATALOG))
+        planned = data["backends"][backend]["planned_requests_per_minute"]
+        (policy,) = [r["Properties"] for r in synth.raw[stack_of(name, backend)]["Resources"].values()
+                     if r["Type"] == "AWS::AutoScaling::ScalingPolicy"]
+        assert policy["TargetTrackingConfiguration"]["TargetValue"] == planned, (name, backend)
+    # pipeline: backlog per instance = pipeline.backlog_s (300) x the images/s cost sizes the fleet with
+    piped = report.build(load(variants_dir / f"resnet152-pipe-{backend}.yaml"), CATALOG)
+    figure = next(e.performance for e in piped.estimates if e.backend == backend)
+    tracking = [r["Properties"] for r in synth.raw[stack_of("resnet152", backend, "pipeline")]["Resources"].values()
+                if r["Type"] == "AWS::AutoScaling::ScalingPolicy"
+                and r["Properties"]["PolicyType"] == "TargetTrackingScaling"]
+    assert figure is not None and tracking[0]["TargetTrackingConfiguration"]["TargetValue"] == pytest.approx(
+        300 * figure.value)
+
+
+def test_a_fleet_past_scaling_max_is_infeasible_never_recommended_and_leaves_the_crossovers() -> None:
+    # resnet152 on c7i.large: 1 core at 87 GFLOP/s = 3.779 img/s, planned at 10% (0.378 req/s): at the 3x
+    # peak one instance carries 0.378 x 2,628,000 / 3 = 331,068 images a month
+    result = report.build(load(ROOT / "models" / "resnet152.yaml"), CATALOG, volume=7.5e6)
+    cpu = next(e for e in result.estimates if e.backend == "cpu")
+    per_instance = 0.1 * 87 / 23.02 * SECONDS / 3
+    assert cpu.line is not None and cpu.line.capacity == pytest.approx(per_instance)
+    # THEN 7.5M needs ceil(22.65) = 23 instances against scaling.max 6, with the fix named
+    assert cpu.over(7.5e6) == "needs 23 instances; scaling.max is 6: raise scaling.max to 23"
+    assert cpu.line.max_volume == pytest.approx(6 * per_instance)
+    assert ("cpu", pytest.approx(6 * per_instance), "scaling.max") in [
+        (b, most, limit.setting) for b, most, limit in result.limits()]
+    # AND gpu at 1e9 (12 instances) is over its limit too: nothing is recommended there
+    at_a_billion = report.build(load(ROOT / "models" / "resnet152.yaml"), CATALOG, volume=1e9)
+    gpu = next(e for e in at_a_billion.estimates if e.backend == "gpu")
+    assert gpu.over(1e9) == "needs 12 instances; scaling.max is 6: raise scaling.max to 12"
+    assert at_a_billion.recommended is None
+    assert report.as_json(at_a_billion)["backends"]["gpu"]["feasible"] is False
+
+
+def test_lambda_concurrency_is_a_limit_by_littles_law(tmp_path: Path) -> None:
+    # 1 s per image, no peak: 2,628,000 images a month is one image a second, one execution at a time
+    text = "backend: lambda\ntraffic: {peak_to_average: 1}\nlambda: {latency_ms: 1000, reserved_concurrency: 10}\n"
+    e = model.estimate(config(tmp_path, text), "lambda", CATALOG)
+    assert e.over(10 * SECONDS) is None and e.line is not None and e.line.max_volume == pytest.approx(10 * SECONDS)
+    assert e.over(10.2 * SECONDS) == ("needs 11 concurrent executions; lambda.reserved_concurrency is 10: "
+                                      "raise lambda.reserved_concurrency to 11")
+    # AND without a reservation the account's default quota (1,000, an assumption) is the limit
+    free = model.estimate(config(tmp_path, text.replace(", reserved_concurrency: 10", ", reserved_concurrency: null")),
+                          "lambda", CATALOG)
+    assert free.line is not None and free.line.max_volume == pytest.approx(1000 * SECONDS)
+    assert "ask AWS to raise the region's Lambda concurrency quota to 1,001" in str(free.over(1000.5 * SECONDS))
+    # AND resnet152 at 1e9: 380.5 images/s x 3 at the peak x 0.1931 s = 220.4 -> 221 executions
+    big = report.build(load(ROOT / "models" / "resnet152.yaml"), CATALOG, volume=1e9)
+    lam = next(x for x in big.estimates if x.backend == "lambda")
+    assert lam.over(1e9) == ("needs 221 concurrent executions; lambda.reserved_concurrency is 100: "
+                             "raise lambda.reserved_concurrency to 221")
+
+
+def test_a_pipeline_batch_must_finish_within_the_timeout_and_the_mapping_concurrency(tmp_path: Path) -> None:
+    # 10 images x 0.5 s = 5 s a batch against a 4 s timeout: infeasible at any volume
+    text = ("backend: lambda\nservice: pipeline\ninputs: {s3: [my-images]}\n"
+            "lambda: {latency_ms: 500, timeout_s: 4}\npipeline: {batch_size: 10, max_concurrency: 20}\n")
+    e = model.estimate(config(tmp_path, text), "lambda", CATALOG)
+    assert e.line is not None and e.line.max_volume == 0
+    assert e.over(1) == "needs 5 s per batch; lambda.timeout_s is 4: raise lambda.timeout_s to 5 or lower " \
+                        "pipeline.batch_size"
+    # AND with time for the batch, 20 executions at 2 images/s each carry 40 images/s on average
+    ok = model.estimate(config(tmp_path, text.replace("timeout_s: 4", "timeout_s: 30")), "lambda", CATALOG)
+    assert ok.line is not None and ok.line.max_volume == pytest.approx(40 * SECONDS)
+    assert "pipeline.max_concurrency is 20: raise pipeline.max_concurrency to 21" in str(ok.over(41 * SECONDS))
+
+
+def test_crossovers_skip_a_backend_past_its_limit() -> None:
+    # lambda ($1 per 1000 images) would be cheaper until 100,000 but carries only 50,000
+    lines = {"lambda": model.Line(fixed=0, per_image=0.001, max_volume=5e4),
+             "cpu": model.Line(fixed=0, per_image=0, per_instance=100, minimum=1, capacity=1e9)}
+    assert model.crossovers(lines) == [model.Crossover("lambda", "cpu", 5e4, "limit")]
+
+
+def test_the_whole_bill_is_itemised_with_its_floor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN two model stacks in one folder (one network), a gpu fleet of at least 2 and a warm Lambda
+    write_config(tmp_path, "other", "name: other\nbackend: lambda\nmodel: {artifact: s3://bkt/o.onnx, gmacs: 1}\n")
+    path = write_config(tmp_path, "m", "name: m\nbackend: gpu\nmodel: {artifact: s3://bkt/m.onnx, gmacs: 4.09}\n"
+                                       "scaling: {min: 2, max: 4}\nlambda: {memory_mib: 2048, "
+                                       "reserved_concurrency: 10, provisioned_concurrency: 5}\n")
+    assert main(["cost", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    # THEN with no traffic the gpu stack costs its load balancer, half the NAT gateway and 2 instances with volumes
+    assert data["network"] == {"nat_gateways": 1, "monthly_usd": round(NAT, 2), "shared_by": 2}
+    assert data["backends"]["gpu"]["floor_usd"] == pytest.approx(
+        ALB_FIXED + NAT / 2 + 2 * (0.526 * HOURS + 100 * GP3), abs=0.01)
+    # AND Lambda's floor holds 5 provisioned environments of 2 GiB for the month
+    provisioned = 5 * 2 * SECONDS * 0.0000041667  # $109.50
+    assert data["backends"]["lambda"]["parts"]["provisioned concurrency"] == pytest.approx(provisioned, abs=0.01)
+    assert data["backends"]["lambda"]["floor_usd"] == pytest.approx(ALB_FIXED + NAT / 2 + provisioned, abs=0.01)
+    # AND --shared-by says how many stacks share the network instead
+    assert main(["cost", str(path), "--json", "--shared-by", "4"]) == 0
+    shared = json.loads(capsys.readouterr().out)["backends"]["gpu"]["parts"]["network"]
+    assert shared == pytest.approx(NAT / 4, abs=0.01)
+
+
+def test_every_output_names_its_region_currency_and_catalog_date(capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = str(ROOT / "models" / "resnet152.yaml")
+    assert main(["cost", config_path]) == 0
+    out = capsys.readouterr().out
+    assert "us-east-1 prices in USD, catalog of 2026-07-15 (the bundled catalog)" in out
+    assert max(len(line) for line in out.splitlines() if "│" in line or "─" in line or "USD/month" in line) <= 80
+    assert main(["cost", config_path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prices"] == {
+        "region": "us-east-1", "currency": "USD", "catalog_date": "2026-07-15", "catalog": "the bundled catalog"}
+
+
+def test_fails_when_nothing_can_be_priced_and_says_how_to_get_figures(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, "m", "name: m\nbackend: lambda\nmodel: {artifact: s3://bkt/m.onnx}\n")
+    assert main(["cost", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert f"{path}: no backend can be priced:" in captured.err
+    assert "model.gmacs (billions of multiply-adds per image; ResNet-50 4.09" in captured.err
+    assert "`crossover bench <config>`" in captured.err and "set gpu.images_per_second" in captured.err
+
+
+def test_fails_when_the_selected_backend_has_no_price(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, "m", "name: m\nbackend: gpu\nmodel: {artifact: s3://bkt/m.onnx, gmacs: 4.09}\n"
+                                       "gpu: {instance_type: g5.2xlarge}\n")
+    assert main(["cost", str(path)]) == 1
+    assert (f"{path}: backend gpu cannot be priced: the bundled catalog: no price for ec2.g5.2xlarge; add it (with "
+            "its source and date) or pick a priced type") in capsys.readouterr().err

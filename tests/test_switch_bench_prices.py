@@ -50,7 +50,9 @@ def test_switch_changes_only_the_backend_value(models: Path, capsys: pytest.Capt
                        "load balancer found it healthy"
     assert steps[2] == "- then moves the listener: every request to gpu"
     assert steps[3].startswith("- then removes lambda (Lambda function") and "no longer names it" in steps[3]
-    assert "monthly at 7,500,000 images: before $111.32; after $793.38" in out
+    # the network's NAT gateway is shared by the three models in the folder: $10.95 each
+    assert ("monthly at 7,500,000 images (us-east-1 prices in USD, catalog of 2026-07-15 (the bundled catalog)): "
+            "before $122.27; after $820.34") in out
 
 
 def test_a_canary_is_written_promoted_and_aborted_with_its_plan(models: Path,
@@ -95,6 +97,27 @@ def test_switch_refuses_what_is_not_a_move(models: Path, capsys: pytest.CaptureF
         assert main(["switch", "resnet152", *args, "--models", str(models)]) != 0
     assert path.read_bytes() == before
     assert message in capsys.readouterr().err
+
+
+def test_switch_to_a_retired_backend_needs_force_and_says_what_validate_would(
+        models: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = models / "resnet152.yaml"
+    before = path.read_bytes()
+    # GIVEN eia, which AWS no longer sells THEN the switch is refused and the file kept
+    assert main(["switch", "resnet152", "eia", "--models", str(models)]) == 1
+    assert path.read_bytes() == before
+    assert "backend: eia is retired: AWS Elastic Inference is no longer available" in capsys.readouterr().err
+    # WHEN forced THEN it switches, with validate's warning beside the cheaper monthly figure
+    assert main(["switch", "resnet152", "eia", "--force", "--models", str(models)]) == 0
+    captured = capsys.readouterr()
+    assert "backend lambda -> eia" in captured.out and "before $122.27; after $369.68" in captured.out
+    assert "warning: backend 'eia': AWS Elastic Inference closed to new customers" in captured.err
+    # AND a move to inferentia without a Neuron artifact says where the model will run, and that it cannot
+    # carry the volume within scaling.max on those CPUs
+    assert main(["switch", "resnet152", "inferentia", "--force", "--models", str(models)]) == 0
+    err = capsys.readouterr().err
+    assert "the ONNX model runs on the instance's CPUs, not its NeuronCores" in err
+    assert "at 7,500,000 images/month inferentia needs 12 instances; scaling.max is 6: raise scaling.max to 12" in err
 
 
 def test_switch_keeps_quotes_and_finds_the_model_by_file_name(models: Path) -> None:

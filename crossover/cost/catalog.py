@@ -31,6 +31,7 @@ class LambdaPrices(_Strict):
     gb_second_usd: Price
     arm_gb_second_usd: Price
     per_million_requests_usd: Price
+    provisioned_gb_second_usd: Price  # provisioned concurrency, per GB-second configured
 
 
 class AlbPrices(_Strict):
@@ -44,6 +45,10 @@ class EndpointPrices(_Strict):
 
 class NatPrices(_Strict):
     hourly_usd: Price
+
+
+class EbsPrices(_Strict):
+    gp3_gb_month_usd: Price
 
 
 class SqsPrices(_Strict):
@@ -62,14 +67,18 @@ class Catalog(_Strict):
     alb: AlbPrices
     vpc_endpoint: EndpointPrices
     nat: NatPrices
+    ebs: EbsPrices
     sqs: SqsPrices
+
+    def prices(self) -> list[Price]:
+        return [*self.ec2.values(), *self.eia.values(), self.lambda_.gb_second_usd, self.lambda_.arm_gb_second_usd,
+                self.lambda_.per_million_requests_usd, self.lambda_.provisioned_gb_second_usd, self.alb.hourly_usd,
+                self.alb.lcu_hourly_usd, self.vpc_endpoint.hourly_usd_per_az, self.nat.hourly_usd,
+                self.ebs.gp3_gb_month_usd, self.sqs.per_million_requests_usd]
 
     @model_validator(mode="after")
     def _sources_are_declared(self) -> Catalog:
-        used = [p.source for p in (*self.ec2.values(), *self.eia.values(), self.lambda_.gb_second_usd,
-                                   self.lambda_.arm_gb_second_usd, self.lambda_.per_million_requests_usd,
-                                   self.alb.hourly_usd, self.alb.lcu_hourly_usd, self.vpc_endpoint.hourly_usd_per_az,
-                                   self.nat.hourly_usd, self.sqs.per_million_requests_usd)]
+        used = [p.source for p in self.prices()]
         unknown = sorted(set(used) - set(self.sources))
         if unknown:
             raise ValueError(f"sources: expected every price's source to be listed here; missing {unknown}")

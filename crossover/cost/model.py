@@ -5,9 +5,16 @@ Each backend's monthly cost is a function of the volume V (images/month) of one 
     cost(V) = fixed + per_image * V + per_instance * N(V),   N(V) = max(minimum, ceil(V / capacity))
 
 Lambda has no instances (per-image compute and requests); instance backends run N(V) instances, each
-carrying ``capacity`` images a month at the utilisation that keeps p99 on target at the peak hour.
-Because every cost is linear between the instance-count steps, crossovers are solved exactly:
-between steps, as the root of two linear functions; at a step, where the cheaper one changes.
+carrying ``capacity`` images a month at the rate the scaling policy plans for at the peak hour. The
+bill is itemised (``Part``): the front door, the model's share of the shared network, interface
+endpoints, Lambda's provisioned concurrency, instances and their volumes; ``cost(0)`` is the floor a
+stack costs with no traffic. Because every cost is linear between the instance-count steps,
+crossovers are solved exactly: between steps, as the root of two linear functions; at a step, where
+the cheaper one changes.
+
+A backend carries only so much within the config's limits (``Limit``: scaling.max, Lambda's
+concurrency, a batch that must finish within the timeout). Past its ``max_volume`` it is infeasible:
+priced, but never recommended, and absent from the crossovers.
 """
 
 from __future__ import annotations
@@ -15,20 +22,21 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from crossover import capacity
-from crossover.config import ModelConfig
+from crossover.config import RETIRED, ModelConfig
 from crossover.cost import profile
 from crossover.cost.catalog import Catalog, MissingPrice, hourly
 from crossover.cost.profile import BenchProfile, Figure, LoadFigure
+from crossover.shape import AZS, NAT_GATEWAYS
 
-AZS = 2  # the network spans two availability zones: interface endpoints are billed per AZ
 LAMBDA_GB_PER_LCU_HOUR = 0.4  # ALB capacity units: 0.4 GB/h of Lambda-target traffic, 1 GB/h otherwise
 INSTANCE_GB_PER_LCU_HOUR = 1.0
 NEW_CONNECTIONS_PER_LCU_SECOND = 25
 RANGE = (1e3, 1e10)  # images per month searched for crossovers and plotted
-RETIRED = frozenset({"eia"})  # priced and shown, never recommended: AWS no longer sells it
+# Lambda's default concurrency quota per region: assumed, since an account's own quota may differ.
+ACCOUNT_LAMBDA_CONCURRENCY = 1000
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class Line:
     per_instance: float = 0.0
     minimum: int = 0
     capacity: float = math.inf  # images a month per instance
+    max_volume: float = math.inf  # images a month it carries within the config's limits
 
     def instances(self, volume: float) -> int:
         if not self.per_instance:
@@ -48,18 +57,70 @@ class Line:
         return self.fixed + self.per_image * volume + self.per_instance * self.instances(volume)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One item of the bill. ``shared``: the stack has one whatever serves behind it (front door, network)."""
+
+    name: str
+    fixed: float = 0.0
+    per_image: float = 0.0
+    per_instance: float = 0.0
+    shared: bool = False
+
+    def cost(self, line: Line, volume: float) -> float:
+        return self.fixed + self.per_image * volume + self.per_instance * line.instances(volume)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A setting that caps what a backend carries: at a volume it ``needs`` some amount of ``unit``,
+    which must stay within ``value``; ``max_volume`` is the most it carries within it."""
+
+    setting: str
+    value: float
+    unit: str
+    needs: Callable[[float], float]
+    max_volume: float
+    fix: str  # how to lift it; {n} is what the volume needs
+
+    def breach(self, volume: float) -> str | None:
+        needed = self.needs(volume)
+        if needed <= self.value * (1 + 1e-9):
+            return None
+        # What to set it to: whole instances and executions, seconds to the tenth.
+        shown = f"{math.ceil(needed - 1e-9):,}" if needed >= 10 else f"{math.ceil(needed * 10 - 1e-9) / 10:g}"
+        return f"needs {shown} {self.unit}; {self.setting} is {self.value:,g}: " + self.fix.format(n=shown)
+
+
 @dataclass
 class Estimate:
     backend: str
     line: Line | None = None
-    parts: dict[str, float] = field(default_factory=dict)
+    items: list[Part] = field(default_factory=list)
+    limits: list[Limit] = field(default_factory=list)
+    size: Limit | None = None  # the limit whose needs are the backend's size: instances, or concurrent executions
     meets_slo: bool | None = None
     performance: Figure | None = None
-    planned: Figure | None = None  # requests/s per instance from a load test, when one applies
-    problem: str | None = None  # why there is no cost: a missing price or profile
+    planned: Figure | None = None  # requests/s per realtime instance: the scaling policy's target / 60
+    problem: str | None = None  # why there is no cost: a missing price or performance figure
 
     def monthly_usd(self, volume: float) -> float | None:
         return None if self.line is None else self.line.cost(volume)
+
+    def parts(self, volume: float) -> dict[str, float]:
+        """The itemised monthly cost at ``volume`` (the items sum to ``monthly_usd``)."""
+        line = self.line
+        return {} if line is None else {p.name: p.cost(line, volume) for p in self.items}
+
+    def over(self, volume: float) -> str | None:
+        """Which limit ``volume`` breaks, with the setting that would lift it; None if within every one."""
+        breaches = [b for limit in self.limits if (b := limit.breach(volume))]
+        return "; ".join(breaches) or None
+
+    def viable(self, volume: float) -> bool:
+        """Priced, on the latency target, still sold, and within its limits at ``volume``."""
+        return (self.line is not None and bool(self.meets_slo) and self.backend not in RETIRED
+                and self.over(volume) is None)
 
 
 @dataclass(frozen=True)
@@ -67,11 +128,11 @@ class Crossover:
     below: str
     above: str
     images_per_month: float
-    kind: str  # "equal": both cost the same there; "step": an instance is added there
+    kind: str  # "equal": both cost the same there; "step": an instance is added there; "limit": below's limit
 
 
-def front_door(catalog: Catalog, config: ModelConfig, backend: str) -> tuple[str, float, float]:
-    """The front door's (name, fixed, per-image) monthly cost.
+def front_door(catalog: Catalog, config: ModelConfig, backend: str) -> Part:
+    """The front door's monthly cost.
 
     realtime: the load balancer's hours plus capacity units, by bytes or new connections (Lambda
     targets get 0.4 GB per LCU-hour, instances 1 GB). pipeline: queue requests — one send per image,
@@ -79,50 +140,96 @@ def front_door(catalog: Catalog, config: ModelConfig, backend: str) -> tuple[str
     """
     if config.service == "pipeline":
         batch = min(10, config.pipeline.batch_size) if backend == "lambda" else 10
-        return "queue", 0.0, (1 + 2 / batch) * catalog.sqs.per_million_requests_usd.usd / 1e6
+        return Part("queue", per_image=(1 + 2 / batch) * catalog.sqs.per_million_requests_usd.usd / 1e6, shared=True)
     gb_per_lcu_hour = LAMBDA_GB_PER_LCU_HOUR if backend == "lambda" else INSTANCE_GB_PER_LCU_HOUR
     by_bytes = config.traffic.image_kb / 1e6 / gb_per_lcu_hour
     lcu_hours_per_image = max(by_bytes, 1 / (NEW_CONNECTIONS_PER_LCU_SECOND * 3600))
-    return ("load balancer", catalog.alb.hourly_usd.usd * catalog.hours_per_month,
-            lcu_hours_per_image * catalog.alb.lcu_hourly_usd.usd)
+    return Part("load balancer", fixed=catalog.alb.hourly_usd.usd * catalog.hours_per_month,
+                per_image=lcu_hours_per_image * catalog.alb.lcu_hourly_usd.usd, shared=True)
 
 
-def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchProfile | None,
-             volume: float, prices_name: str = "prices", load: LoadFigure | None = None) -> Estimate:
+def network(catalog: Catalog, shared_by: int) -> Part:
+    """This model's share of the shared network's NAT gateway hours (split evenly by ``shared_by`` models)."""
+    return Part("network", fixed=catalog.nat.hourly_usd.usd * NAT_GATEWAYS * catalog.hours_per_month / shared_by,
+                shared=True)
+
+
+def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchProfile | None = None, *,
+             prices_name: str = "prices", load: LoadFigure | None = None, shared_by: int = 1) -> Estimate:
+    """``backend``'s bill and limits for ``config``, as functions of the monthly volume. ``shared_by``: how
+    many model stacks share the network's NAT gateway."""
     result = Estimate(backend)
     try:
-        if backend == "lambda":
-            _lambda(result, config, catalog, bench)
-        else:
-            _fleet(result, config, backend, catalog, bench, prices_name, load)
+        per_instance_capacity = (_lambda(result, config, catalog, bench) if backend == "lambda"
+                                 else _fleet(result, config, backend, catalog, bench, prices_name, load))
     except MissingPrice as e:
-        result.line, result.problem = None, str(e)
-    if result.line is not None:
-        line = result.line
-        result.parts = {k: v(volume) for k, v in _parts(result, line, catalog, config).items()}
+        result.problem = str(e)
+    if result.problem is not None:
+        return result
+    items = result.items = [front_door(catalog, config, backend), network(catalog, shared_by), *result.items]
+    line = Line(fixed=sum(p.fixed for p in items), per_image=sum(p.per_image for p in items),
+                per_instance=sum(p.per_instance for p in items), capacity=per_instance_capacity,
+                minimum=0 if backend == "lambda" else config.scaling.min)
+    if backend != "lambda":
+        result.size = Limit("scaling.max", config.scaling.max, "instances", line.instances,
+                            config.scaling.max * per_instance_capacity, "raise scaling.max to {n}")
+        result.limits.append(result.size)
+    result.line = replace(line, max_volume=min((limit.max_volume for limit in result.limits), default=math.inf))
     return result
 
 
-def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: BenchProfile | None) -> None:
+def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: BenchProfile | None) -> float:
+    """Fills in Lambda's items and limits; returns inf, the capacity of the instances it does not have."""
     figure = profile.lambda_latency_ms(config, bench)
     result.performance = figure
     if figure is None:
-        result.problem = "no Lambda latency: set lambda.latency_ms or model.gmacs, or run crossover bench"
-        return
-    spec = config.lambda_
+        result.problem = "no Lambda latency: " + profile.HOW_TO_MEASURE.format(section="lambda.latency_ms")
+        return math.inf
+    spec, seconds = config.lambda_, catalog.hours_per_month * 3600
+    gib = spec.memory_mib / 1024
     gb_second = (catalog.lambda_.arm_gb_second_usd if spec.architecture == "arm64" else catalog.lambda_.gb_second_usd)
-    compute = figure.value / 1000 * spec.memory_mib / 1024 * gb_second.usd
+    compute = figure.value / 1000 * gib * gb_second.usd
     # An SQS event source invokes once per batch; a load balancer once per image.
-    invocations = 1 / config.pipeline.batch_size if config.service == "pipeline" else 1
+    pipeline = config.service == "pipeline"
+    invocations = 1 / config.pipeline.batch_size if pipeline else 1
     requests = catalog.lambda_.per_million_requests_usd.usd / 1e6 * invocations
-    _, door_fixed, door_per_image = front_door(catalog, config, "lambda")
-    result.line = Line(fixed=door_fixed, per_image=compute + requests + door_per_image)
+    result.items = [Part("lambda", per_image=compute + requests)]
+    if spec.provisioned_concurrency:
+        # Billed per GB-second configured, whether used or not; invocations are billed as above (a little
+        # more than the discounted rate provisioned environments get).
+        result.items.append(Part("provisioned concurrency", fixed=spec.provisioned_concurrency * gib * seconds
+                                 * catalog.lambda_.provisioned_gb_second_usd.usd))
+    # Little's law: concurrent executions = arrival rate x duration. A load balancer's arrivals peak at
+    # traffic.peak_to_average; a queue absorbs peaks, and each execution works through its batch in turn.
+    peak = 1.0 if pipeline else config.traffic.peak_to_average
+    per_image = peak * figure.value / 1000 / seconds
+
+    def concurrency(setting: str, value: float, fix: str) -> Limit:
+        return Limit(setting, value, "concurrent executions", lambda v: v * per_image, value / per_image, fix)
+
+    if pipeline:
+        result.limits.append(concurrency("pipeline.max_concurrency", config.pipeline.max_concurrency,
+                                         "raise pipeline.max_concurrency to {n} (at most 1,000)"))
+        batch_s = config.pipeline.batch_size * figure.value / 1000
+        fits = batch_s <= spec.timeout_s
+        result.limits.append(Limit("lambda.timeout_s", spec.timeout_s, "s per batch", lambda v: batch_s,
+                                   math.inf if fits else 0.0, "raise lambda.timeout_s to {n} or lower "
+                                   "pipeline.batch_size"))
+    if spec.reserved_concurrency:
+        result.limits.append(concurrency("lambda.reserved_concurrency", spec.reserved_concurrency,
+                                         "raise lambda.reserved_concurrency to {n}"))
+    result.size = concurrency("the account's Lambda concurrency", ACCOUNT_LAMBDA_CONCURRENCY,
+                              "ask AWS to raise the region's Lambda concurrency quota to {n} (crossover assumes "
+                              f"the default, {ACCOUNT_LAMBDA_CONCURRENCY:,})")
+    result.limits.append(result.size)
     # A pipeline has no latency target: only realtime services are held to p99.
-    result.meets_slo = config.service == "pipeline" or figure.value <= config.traffic.p99_ms
+    result.meets_slo = pipeline or figure.value <= config.traffic.p99_ms
+    return math.inf
 
 
 def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog, bench: BenchProfile | None,
-           prices_name: str, load: LoadFigure | None) -> None:
+           prices_name: str, load: LoadFigure | None) -> float:
+    """Fills in a fleet's items; returns the images a month one instance carries."""
     fleet = getattr(config, backend)
     figure = profile.images_per_second(config, backend, bench)
     result.performance = figure
@@ -130,67 +237,54 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
     if backend == "eia":
         instance_hourly += hourly(catalog, "eia", config.eia.accelerator, prices_name)
     if figure is None:
-        result.problem = (f"no throughput for {fleet.instance_type}: set {backend}.images_per_second or "
-                          "model.gmacs, or run crossover bench")
-        return
+        result.problem = (f"no throughput for {fleet.instance_type}: "
+                          + profile.HOW_TO_MEASURE.format(section=f"{backend}.images_per_second"))
+        return math.inf
     hours, p99 = catalog.hours_per_month, config.traffic.p99_ms
     if config.service == "pipeline":
         # The queue absorbs peaks and nobody waits on an answer: size for the average at full planned load.
         per_instance_rate, peak = figure.value * capacity.MAX_UTILISATION, 1.0
     else:
-        # Sized for the busiest hour: a month's volume V peaks at V / seconds * peak_to_average, at what a
-        # load test held within the target, else what the queueing model plans for.
-        result.planned = profile.measured_rate(config, backend, load)
-        per_instance_rate = (result.planned.value if result.planned
-                             else figure.value * capacity.utilisation(figure.value, p99))
-        peak = config.traffic.peak_to_average
-    monthly_capacity = per_instance_rate * hours * 3600 / peak
-    _, door_fixed, door_per_image = front_door(catalog, config, backend)
-    endpoints = catalog.vpc_endpoint.hourly_usd_per_az.usd * AZS * hours if backend == "eia" else 0.0
-    result.line = Line(fixed=door_fixed + endpoints, per_image=door_per_image, per_instance=instance_hourly * hours,
-                       minimum=config.scaling.min, capacity=monthly_capacity)
+        # Sized for the busiest hour: a month's volume V peaks at V / seconds * peak_to_average, at the
+        # rate the scaling policy plans each instance for.
+        result.planned = profile.planned_rate(config, backend, figure.value, load)
+        per_instance_rate, peak = result.planned.value, config.traffic.peak_to_average
+    result.items = [Part("instances", per_instance=instance_hourly * hours),
+                    Part("volumes", per_instance=fleet.root_volume_gib * catalog.ebs.gp3_gb_month_usd.usd)]
+    if backend == "eia":  # the Elastic Inference runtime's interface endpoint, in each AZ
+        result.items.append(Part("endpoints", fixed=catalog.vpc_endpoint.hourly_usd_per_az.usd * AZS * hours))
     result.meets_slo = config.service == "pipeline" or capacity.meets_p99(figure.value, p99)
+    return per_instance_rate * hours * 3600 / peak
 
 
-def _parts(result: Estimate, line: Line, catalog: Catalog, config: ModelConfig) -> dict[str, Callable[[float], float]]:
-    """The itemised monthly cost as functions of volume (they sum to line.cost)."""
-    door, door_fixed, door_per_image = front_door(catalog, config, result.backend)
-    parts: dict[str, Callable[[float], float]] = {door: lambda v: door_fixed + door_per_image * v}
-    if result.backend == "lambda":
-        parts["lambda"] = lambda v: (line.per_image - door_per_image) * v
-    else:
-        parts["instances"] = lambda v: line.per_instance * line.instances(v)
-        if line.fixed > door_fixed:
-            parts["endpoints"] = lambda v: line.fixed - door_fixed
-    return parts
-
-
-def split_usd(estimates: dict[str, Estimate], shares: dict[str, float], volume: float, config: ModelConfig,
-              catalog: Catalog) -> float | None:
+def split_usd(estimates: dict[str, Estimate], shares: dict[str, float], volume: float) -> float | None:
     """The month of a state in which ``shares`` of ``volume`` go to each backend (a canary): each backend's
-    cost at its share, with the one front door counted once. None if a backend has no price."""
-    costs = [estimates[backend].monthly_usd(volume * share) for backend, share in shares.items()]
+    cost at its share, with what the stack has once (front door, network) counted once. None if a backend
+    has no price."""
+    chosen = [estimates[backend] for backend in shares]
+    costs = [e.monthly_usd(volume * share) for e, share in zip(chosen, shares.values(), strict=True)]
     if any(cost is None for cost in costs):
         return None
-    doubled = sum(front_door(catalog, config, backend)[1] for backend in list(shares)[1:])
+    doubled = sum(p.fixed for e in chosen[1:] for p in e.items if p.shared)
     return sum(c for c in costs if c is not None) - doubled
 
 
 def cheapest(estimates: list[Estimate], volume: float) -> Estimate | None:
-    """The cheapest backend that is priced, meets the latency target and is still sold."""
-    viable = [e for e in estimates if e.line is not None and e.meets_slo and e.backend not in RETIRED]
+    """The cheapest backend that is priced, meets the latency target, is still sold and within its limits."""
+    viable = [e for e in estimates if e.viable(volume)]
     return min(viable, key=lambda e: (e.line.cost(volume), e.backend), default=None)  # type: ignore[union-attr]
 
 
 def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANGE[1]) -> list[Crossover]:
-    """Where the cheapest of ``lines`` changes between ``low`` and ``high`` images a month, exactly."""
+    """Where the cheapest of ``lines`` that can carry the volume changes between ``low`` and ``high``
+    images a month, exactly. A line is absent past its ``max_volume``."""
     if len(lines) < 2:
         return []
-    bounds = {low, high}
+    bounds = {low, high} | {line.max_volume for line in lines.values() if low < line.max_volume < high}
     for line in lines.values():
         if line.per_instance:
             n = max(line.minimum, math.floor(low / line.capacity))
-            while n * line.capacity < high:
+            while n * line.capacity < min(high, line.max_volume):
                 if n * line.capacity > low:
                     bounds.add(n * line.capacity)
                 n += 1
@@ -200,10 +294,13 @@ def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANG
     for a, b in itertools.pairwise(edges):
         # On (a, b] every cost is linear: intercept + slope * v, with instance counts fixed at N(b).
         forms = {name: (line.fixed + line.per_instance * line.instances(b), line.per_image)
-                 for name, line in lines.items()}
+                 for name, line in lines.items() if line.max_volume >= b}
+        if not forms:
+            current = None
+            continue
         at_a = min(forms, key=lambda n: (forms[n][0] + forms[n][1] * a, n))
         if current is not None and at_a != current:
-            found.append(Crossover(current, at_a, a, "step"))
+            found.append(Crossover(current, at_a, a, "step" if current in forms else "limit"))
         current, v = at_a, a
         while True:
             c0, c1 = forms[current]

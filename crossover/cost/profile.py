@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crossover import ROOT
+from crossover import ROOT, capacity
 from crossover.config import GRAVITON_FAMILIES, ModelConfig
 
 PROFILES = ROOT / "profiles"
@@ -35,6 +35,11 @@ EIA_SOURCE = "estimate: EI fp32 TFLOPS (AWS docs) x 50%"
 NEURON_ANCHORS = {"inf2": (838.0, 11.51), "inf1": (2207.0, 4.09)}
 NEURON_SOURCE = "estimate: AWS Neuron published ResNet throughput, scaled by multiply-adds and chips"
 NEURON_CHIPS = {"inf1.6xlarge": 4, "inf1.24xlarge": 16, "inf2.24xlarge": 6, "inf2.48xlarge": 12}  # others: 1
+# What to do when a backend has no figure ({section}: the config key that would give it one).
+HOW_TO_MEASURE = ("set {section} to a measured figure, or model.gmacs (billions of multiply-adds per image; "
+                  "ResNet-50 4.09, ResNet-152 11.51, MobileNetV2 0.30, EfficientNet-Lite0 0.39, AlexNet 0.71; "
+                  "model zoos list it as GMACs, or GFLOPs = 2 x GMACs), or measure the model here with "
+                  "`crossover bench <config>` (Lambda and CPU figures)")
 LAMBDA_OVERHEAD_MS = 10.0  # decode + preprocess of a typical photo (bench/serving.py measures ~6-8 ms)
 
 
@@ -85,18 +90,41 @@ class LoadFigure:
         return path
 
 
+def on_host_cpus(config: ModelConfig, backend: str) -> bool:
+    """Whether ``backend`` runs the ONNX model on its instances' CPUs: ``cpu``, and ``inferentia`` without
+    a Neuron artifact (its NeuronCores then sit idle)."""
+    return backend == "cpu" or (backend == "inferentia" and config.inferentia.neuron_artifact is None)
+
+
 def measured_rate(config: ModelConfig, backend: str, load: LoadFigure | None) -> Figure | None:
-    """Requests a second one instance may be planned for, from a load test, where one applies: the
-    cpu backend on an x86 type (what the test ran on), measured at a target no looser than the
+    """Requests a second one instance may be planned for, from a load test, where one applies: a backend
+    that runs the model on x86 host CPUs (what the test ran on), measured at a target no looser than the
     config's; scaled by vCPUs. None: plan with the queueing model (crossover.capacity)."""
     fleet = getattr(config, backend)
-    if (backend != "cpu" or load is None or load.p99_ms > config.traffic.p99_ms
+    if (not on_host_cpus(config, backend) or load is None or load.p99_ms > config.traffic.p99_ms
             or fleet.instance_type.split(".")[0] in GRAVITON_FAMILIES):
         return None
     cpus = vcpus(fleet.instance_type)
     return Figure(load.requests_per_second / load.cpus * cpus,
                   f"load test on {load.machine}: {load.requests_per_second:.1f} req/s at p99 <= {load.p99_ms:g} ms "
                   f"on {load.cpus} CPUs, scaled to {cpus} vCPUs of {fleet.instance_type}")
+
+
+def planned_rate(config: ModelConfig, backend: str, throughput: float, load: LoadFigure | None) -> Figure:
+    """Requests a second one realtime instance is planned for: the scaling policy's target (per minute,
+    ``capacity.per_minute``) and the capacity `crossover cost` sizes the fleet with, from one place.
+    The config's ``requests_per_minute_per_instance``, else a load test's measured capacity, else the
+    queueing model on ``throughput`` (images/s)."""
+    fleet = getattr(config, backend)
+    if fleet.requests_per_minute_per_instance:
+        return Figure(fleet.requests_per_minute_per_instance / 60,
+                      f"config ({backend}.requests_per_minute_per_instance)")
+    measured = measured_rate(config, backend, load)
+    if measured:
+        return measured
+    share = capacity.utilisation(throughput, config.traffic.p99_ms)
+    return Figure(throughput * share, f"{share:.0%} of {throughput:,.1f} img/s keeps p99 within "
+                                      f"{config.traffic.p99_ms} ms (queueing model)")
 
 
 def vcpus(instance_type: str) -> int:
@@ -130,21 +158,26 @@ def lambda_latency_ms(config: ModelConfig, bench: BenchProfile | None) -> Figure
 
 
 def images_per_second(config: ModelConfig, backend: str, bench: BenchProfile | None) -> Figure | None:
+    """One instance's throughput on ``backend`` running what will run there: the host-CPU figure for
+    ``inferentia`` without a Neuron artifact, the NeuronCores' with one."""
     fleet = getattr(config, backend)
     if fleet.images_per_second is not None:
         return Figure(fleet.images_per_second, f"config ({backend}.images_per_second)")
     family = fleet.instance_type.split(".")[0]
-    if backend == "cpu" and bench is not None:
+    host = on_host_cpus(config, backend)
+    where = "" if backend == "cpu" else " (no inferentia.neuron_artifact: the model runs on the host CPUs)"
+    if host and bench is not None:
         cores = _cores(fleet.instance_type)
         return Figure(bench.images_per_second * cores * (MULTI_THREAD_EFFICIENCY if cores > 1 else 1),
-                      f"bench on {bench.machine} (1 thread), scaled to {cores:g} cores of {fleet.instance_type}")
+                      f"bench on {bench.machine} (1 thread), scaled to {cores:g} cores of {fleet.instance_type}"
+                      + where)
     gmacs = config.model.gmacs
     if gmacs is None:
         return None
     gflop = 2 * gmacs
-    if backend == "cpu":
+    if host:
         per_core = GRAVITON_VCPU_GFLOPS if family in GRAVITON_FAMILIES else X86_CORE_GFLOPS
-        return Figure(per_core * _cores(fleet.instance_type) / gflop, CPU_SOURCE)
+        return Figure(per_core * _cores(fleet.instance_type) / gflop, CPU_SOURCE + where)
     if backend == "gpu" and family in GPU_TFLOPS:
         return Figure(GPU_TFLOPS[family] * 1000 * GPU_EFFICIENCY / gflop, GPU_SOURCE)
     if backend == "eia":

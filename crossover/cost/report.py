@@ -2,95 +2,160 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
-from crossover.config import BACKENDS, LoadedConfig
+from crossover.config import BACKENDS, RETIRED, LoadedConfig
 from crossover.cost import model
 from crossover.cost.catalog import Catalog
 from crossover.cost.profile import PROFILES, BenchProfile, LoadFigure
+from crossover.shape import NAT_GATEWAYS
 
 
 @dataclass
 class Report:
     name: str
+    backend: str  # the one the config selects
     volume: float
     p99_ms: int
     service: str
     estimates: list[model.Estimate]
     crossovers: list[model.Crossover]
     recommended: model.Estimate | None
+    catalog: Catalog
+    catalog_name: str
+    shared_by: int
+
+    @property
+    def prices(self) -> str:
+        c = self.catalog
+        return f"{c.region} prices in {c.currency}, catalog of {c.date} ({self.catalog_name})"
+
+    @property
+    def selected(self) -> model.Estimate:
+        return next(e for e in self.estimates if e.backend == self.backend)
+
+    def limits(self) -> list[tuple[str, float, model.Limit]]:
+        """(backend, the most it carries, the limit that stops it) for every backend that stops within
+        the searched range."""
+        found = []
+        for e in self.estimates:
+            binding = min(e.limits, key=lambda limit: limit.max_volume, default=None)
+            if e.line is not None and binding is not None and binding.max_volume < model.RANGE[1]:
+                found.append((e.backend, binding.max_volume, binding))
+        return found
 
 
 def build(loaded: LoadedConfig, catalog: Catalog, *, volume: float | None = None, prices_name: str = "prices",
-          profiles: Path = PROFILES) -> Report:
+          profiles: Path = PROFILES, shared_by: int = 1) -> Report:
     config = loaded.config
     bench, load = BenchProfile.read(config.name, profiles), LoadFigure.read(config.name, profiles)
     v = float(volume or config.traffic.images_per_month)
-    estimates = [model.estimate(config, b, catalog, bench, v, prices_name, load) for b in BACKENDS]
-    # Crossovers among the backends that could serve this model: priced, on target, still sold.
-    lines = {e.backend: e.line for e in estimates
-             if e.line is not None and e.meets_slo and e.backend not in model.RETIRED}
-    return Report(config.name, v, config.traffic.p99_ms, config.service, estimates, model.crossovers(lines),
-                  model.cheapest(estimates, v))
+    estimates = [model.estimate(config, b, catalog, bench, prices_name=prices_name, load=load, shared_by=shared_by)
+                 for b in BACKENDS]
+    # Crossovers among the backends that could serve this model: priced, on target, still sold; each only
+    # up to the volume its limits allow.
+    lines = {e.backend: e.line for e in estimates if e.line is not None and e.meets_slo and e.backend not in RETIRED}
+    return Report(config.name, config.backend, v, config.traffic.p99_ms, config.service, estimates,
+                  model.crossovers(lines), model.cheapest(estimates, v), catalog, prices_name, shared_by)
+
+
+def _scale(e: model.Estimate, volume: float) -> tuple[int, str] | None:
+    """What the backend runs at ``volume``: instances, or Lambda's concurrent executions."""
+    if e.line is None or e.size is None:
+        return None
+    return math.ceil(e.size.needs(volume) - 1e-9), e.size.unit
+
+
+def verdict(e: model.Estimate, volume: float) -> str:
+    if e.problem is not None:
+        return "no figure" if e.performance is None else "no price"
+    if e.backend in RETIRED:
+        return "retired"
+    if not e.meets_slo:
+        return "misses p99"
+    return "ok" if e.over(volume) is None else "over limit"
 
 
 def as_json(report: Report) -> dict[str, Any]:
     backends: dict[str, Any] = {}
+    v = report.volume
     for e in report.estimates:
-        monthly = e.monthly_usd(report.volume)
+        monthly, scale = e.monthly_usd(v), _scale(e, v)
+        line = e.line
         backends[e.backend] = {
             "monthly_usd": None if monthly is None else round(monthly, 2),
-            "usd_per_million": None if monthly is None else round(monthly / report.volume * 1e6, 2),
-            "instances": None if e.line is None or e.backend == "lambda" else e.line.instances(report.volume),
+            "usd_per_million": None if monthly is None else round(monthly / v * 1e6, 2),
+            "floor_usd": None if line is None else round(line.cost(0), 2),
+            "instances": None if line is None or e.backend == "lambda" else line.instances(v),
+            "concurrent_executions": scale[0] if scale and e.backend == "lambda" else None,
             "meets_slo": e.meets_slo,
-            "parts": {k: round(v, 2) for k, v in e.parts.items()},
+            "feasible": None if line is None else e.over(v) is None,
+            "limit": e.over(v),
+            "max_images_per_month": None if line is None or math.isinf(line.max_volume) else round(line.max_volume),
+            "parts": {k: round(x, 2) for k, x in e.parts(v).items()},
             "performance": None if e.performance is None else {
                 "value": round(e.performance.value, 3),
                 "unit": "ms" if e.backend == "lambda" else "images/s per instance",
                 "source": e.performance.source},
+            "planned_requests_per_minute": None if e.planned is None else math.floor(e.planned.value * 60 + 1e-9),
             "problem": e.problem,
-            "retired": e.backend in model.RETIRED,
+            "retired": e.backend in RETIRED,
         }
-    return {"model": report.name, "volume": report.volume, "backends": backends,
-            "crossovers": [{"below": c.below, "above": c.above, "images_per_month": round(c.images_per_month),
-                            "kind": c.kind} for c in report.crossovers],
+    c = report.catalog
+    nat = c.nat.hourly_usd.usd * NAT_GATEWAYS * c.hours_per_month
+    return {"model": report.name, "backend": report.backend, "volume": v,
+            "prices": {"region": c.region, "currency": c.currency, "catalog_date": str(c.date),
+                       "catalog": report.catalog_name},
+            "network": {"nat_gateways": NAT_GATEWAYS, "monthly_usd": round(nat, 2), "shared_by": report.shared_by},
+            "backends": backends,
+            "crossovers": [{"below": x.below, "above": x.above, "images_per_month": round(x.images_per_month),
+                            "kind": x.kind} for x in report.crossovers],
+            "limits": [{"backend": b, "max_images_per_month": round(most), "setting": limit.setting}
+                       for b, most, limit in report.limits()],
             "recommended": None if report.recommended is None else report.recommended.backend}
 
 
 def table(report: Report) -> Table:
     target = "pipeline: no latency target" if report.service == "pipeline" else f"p99 target {report.p99_ms} ms"
-    t = Table(title=f"{report.name} at {report.volume:,.0f} images/month ({target})")
-    for column, justify in (("backend", "left"), ("monthly USD", "right"), ("USD / 1M images", "right"),
-                            ("instances", "right"), ("meets p99", "center"), ("performance", "right")):
+    t = Table(title=f"{report.name} at {report.volume:,.0f} images/month ({target})", box=box.SIMPLE_HEAD,
+              caption=f"{report.prices}; floor: the month with no traffic", caption_justify="left")
+    for column, justify in (("backend", "left"), ("USD/month", "right"), ("USD/1M img", "right"),
+                            ("floor", "right"), ("runs", "right"), ("verdict", "left")):
         t.add_column(column, justify=justify)  # type: ignore[arg-type]
+    v = report.volume
     for e in report.estimates:
-        name = e.backend + (" (retired)" if e.backend in model.RETIRED else "") + (
-            " *" if report.recommended is e else "")
-        perf = "—" if e.performance is None else (
-            f"{e.performance.value:,.1f} {'ms' if e.backend == 'lambda' else 'img/s'}")
-        monthly = e.monthly_usd(report.volume)
+        name = e.backend + (" *" if report.recommended is e else "")
+        monthly, scale = e.monthly_usd(v), _scale(e, v)
         if monthly is None or e.line is None:
-            t.add_row(name, "—", "—", "—", "—", perf)
+            t.add_row(name, "—", "—", "—", "—", verdict(e, v))
             continue
-        t.add_row(name, f"{monthly:,.2f}", f"{monthly / report.volume * 1e6:,.2f}",
-                  "—" if e.backend == "lambda" else str(e.line.instances(report.volume)),
-                  "yes" if e.meets_slo else "no", perf)
+        runs = "—" if scale is None else f"{scale[0]:,} {'inst.' if scale[1] == 'instances' else 'conc.'}"
+        t.add_row(name, f"{monthly:,.2f}", f"{monthly / v * 1e6:,.2f}", f"{e.line.cost(0):,.2f}", runs,
+                  verdict(e, v))
     return t
 
 
 def notes(report: Report) -> list[str]:
-    """Under the table: each backend's itemised cost (or why it has none) and where its figure came from."""
+    """Under the table: each backend's itemised cost (or why it has none), its limit, and its figures' sources."""
     lines = []
     for e in report.estimates:
-        cost = e.problem or " + ".join(f"{k} {v:,.2f}" for k, v in e.parts.items())
+        cost = e.problem or " + ".join(f"{k} {x:,.2f}" for k, x in e.parts(report.volume).items())
+        over = e.over(report.volume)
+        limit = f"; {over}" if over and e.problem is None else ""
         source = "" if e.performance is None else f"; performance from {e.performance.source}"
         if e.planned is not None:
-            source += f"; planned {e.planned.value:,.1f} req/s per instance from {e.planned.source}"
-        lines.append(f"{e.backend}: {cost}{source}")
+            source += f"; planned {e.planned.value:,.1f} req/s per instance: {e.planned.source}"
+        lines.append(f"{e.backend}: {cost}{limit}{source}")
+    c = report.catalog
+    nat = c.nat.hourly_usd.usd * NAT_GATEWAYS * c.hours_per_month
+    lines.append(f"network: the shared NAT gateway, {nat:,.2f} a month, split by {report.shared_by} model stack(s) "
+                 "(--shared-by); not included: data transfer, NAT and endpoint GB, CloudWatch, KMS, S3, logs")
     return lines
 
 
@@ -104,19 +169,22 @@ def plot(report: Report, path: Path) -> None:
     volumes = np.logspace(np.log10(model.RANGE[0]), np.log10(model.RANGE[1]), 600)
     figure, axes = plt.subplots(figsize=(9, 5.5))
     for e in report.estimates:
-        if e.line is None:
+        line = e.line
+        if line is None:
             continue
-        style = "-" if e.meets_slo and e.backend not in model.RETIRED else ":"
-        axes.plot(volumes, [e.line.cost(v) for v in volumes], style, label=e.backend
-                  + ("" if e.meets_slo else " (misses p99)") + (" (retired)" if e.backend in model.RETIRED else ""))
+        style = "-" if e.meets_slo and e.backend not in RETIRED else ":"
+        within = [x for x in volumes if x <= line.max_volume]
+        label = (e.backend + ("" if e.meets_slo else " (misses p99)") + (" (retired)" if e.backend in RETIRED else "")
+                 + ("" if len(within) == len(volumes) else " (until its limit)"))
+        axes.plot(within, [line.cost(x) for x in within], style, label=label)
     for c in report.crossovers:
         axes.axvline(c.images_per_month, color="grey", linewidth=0.8, linestyle="--")
         axes.annotate(f"{c.below}→{c.above}\n{c.images_per_month:,.3g}", (c.images_per_month, 1), fontsize=7,
                       xycoords=("data", "axes fraction"), va="top", ha="right", rotation=90)
     axes.axvline(report.volume, color="black", linewidth=1.2)
     axes.annotate("current volume", (report.volume, 0.02), xycoords=("data", "axes fraction"), fontsize=8)
-    axes.set(xscale="log", yscale="log", xlabel="images per month", ylabel="monthly cost (USD)",
-             title=f"{report.name}: monthly cost by backend")
+    axes.set(xscale="log", yscale="log", xlabel="images per month", ylabel=f"monthly cost ({report.catalog.currency})",
+             title=f"{report.name}: monthly cost by backend ({report.catalog.region}, {report.catalog.date})")
     axes.grid(True, which="both", linewidth=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ from aws_cdk import CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
-from crossover.capacity import scaling_target
+from crossover.capacity import per_minute
 from crossover.config import FleetSpec, LoadedConfig, ModelConfig
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.fleet import InstanceFleet
@@ -70,15 +69,8 @@ def throughput(config: ModelConfig, backend: str) -> float:
 
 def requests_per_minute(config: ModelConfig, backend: str, images_per_second: float,
                         load: profile.LoadFigure | None) -> int:
-    """The target-tracking target per instance: the config's, else a load test's measured capacity,
-    else the queueing model on the instance's throughput (crossover.capacity)."""
-    fleet: FleetSpec = getattr(config, backend)
-    if fleet.requests_per_minute_per_instance:
-        return fleet.requests_per_minute_per_instance
-    measured = profile.measured_rate(config, backend, load)
-    if measured:
-        return max(1, math.floor(measured.value * 60))
-    return scaling_target(images_per_second, config.traffic.p99_ms)
+    """The target-tracking target per instance: the rate `crossover cost` plans each instance for."""
+    return per_minute(profile.planned_rate(config, backend, images_per_second, load).value)
 
 
 def _fleet_kwargs(config: ModelConfig, backend: str, ctx: BackendContext) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from crossover.shape import AZS, NAT_GATEWAYS
+
 
 class NetworkStack(Stack):
     """A VPC over two AZs: public subnets (NAT, public load balancers) and private subnets with egress.
@@ -19,7 +21,7 @@ class NetworkStack(Stack):
     Flow logs go to CloudWatch; S3 traffic (model artifacts, results) stays on a gateway endpoint.
     """
 
-    def __init__(self, scope: Construct, id: str, *, cidr: str = "10.0.0.0/16", nat_gateways: int = 1,
+    def __init__(self, scope: Construct, id: str, *, cidr: str = "10.0.0.0/16", nat_gateways: int = NAT_GATEWAYS,
                  **kwargs: Any) -> None:
         super().__init__(scope, id, **kwargs)
         self.cidr = cidr
@@ -29,7 +31,7 @@ class NetworkStack(Stack):
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(cidr),
-            max_azs=2,
+            max_azs=AZS,
             nat_gateways=nat_gateways,
             subnet_configuration=[
                 # Public subnets hold NAT gateways and public load balancers, never instances.
