@@ -11,29 +11,64 @@ from typing import Any
 
 from rich.console import Console
 
-from crossover.config import ConfigError, Problem, find, load_all, model_files
+from crossover.config import ConfigError, LoadedConfig, Problem, find, load, load_all, model_files
 from crossover.cost.catalog import Catalog
 from crossover.cost.profile import PROFILES
+from crossover.errors import UserError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+MODEL_HELP = "a model's name (its `name:` or file name in --models) or the path of its config file"
+
+
+def _is_path(text: str) -> bool:
+    return text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file()
+
+
+def _model(args: argparse.Namespace, *, converting: bool = False) -> LoadedConfig:
+    """The config that ``args.model`` names: a path to a config file, or a model's name in ``args.models``."""
+    if not _is_path(args.model):
+        return find(args.model, Path(args.models), converting=converting)
+    path = Path(args.model)
+    if not path.is_file():
+        raise ConfigError([Problem(args.model, "", "no such config file")])
+    return load(path, converting=converting)
+
+
+def _aws_problem(error: Exception) -> str | None:
+    """What to do about an AWS error the user can fix; None for anything else. botocore is only imported
+    by commands that call AWS, so an error from it can only exist once it is."""
+    found = sys.modules.get("botocore.exceptions")
+    if found is None or not isinstance(error, found.BotoCoreError | found.ClientError):
+        return None
+    if isinstance(error, found.NoRegionError):
+        return "no AWS region: set AWS_DEFAULT_REGION, or a profile's region with `aws configure`"
+    if isinstance(error, found.NoCredentialsError | found.PartialCredentialsError):
+        return ("no AWS credentials: set AWS_PROFILE or run `aws configure` (with no account, `make deploy` "
+                "rehearses on a local emulator instead)")
+    if isinstance(error, found.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        hint = {"ExpiredToken": "; refresh your credentials (e.g. aws sso login)",
+                "ExpiredTokenException": "; refresh your credentials (e.g. aws sso login)",
+                "AccessDenied": "; your credentials lack this permission",
+                "AccessDeniedException": "; your credentials lack this permission"}.get(code, "")
+        return f"AWS refused the call: {error}{hint}"
+    return f"AWS call failed: {error}"
 
 
 def _validate(args: argparse.Namespace) -> int:
-    paths = [Path(p) for p in args.paths] or model_files(Path(args.models))
-    if not paths:
+    given = args.models_or_paths
+    paths = [Path(m) for m in given if _is_path(m)] if given else model_files(Path(args.models))
+    if not given and not paths:
         err.print(f"no model configs found in {args.models}/")
         return 1
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        for path in missing:
-            err.print(f"{path}: no such file", markup=False)
-        return 1
     try:
-        loaded = load_all(paths)
+        missing = [Problem(str(p), "", "no such config file") for p in paths if not p.is_file()]
+        if missing:
+            raise ConfigError(missing)
+        loaded = load_all(paths) + [find(m, Path(args.models)) for m in given if not _is_path(m)]
     except ConfigError as error:
-        for problem in error.problems:
-            err.print(str(problem), markup=False)
+        _problems(error)
         err.print(f"[red]{len(error.problems)} problem(s); nothing was synthesized[/red]")
         return 1
     for item in loaded:
@@ -51,12 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.server import InferenceServer
     from serving.spec import Spec
 
-    try:
-        (item,) = load_all([Path(args.config)])
-    except ConfigError as error:
-        for problem in error.problems:
-            err.print(str(problem), markup=False)
-        return 1
+    item = _model(args)
     artifact = args.artifact or item.artifact_path
     if artifact is None:
         err.print(f"{item.path}: model.artifact is in S3 ({item.config.model.artifact}); download it and pass "
@@ -99,11 +129,8 @@ def _shared_by(config_path: Path, given: int | None = None) -> int:
 def _cost(args: argparse.Namespace) -> int:
     from crossover.cost import report
 
-    try:
-        (item,) = load_all([Path(args.config)])
-        catalog, shown = _catalog(args.prices)
-    except ConfigError as error:
-        return _problems(error)
+    item = _model(args)
+    catalog, shown = _catalog(args.prices)
     result = report.build(item, catalog, volume=args.volume, prices_name=shown, profiles=Path(args.profiles),
                           shared_by=_shared_by(item.path, args.shared_by))
     if all(e.line is None for e in result.estimates):
@@ -146,10 +173,7 @@ def _switch(args: argparse.Namespace) -> int:
     from crossover.cost import model, report
     from crossover.switch import Move, abort, cold_start_warning, plan, promote, shares, switch
 
-    try:
-        item = find(args.name, Path(args.models))
-    except ConfigError as error:
-        return _problems(error)
+    item = _model(args)
     chosen = [bool(args.backend), args.promote, args.abort]
     if sum(chosen) != 1:
         err.print("give a backend to move to (optionally with --canary PERCENT), or --promote, or --abort")
@@ -196,12 +220,10 @@ def _smoke(args: argparse.Namespace) -> int:
     from crossover.cost.bench import photo
     from crossover.smoke import SmokeError, endpoint, smoke
 
+    item = _model(args)
     try:
-        item = find(args.name, Path(args.models))
         url = endpoint(boto3.Session().client("cloudformation"), item.config.stack_name)
         result = smoke(url, item.config.name, photo(), timeout_s=args.timeout)
-    except ConfigError as error:
-        return _problems(error)
     except SmokeError as e:
         err.print(f"[red]smoke failed[/red]: {e}", markup=False)
         return 1
@@ -213,22 +235,16 @@ def _smoke(args: argparse.Namespace) -> int:
 
 def _watch(args: argparse.Namespace) -> int:
     from crossover.cost.bench import photo
-    from crossover.smoke import SmokeError, endpoint
+    from crossover.smoke import endpoint
     from crossover.watch import watch
 
-    try:
-        item = find(args.name, Path(args.models))
-        if args.url:
-            url = args.url
-        else:
-            import boto3
+    item = _model(args)
+    if args.url:
+        url = args.url
+    else:
+        import boto3
 
-            url = endpoint(boto3.Session().client("cloudformation"), item.config.stack_name)
-    except ConfigError as error:
-        return _problems(error)
-    except SmokeError as e:
-        err.print(f"[red]error[/red]: {e}", markup=False)
-        return 1
+        url = endpoint(boto3.Session().client("cloudformation"), item.config.stack_name)
     out.print(f"watching {url}/predict: {args.rate:g} requests a second for {args.duration:g} s", markup=False)
     tally = watch(url, photo(), rate=args.rate, duration_s=args.duration, timeout_s=args.timeout,
                   report=lambda second, t: out.print(f"  {second:>4} s  {t.line()}", markup=False))
@@ -241,7 +257,7 @@ def _pipeline_stack(args: argparse.Namespace) -> tuple[Any, dict[str, str], str]
 
     from crossover.pipeline_cli import outputs
 
-    (item,) = load_all([Path(args.config)])
+    item = _model(args)
     session = boto3.Session()
     return session, outputs(session.client("cloudformation"), item.config.stack_name), item.config.stack_name
 
@@ -251,57 +267,46 @@ def _enqueue(args: argparse.Namespace) -> int:
     from crossover.smoke import SmokeError
 
     uris = list(args.uris)
-    try:
-        if args.file:
+    if args.file:
+        try:
             uris += [line.strip() for line in Path(args.file).read_text().splitlines() if line.strip()]
-        if not uris:
-            raise SmokeError("no images: give URIs or --file FILE (one s3:// or https:// URI a line)")
-        session, found, stack = _pipeline_stack(args)
-        sent = enqueue(session.client("sqs"), found["QueueUrl"], uris)
-    except ConfigError as error:
-        return _problems(error)
-    except (SmokeError, OSError) as e:
-        err.print(f"[red]error[/red]: {e}", markup=False)
-        return 1
-    out.print(f"{stack}: {sent} messages queued; `crossover results {args.config}` collects what comes back",
+        except OSError as e:
+            raise SmokeError(f"cannot read {args.file}: {e.strerror}") from None
+    if not uris:
+        raise SmokeError("no images: give URIs or --file FILE (one s3:// or https:// URI a line)")
+    session, found, stack = _pipeline_stack(args)
+    sent = enqueue(session.client("sqs"), found["QueueUrl"], uris)
+    out.print(f"{stack}: {sent} messages queued; `crossover results {args.model}` collects what comes back",
               markup=False)
     return 0
 
 
 def _results(args: argparse.Namespace) -> int:
     from crossover.pipeline_cli import collect
-    from crossover.smoke import SmokeError
 
-    try:
-        session, found, stack = _pipeline_stack(args)
-        results, errors = collect(session.client("s3"), found["ResultsBucket"], Path(args.out))
-    except ConfigError as error:
-        return _problems(error)
-    except SmokeError as e:
-        err.print(f"[red]error[/red]: {e}", markup=False)
-        return 1
+    session, found, stack = _pipeline_stack(args)
+    results, errors = collect(session.client("s3"), found["ResultsBucket"], Path(args.out))
     out.print(f"{stack}: {results} results and {errors} errors (dead-lettered messages) in {args.out}/",
               markup=False)
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from crossover.config import load
     from crossover.convert import ConvertError, convert
 
     try:
-        item = load(Path(args.config), converting=True)
+        item = _model(args, converting=True)
         if item.config.model.mxnet is None:
             raise ConfigError([Problem(str(item.path), "model.mxnet", "expected {symbol: ..., params: ...} to "
                                        "convert from; this model has no MXNet source")])
         result = convert(item, err, tolerance=args.tolerance)
     except ConfigError as error:
-        err.print(f"[red]not converted[/red]: {args.config} is unchanged")
+        err.print(f"[red]not converted[/red]: {args.model} is unchanged")
         return _problems(error)
     except ConvertError as e:
-        err.print(f"[red]not converted[/red]: {e}; {args.config} is unchanged", markup=False)
+        err.print(f"[red]not converted[/red]: {e}; {args.model} is unchanged", markup=False)
         return 1
-    out.print(f"{args.config}: converted to {result.onnx}; MXNet and ONNX Runtime agree within "
+    out.print(f"{item.path}: converted to {result.onnx}; MXNet and ONNX Runtime agree within "
               f"{result.max_difference:.3g} (outputs up to {result.scale:.3g}); format is now onnx", markup=False)
     return 0
 
@@ -315,10 +320,7 @@ def _bench(args: argparse.Namespace) -> int:
     from serving.errors import ModelLoadError
     from serving.spec import Spec
 
-    try:
-        (item,) = load_all([Path(args.config)])
-    except ConfigError as error:
-        return _problems(error)
+    item = _model(args)
     artifact = args.artifact or item.artifact_path
     if artifact is None:
         err.print(f"{item.path}: model.artifact is in S3 ({item.config.model.artifact}); download it and pass "
@@ -330,7 +332,7 @@ def _bench(args: argparse.Namespace) -> int:
     except ModelLoadError as e:
         err.print(f"{item.path}: {e}", markup=False)
         return 1
-    out.print(f"profile written to {path}; `crossover cost {args.config}` now uses it", markup=False)
+    out.print(f"profile written to {path}; `crossover cost {args.model}` now uses it", markup=False)
     out.print(path.read_text(), markup=False)
     return 0
 
@@ -359,71 +361,59 @@ def _refresh(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="crossover", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
-    validate = commands.add_parser("validate", help="check model configs (default: every file in models/)")
-    validate.add_argument("paths", nargs="*", help="config files")
-    validate.add_argument("--models", default="models", help="folder searched when no path is given")
-    validate.set_defaults(run=_validate)
-    serve = commands.add_parser("serve", help="run the instance HTTP server locally on a model's artifact")
-    serve.add_argument("config", help="models/<name>.yaml")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+
+    def command(name: str, run: Any, help: str, *, model: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        if model:
+            sub.add_argument("model", help=MODEL_HELP)
+        sub.add_argument("--models", default="models", help="folder of model configs that names are looked up in "
+                                                            "(default: models)")
+        sub.set_defaults(run=run)
+        return sub
+
+    validate = command("validate", _validate, "check model configs (default: every file in --models)", model=False)
+    validate.add_argument("models_or_paths", nargs="*", metavar="model", help=MODEL_HELP)
+    serve = command("serve", _serve, "run the instance HTTP server locally on a model's artifact")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--artifact", type=Path, help="a local copy of an s3:// artifact")
-    serve.set_defaults(run=_serve)
-    cost = commands.add_parser("cost", help="monthly cost per backend, crossovers, recommendation")
-    cost.add_argument("config", help="models/<name>.yaml")
+    cost = command("cost", _cost, "monthly cost per backend, crossovers, recommendation")
     cost.add_argument("--prices", help="a price catalog (default: the bundled, dated one)")
-    cost.add_argument("--volume", type=_positive, help="images per month (default: traffic.images_per_month)")
+    cost.add_argument("--volume", type=_volume, help="images per month, e.g. 7500000, 7.5M, 2.5e7 or 1_000_000 "
+                                                     "(default: traffic.images_per_month)")
     cost.add_argument("--json", action="store_true", help="print JSON instead of a table")
     cost.add_argument("--plot", metavar="FILE.png", help="draw cost against volume with the crossovers")
     cost.add_argument("--profiles", default=str(PROFILES), help="folder of `crossover bench` profiles")
     cost.add_argument("--shared-by", type=_whole, metavar="N",
                       help="model stacks sharing the network's NAT gateway (default: the configs in the config's "
                            "folder)")
-    cost.set_defaults(run=_cost)
-    switch = commands.add_parser("switch", help="move a model to another backend, at once or as a canary")
-    switch.add_argument("name", help="the model's name (or its file name in models/)")
+    switch = command("switch", _switch, "move a model to another backend, at once or as a canary")
     switch.add_argument("backend", nargs="?", help="lambda | gpu | eia | inferentia | cpu")
     switch.add_argument("--canary", type=_percent, metavar="PERCENT",
                         help="keep the current backend and send it 100-PERCENT%% of requests until --promote/--abort")
     switch.add_argument("--promote", action="store_true", help="end a canary: the new backend takes every request")
     switch.add_argument("--abort", action="store_true", help="undo a canary: the old backend takes every request")
     switch.add_argument("--force", action="store_true", help="switch to a retired backend (eia) all the same")
-    switch.add_argument("--models", default="models", help="folder of the model configs")
-    switch.set_defaults(run=_switch)
-    bench = commands.add_parser("bench", help="measure the model here and write profiles/<name>.json")
-    bench.add_argument("config", help="models/<name>.yaml")
+    bench = command("bench", _bench, "measure the model here and write profiles/<name>.json")
     bench.add_argument("--artifact", type=Path, help="a local copy of an s3:// artifact")
-    bench.add_argument("--repeat", type=int, default=20)
+    bench.add_argument("--repeat", type=_whole, default=20, help="timed runs per measurement (default 20)")
     bench.add_argument("--profiles", default=str(PROFILES), help="where to write the profile")
-    bench.set_defaults(run=_bench)
-    smoke = commands.add_parser("smoke", help="send a real photo to a deployed model and check the answer")
-    smoke.add_argument("name", help="the model's name")
-    smoke.add_argument("--models", default="models", help="folder of the model configs")
-    smoke.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
-    smoke.set_defaults(run=_smoke)
-    watch = commands.add_parser("watch", help="send a photo at a steady rate and count every answer (run it during "
-                                             "a deploy to prove a switch dropped nothing)")
-    watch.add_argument("name", help="the model's name")
+    smoke = command("smoke", _smoke, "send a real photo to a deployed model and check the answer")
+    smoke.add_argument("--timeout", type=_positive, default=30.0, help="seconds to wait for the answer (default 30)")
+    watch = command("watch", _watch, "send a photo at a steady rate and count every answer (run it during a deploy "
+                                     "to prove a switch dropped nothing)")
     watch.add_argument("--rate", type=_positive, default=5.0, help="requests a second (default 5)")
     watch.add_argument("--duration", type=_positive, default=60.0, help="seconds to send for (default 60)")
     watch.add_argument("--timeout", type=_positive, default=10.0, help="seconds a request may wait for its answer")
     watch.add_argument("--url", help="the endpoint (default: the deployed stack's Endpoint output)")
-    watch.add_argument("--models", default="models", help="folder of the model configs")
-    watch.set_defaults(run=_watch)
-    enqueue = commands.add_parser("enqueue", help="send images to a deployed pipeline's queue")
-    enqueue.add_argument("config", help="models/<name>.yaml (service: pipeline)")
+    enqueue = command("enqueue", _enqueue, "send images to a deployed pipeline's queue")
     enqueue.add_argument("uris", nargs="*", help="s3:// or https:// images")
     enqueue.add_argument("--file", help="a file of URIs, one a line")
-    enqueue.set_defaults(run=_enqueue)
-    results = commands.add_parser("results", help="download a deployed pipeline's results and errors")
-    results.add_argument("config", help="models/<name>.yaml (service: pipeline)")
+    results = command("results", _results, "download a deployed pipeline's results and errors")
     results.add_argument("--out", default="results", help="folder to write results/ and errors/ into")
-    results.set_defaults(run=_results)
-    convert = commands.add_parser("convert", help="convert a model's MXNet symbol + params to its ONNX artifact")
-    convert.add_argument("config", help="models/<name>.yaml with format: mxnet")
+    convert = command("convert", _convert, "convert a model's MXNet symbol + params to its ONNX artifact")
     convert.add_argument("--tolerance", type=float, default=1e-4,
                          help="largest MXNet vs ONNX Runtime difference allowed, relative to the output scale")
-    convert.set_defaults(run=_convert)
     prices = commands.add_parser("prices", help="the price catalog")
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)
     refresh = prices_commands.add_parser("refresh", help="fetch current EC2 prices into a new dated catalog")
@@ -454,9 +444,32 @@ def _positive(text: str) -> float:
     return value
 
 
+_SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
+
+
+def _volume(text: str) -> float:
+    """Images per month: a number, with an optional k, M or B (G) for thousands, millions, billions."""
+    scale = _SCALE.get(text.strip()[-1:].lower(), 1.0)
+    try:
+        return _positive(text.strip()[:-1] if scale != 1.0 else text) * scale
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected images per month, such as 7500000, 7.5M, 2.5e7 or 1_000_000; "
+                                         f"got {text!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except ConfigError as error:
+        return _problems(error)
+    except Exception as e:
+        problem = str(e) if isinstance(e, UserError) else _aws_problem(e)
+        if problem is None:
+            raise
+        err.print("[red]error[/red]: ", end="")
+        err.print(problem, markup=False)
+        return 1
 
 
 if __name__ == "__main__":

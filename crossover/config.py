@@ -602,13 +602,13 @@ def load(path: Path, shown: str | None = None, *, converting: bool = False) -> L
     return LoadedConfig(path=path, config=config, warnings=_warnings(config))
 
 
-def load_all(paths: Iterable[Path]) -> list[LoadedConfig]:
+def load_all(paths: Iterable[Path], *, converting: bool = False) -> list[LoadedConfig]:
     """Load several configs, collecting every problem across all files (and duplicate names)."""
     loaded: list[LoadedConfig] = []
     problems: list[Problem] = []
     for path in paths:
         try:
-            loaded.append(load(path))
+            loaded.append(load(path, converting=converting))
         except ConfigError as e:
             problems.extend(e.problems)
     seen: dict[str, Path] = {}
@@ -623,9 +623,9 @@ def load_all(paths: Iterable[Path]) -> list[LoadedConfig]:
     return loaded
 
 
-def find(name: str, folder: Path) -> LoadedConfig:
+def find(name: str, folder: Path, *, converting: bool = False) -> LoadedConfig:
     """The config in ``folder`` whose ``name`` (or file name) is ``name``; ConfigError if none."""
-    configs = load_all(model_files(folder))
+    configs = load_all(model_files(folder), converting=converting)
     for item in configs:
         if name in (item.config.name, item.path.stem):
             return item

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from crossover import ROOT
 from crossover.config import ConfigError, LoadedConfig, Problem, is_s3_uri, load
+from crossover.errors import UserError
 from crossover.switch import rewrite_value
 
 ENV = ROOT / ".venv-mxnet"
@@ -29,7 +30,7 @@ REQUIREMENTS = ROOT / "requirements-mxnet.txt"
 WORKER = Path(__file__).with_name("mxnet_worker.py")
 
 
-class ConvertError(Exception):
+class ConvertError(UserError):
     pass
 
 

@@ -14,8 +14,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from crossover.errors import UserError
 
-class SmokeError(Exception):
+
+class SmokeError(UserError):
     pass
 
 

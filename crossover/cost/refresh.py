@@ -15,12 +15,13 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from crossover.cost.catalog import BUNDLED
+from crossover.errors import UserError
 
 LOCATION = "US East (N. Virginia)"
 SOURCE = "pricelist"
 
 
-class RefreshError(Exception):
+class RefreshError(UserError):
     pass
 
 
