@@ -10,7 +10,7 @@ MODEL ?= resnet152
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint synth deploy artifacts bench load fuzz reliability clean
+.PHONY: setup test lint synth deploy rehearse destroy artifacts bench load fuzz reliability clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt serving/requirements.txt serving/requirements-server.txt pyproject.toml
@@ -52,8 +52,17 @@ test: lint
 synth: setup
 	cdk synth --quiet
 
+# With AWS credentials: checks, the diff, a confirmation (YES=1 gives it), the deploy. Without: a rehearsal.
 deploy: setup
-	$(PY) -m crossover.deploy $(MODEL) $(if $(WATCH),--watch)
+	$(PY) -m crossover.deploy $(MODEL) $(if $(WATCH),--watch) $(if $(YES),--yes)
+
+# The deploy on a local AWS emulator, even when credentials exist.
+rehearse: setup
+	$(PY) -m crossover.deploy $(MODEL) --rehearse
+
+# Deletes ModelStack-$(MODEL) after a confirmation (YES=1 gives it); says what it leaves.
+destroy: setup
+	$(PY) -m crossover.deploy $(MODEL) --destroy $(if $(YES),--yes)
 
 bench: setup
 	$(PY) bench/synth.py

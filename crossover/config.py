@@ -383,7 +383,7 @@ class ModelConfig(_Strict):
                              f"(backend: {self.backend}); got {self.canary.from_!r}")
         if self.service == "pipeline":
             raise ValueError("canary: a pipeline has no weighted route to split: during a switch both consumers "
-                             "drain the same queue, and each message is still processed once (see the README); "
+                             "drain the same queue, and each message is still processed once (see docs/switching.md); "
                              "remove canary")
         return self
 
@@ -566,7 +566,7 @@ def _warnings(config: ModelConfig) -> list[str]:
         )
     if config.backend == "inferentia" and not config.runs_neuron:
         warnings.append("backend 'inferentia' without inferentia.neuron_artifact: the ONNX model runs on the "
-                        "instance's CPUs, not its NeuronCores (see the README: compiling for Neuron)")
+                        "instance's CPUs, not its NeuronCores (see docs/backends.md: compiling a model for Inferentia)")
     if config.backend == "lambda" and config.lambda_.reserved_concurrency is None:
         warnings.append("lambda.reserved_concurrency is unset: one model can use the region's whole "
                         "Lambda concurrency and throttle every other function")

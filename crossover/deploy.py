@@ -1,28 +1,50 @@
-"""`make deploy MODEL=<name>`: the real `cdk deploy` with AWS credentials; without, a rehearsal.
+"""`make deploy | rehearse | destroy MODEL=<name>`: a real deploy with a safety net, a rehearsal, a teardown.
 
-With credentials: `cdk synth`, then `cdk deploy ModelStack-<name>` with the stack's live rollback
-alarms as CloudFormation rollback triggers (crossover.rollout; a bootstrap hint if the account is not
-bootstrapped), then `crossover smoke <name>`. Without: the same CLI deploys the same stack into a
-local AWS emulator on loopback (crossover.rehearsal), then boto3 reads back what was created.
+With AWS credentials, `make deploy` first checks what would fail half-way (crossover.preflight: region,
+CDK bootstrap, permissions, the model artifact, EC2 vCPU quotas), synthesizes, prints the account, the
+region and `cdk diff`, and asks before it deploys (`YES=1` answers for automation); then `cdk deploy
+ModelStack-<name>` with the stack's live rollback alarms as CloudFormation rollback triggers
+(crossover.rollout), then `crossover smoke <name>`. Without credentials, or with `make rehearse`, the
+same CLI deploys the same stack into a local AWS emulator on loopback (crossover.rehearsal). `make
+destroy` removes a model stack after a confirmation, turning the endpoint's deletion protection off
+first, and says what it leaves behind.
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 
 from crossover import ROOT, rollout
 from crossover.app import models_folder
-from crossover.config import ConfigError, LoadedConfig, find
+from crossover.config import STACK_PREFIX, ConfigError, LoadedConfig, find
+from crossover.errors import UserError
+from crossover.preflight import preflight
 from crossover.rehearsal import CDK, RehearsalError, bootstrap, check, deploy, emulator, table
 
 console = Console(highlight=False, soft_wrap=True)
 WATCH_RATE = 5.0  # requests a second that WATCH=1 sends through a deploy
+Ask = Callable[[str], str]  # the prompt for a confirmation; None: the terminal's, if there is one
+
+
+def confirmed(question: str, yes: bool, ask: Ask | None) -> bool:
+    """Whether the user agreed: ``yes`` (YES=1) agrees; a terminal asks; no terminal and no YES refuses."""
+    if yes:
+        return True
+    if ask is None:
+        if not sys.stdin.isatty():
+            console.print(f"{question} Not asked: no terminal to answer on. Run with YES=1 to agree ahead.",
+                          markup=False)
+            return False
+        ask = input
+    return ask(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
 def has_credentials() -> bool:
@@ -36,10 +58,10 @@ def _say_triggers(arns: list[str]) -> None:
     console.print(f"rollback triggers: {names or 'none (a first deploy has nothing to roll back to)'}")
 
 
-def rehearse(item: LoadedConfig) -> int:
+def rehearse(item: LoadedConfig, why: str) -> int:
     stack = item.config.stack_name
-    console.print(f"[bold]No AWS credentials found[/bold]: rehearsing on a local AWS emulator (nothing "
-                  f"leaves this machine). The same CDK CLI deploys the same {stack} template.")
+    console.print(f"[bold]{why}[/bold]: rehearsing on a local AWS emulator (nothing leaves this machine). The "
+                  f"same CDK CLI deploys the same {stack} template.")
     with emulator(ROOT / "cdk.out" / "emulator.log") as emu:
         console.print(f"emulator on {emu.endpoint} (pid {emu.pid})")
         bootstrap(emu)
@@ -52,7 +74,7 @@ def rehearse(item: LoadedConfig) -> int:
         console.print(f"[red]rehearsal failed[/red]: {', '.join(missing)} not as expected")
         return 1
     console.print(f"{stack}: {status} on the emulator; the emulator was stopped. With AWS credentials, "
-                  "`make deploy` runs the same deploy against your account.")
+                  "`make deploy` runs the same deploy against your account, after showing the diff.")
     return 0
 
 
@@ -90,14 +112,21 @@ def watching(item: LoadedConfig, enabled: bool) -> Iterator[None]:
         console.print(f"watch tally: {tally.sent} sent; {tally.line()}; {tally.failed} not 200", markup=False)
 
 
-def real_deploy(item: LoadedConfig, watch: bool = False) -> int:
+def real_deploy(item: LoadedConfig, *, watch: bool = False, yes: bool = False, ask: Ask | None = None) -> int:
     import boto3
 
+    session = boto3.Session()
+    account, region = preflight(item, session, console)
     stack, assembly = item.config.stack_name, ROOT / "cdk.out"
     if subprocess.run([CDK, "synth", stack, "--quiet", "--output", str(assembly)], cwd=ROOT).returncode != 0:
         return 1
+    console.print(f"{stack} in account {account}, region {region}: what the deploy changes (cdk diff):")
+    subprocess.run([CDK, "diff", stack, "--app", str(assembly), "--no-notices"], cwd=ROOT)
+    if not confirmed(f"Deploy {stack} to account {account} in {region}?", yes, ask):
+        console.print(f"{stack}: not deployed")
+        return 1
     names = rollout.rollback_alarm_names(assembly, stack)
-    arns = rollout.triggers(names, boto3.client("cloudwatch"))
+    arns = rollout.triggers(names, session.client("cloudwatch"))
     updates = [assembly]
     if rollout.staged(item.config.canary is not None, names, arns):
         staging = ROOT / "cdk.out-staging"
@@ -110,39 +139,106 @@ def real_deploy(item: LoadedConfig, watch: bool = False) -> int:
     result: subprocess.CompletedProcess[bytes] = subprocess.CompletedProcess([], 0)
     with watching(item, watch):
         for update in updates:
-            arns = rollout.triggers(names, boto3.client("cloudwatch"))
+            arns = rollout.triggers(names, session.client("cloudwatch"))
             _say_triggers(arns)
             result = subprocess.run([CDK, *rollout.deploy_args(stack, update, arns,
                                                                item.config.rollout.monitor_minutes)], cwd=ROOT)
             if result.returncode != 0:
                 break
     if result.returncode != 0:
-        console.print("cdk deploy failed. If the account and region are not bootstrapped yet, run once: "
-                      "npx cdk bootstrap")
+        console.print("cdk deploy failed: CloudFormation rolled the stack back; its events above say which "
+                      f"resource failed and why (also: aws cloudformation describe-stack-events --stack-name {stack})")
         return 1
     from crossover.cli import main as cli
 
     return cli(["smoke", item.config.name])
 
 
-def main(argv: list[str]) -> int:
-    watch = "--watch" in argv
-    argv = [a for a in argv if a != "--watch"]
-    if len(argv) != 1:
-        console.print("usage: python -m crossover.deploy <model name> [--watch]  (make deploy MODEL=<name> [WATCH=1])")
-        return 2
+def _resources(cloudformation: Any, stack: str) -> list[dict[str, Any]]:
+    pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack)
+    return [r for page in pages for r in page["StackResourceSummaries"]]
+
+
+def destroy(item: LoadedConfig, *, yes: bool = False, ask: Ask | None = None) -> int:
+    """Remove the model's stack: its endpoint's deletion protection is turned off explicitly, once agreed."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    session = boto3.Session()
+    account, region = preflight(item, session, console, deploying=False)
+    cloudformation, stack = session.client("cloudformation"), item.config.stack_name
     try:
-        item = find(argv[0], models_folder())
+        resources = _resources(cloudformation, stack)
+    except ClientError:
+        console.print(f"{stack} is not deployed in account {account}, region {region}: nothing to remove")
+        return 0
+    console.print(f"{stack} in account {account}, region {region}: {len(resources)} resources to delete")
+    retained = [r["LogicalResourceId"] for r in resources if r["ResourceType"] == "AWS::S3::Bucket"
+                and r["LogicalResourceId"].startswith("FrontDoorAccessLogs")]
+    if not confirmed(f"Delete {stack} and its endpoint from account {account} in {region}?", yes, ask):
+        console.print(f"{stack}: not deleted")
+        return 1
+    elbv2 = session.client("elbv2")
+    for r in resources:
+        if r["ResourceType"] == "AWS::ElasticLoadBalancingV2::LoadBalancer":
+            elbv2.modify_load_balancer_attributes(LoadBalancerArn=r["PhysicalResourceId"], Attributes=[
+                {"Key": "deletion_protection.enabled", "Value": "false"}])
+            console.print(f"turned off the deletion protection of the endpoint {r['PhysicalResourceId']}",
+                          markup=False)
+    cloudformation.delete_stack(StackName=stack)
+    cloudformation.get_waiter("stack_delete_complete").wait(StackName=stack, WaiterConfig={"Delay": 10,
+                                                                                         "MaxAttempts": 180})
+    console.print(f"{stack}: deleted")
+    for bucket in retained:
+        console.print(f"kept: the load balancer's access-log bucket ({bucket}; retained by design, logs expire "
+                      "after 90 days); delete it with `aws s3 rb s3://<bucket> --force` when you no longer need "
+                      "them", markup=False)
+    _say_network(cloudformation)
+    return 0
+
+
+def _say_network(cloudformation: Any) -> None:
+    """What the shared network still serves (every model stack imports it), and how to remove it once
+    nothing does."""
+    live = [stack["StackName"] for page in cloudformation.get_paginator("list_stacks").paginate()
+            for stack in page["StackSummaries"] if stack["StackStatus"] != "DELETE_COMPLETE"]
+    users = sorted(name for name in live if name.startswith(STACK_PREFIX))
+    if users:
+        console.print(f"kept: NetworkStack (VPC, NAT gateway), used by {', '.join(users)}")
+    elif "NetworkStack" in live:
+        console.print("NetworkStack (VPC, NAT gateway: about $33 a month) now serves no model: remove it with "
+                      "`npx cdk destroy NetworkStack`")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m crossover.deploy",
+                                     description="make deploy | rehearse | destroy MODEL=<name> [WATCH=1] [YES=1]")
+    parser.add_argument("model", help="the model's name (models/<name>.yaml)")
+    parser.add_argument("--watch", action="store_true", help="send requests through the deploy and count answers")
+    parser.add_argument("--yes", action="store_true", help="agree to the deploy or the deletion without asking")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--rehearse", action="store_true", help="deploy on the local emulator, credentials or not")
+    action.add_argument("--destroy", action="store_true", help="delete the model's stack from the account")
+    args = parser.parse_args(argv)
+    try:
+        item = find(args.model, models_folder())
         for warning in item.warnings:
             console.print(f"[yellow]warning[/yellow]: {warning}")
-        if has_credentials():
-            return real_deploy(item, watch)
-        if watch:
+        credentials = has_credentials()
+        if args.destroy:
+            if not credentials:
+                console.print("no AWS credentials: nothing is deployed anywhere to remove (a rehearsal's emulator "
+                              "is stopped when it ends)")
+                return 0
+            return destroy(item, yes=args.yes)
+        if credentials and not args.rehearse:
+            return real_deploy(item, watch=args.watch, yes=args.yes)
+        if args.watch:
             console.print("not watching: the emulator's load balancer serves no requests (watch a real deploy)")
-        return rehearse(item)
+        return rehearse(item, "make rehearse" if args.rehearse else "No AWS credentials found")
     except ConfigError as e:
         console.print(str(e), markup=False)
-    except RehearsalError as e:
+    except (RehearsalError, UserError) as e:
         console.print(f"[red]error[/red]: {e}", markup=False)
     return 1
 

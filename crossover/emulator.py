@@ -7,7 +7,8 @@ ids); moto refuses put_parameter on /aws/... names over its API, so they are wri
 its in-process backend. It also closes two gaps in moto's stack updates (patch_updates), creates the
 Lambda aliases and alarms it has no CloudFormation support for (support_missing_types), names
 the resource that failed in creation errors, as CloudFormation does (name_failed_resources), takes
-weighted forwards in listeners (weighted_forwards), and
+weighted forwards in listeners (weighted_forwards), keeps a load balancer's deletion protection as
+the template sets it and refuses to delete a protected one (deletion_protection), and
 records each resource's events in CloudFormation's order (record_resource_events).
 """
 
@@ -86,6 +87,35 @@ def weighted_forwards() -> None:
             for g in action["ForwardConfig"]["TargetGroups"]]}} for action in weighted]
 
     ELBv2Backend.convert_and_validate_properties = convert_weighted  # type: ignore[method-assign]
+
+
+def deletion_protection() -> None:
+    """moto ignores a CloudFormation load balancer's ``LoadBalancerAttributes`` and deletes a protected one;
+    AWS refuses (OperationNotPermitted), which is why a teardown must turn the protection off first."""
+    from moto.elbv2.exceptions import ELBClientError  # its module names the service its answer is for
+    from moto.elbv2.models import ELBv2Backend, FakeLoadBalancer, elbv2_backends
+
+    create = FakeLoadBalancer.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    delete = ELBv2Backend.delete_load_balancer
+
+    def create_with_attributes(cls: type[FakeLoadBalancer], resource_name: str, cloudformation_json: Any,
+                               account_id: str, region_name: str, **kwargs: Any) -> FakeLoadBalancer:
+        balancer: FakeLoadBalancer = create(cls, resource_name, cloudformation_json, account_id, region_name,
+                                            **kwargs)
+        attributes = cloudformation_json["Properties"].get("LoadBalancerAttributes", [])
+        elbv2_backends[account_id][region_name].modify_load_balancer_attributes(
+            balancer.arn, {a["Key"]: str(a["Value"]).lower() for a in attributes})
+        return balancer
+
+    def delete_unless_protected(self: ELBv2Backend, arn: str) -> None:
+        balancer = self.load_balancers.get(arn)
+        if balancer is not None and balancer.attrs.get("deletion_protection.enabled") == "true":
+            raise ELBClientError("OperationNotPermitted", f"Load balancer '{arn}' cannot be deleted because "
+                                   "deletion protection is enabled")
+        delete(self, arn)
+
+    FakeLoadBalancer.create_from_cloudformation_json = classmethod(create_with_attributes)  # type: ignore[arg-type,assignment,method-assign]
+    ELBv2Backend.delete_load_balancer = delete_unless_protected  # type: ignore[method-assign]
 
 
 def patch_updates() -> None:
@@ -369,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     support_missing_types()
     name_failed_resources()
     weighted_forwards()
+    deletion_protection()
     record_resource_events()
     server.start()
     seed()

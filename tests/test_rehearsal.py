@@ -259,3 +259,82 @@ def _physical(emu: Emulator, stack: str, *logical: str) -> list[str]:
     resources = emu.client("cloudformation").list_stack_resources(StackName=stack)["StackResourceSummaries"]
     found = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
     return [found[name] for name in logical]
+
+
+def _as_the_account(emu: Emulator, models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process and the CDK CLI it runs see the emulator as the AWS account behind the credentials."""
+    for key in [k for k in os.environ if k.startswith(("AWS_", "CDK_"))]:
+        monkeypatch.delenv(key)
+    for key, value in emu.env().items():
+        if key.startswith(("AWS_", "CDK_")):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CROSSOVER_MODELS", str(models))
+
+
+def test_a_real_deploy_checks_first_shows_account_region_and_diff_and_asks(
+        emu: Emulator, models: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    from crossover.config import load
+    from crossover.deploy import main, real_deploy
+
+    _as_the_account(emu, models, monkeypatch)
+    text = (ROOT / "models" / "resnet152.yaml").read_text().replace("name: resnet152", "name: real")
+    (models / "real.yaml").write_text(text.replace("s3://my-models/resnet152/", "s3://team-models/resnet152/"))
+    # GIVEN credentials WHEN the artifact names a bucket nobody uploaded to THEN nothing is deployed, and why
+    assert main(["real"]) == 1
+    out = capfd.readouterr().out
+    assert "model.artifact s3://team-models/resnet152/model.onnx cannot be read with these credentials" in out
+    # WHEN the model is there and the user answers no THEN the account, the region and the diff were shown
+    s3 = emu.client("s3")
+    s3.create_bucket(Bucket="team-models")
+    s3.put_object(Bucket="team-models", Key="resnet152/model.onnx", Body=b"onnx")
+    asked: list[str] = []
+    assert real_deploy(load(models / "real.yaml"), ask=lambda q: asked.append(q) or "n") == 1
+    out = "".join(capfd.readouterr())  # the CDK CLI writes its diff to stderr
+    assert "ModelStack-real in account 123456789012, region us-east-1: what the deploy changes (cdk diff):" in out
+    assert "[+] AWS::ElasticLoadBalancingV2::LoadBalancer FrontDoor/LoadBalancer" in out
+    assert asked == ["Deploy ModelStack-real to account 123456789012 in us-east-1? [y/N] "]
+    assert "ModelStack-real: not deployed" in out
+    with pytest.raises(Exception, match="does not exist"):
+        emu.client("cloudformation").describe_stacks(StackName="ModelStack-real")
+    # AND with no terminal to ask on and no YES=1, it refuses rather than deploys
+    assert real_deploy(load(models / "real.yaml")) == 1
+    assert "Not asked: no terminal to answer on. Run with YES=1" in capfd.readouterr().out
+
+
+def test_destroy_asks_turns_off_deletion_protection_and_says_what_stays(
+        emu: Emulator, models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    from crossover.config import load
+    from crossover.deploy import destroy
+
+    # GIVEN a model deployed with the endpoint's deletion protection on (the default)
+    text = (ROOT / "models" / "mobilenet_v2.yaml").read_text().replace("name: mobilenet-v2 ", "name: gone ")
+    (models / "gone.yaml").write_text(text)
+    deploy(emu, "ModelStack-gone", models=models, outdir=tmp_path / "out")
+    (lb,) = [r for r in emu.client("cloudformation").list_stack_resources(StackName="ModelStack-gone")[
+        "StackResourceSummaries"] if r["ResourceType"] == "AWS::ElasticLoadBalancingV2::LoadBalancer"]
+    attributes = emu.client("elbv2").describe_load_balancer_attributes(LoadBalancerArn=lb["PhysicalResourceId"])
+    assert {"Key": "deletion_protection.enabled", "Value": "true"} in attributes["Attributes"]
+    with pytest.raises(Exception, match="OperationNotPermitted"):  # as AWS: protected means not deletable
+        emu.client("elbv2").delete_load_balancer(LoadBalancerArn=lb["PhysicalResourceId"])
+    _as_the_account(emu, models, monkeypatch)
+    # WHEN the user answers no THEN nothing is deleted
+    item = load(models / "gone.yaml")
+    assert destroy(item, ask=lambda q: "no") == 1
+    assert "ModelStack-gone: not deleted" in capfd.readouterr().out
+    # WHEN yes THEN protection goes off explicitly, the stack is deleted, and what is kept is said
+    assert destroy(item, ask=lambda q: "y") == 0
+    out = capfd.readouterr().out
+    assert f"turned off the deletion protection of the endpoint {lb['PhysicalResourceId']}" in out
+    assert "ModelStack-gone: deleted" in out and "kept: the load balancer's access-log bucket" in out
+    # AND the network stays while another model stack uses it, or the command that removes it is given
+    others = sorted(x["StackName"] for x in emu.client("cloudformation").list_stacks()["StackSummaries"]
+                    if x["StackName"].startswith("ModelStack-") and x["StackStatus"] != "DELETE_COMPLETE")
+    assert (f"kept: NetworkStack (VPC, NAT gateway), used by {', '.join(others)}" if others else
+            "NetworkStack (VPC, NAT gateway: about $33 a month) now serves no model: remove it with "
+            "`npx cdk destroy NetworkStack`") in out
+    with pytest.raises(Exception, match="does not exist"):
+        emu.client("cloudformation").describe_stacks(StackName="ModelStack-gone")
+    # AND a second destroy finds nothing to remove
+    assert destroy(item, yes=True) == 0
+    assert "ModelStack-gone is not deployed in account 123456789012" in capfd.readouterr().out

@@ -1,0 +1,47 @@
+"""The checks before a real deploy that need no account: EC2 vCPU quotas, from recorded API answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from crossover.config import load
+from crossover.preflight import quota_problem
+from tests.conftest import write_config
+
+
+def _quotas(code: str, value: float) -> tuple[object, Stubber]:
+    client = boto3.client("service-quotas", region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    stubber = Stubber(client)
+    stubber.add_response("get_service_quota", {"Quota": {"ServiceCode": "ec2", "QuotaCode": code, "Value": value}},
+                         {"ServiceCode": "ec2", "QuotaCode": code})
+    return client, stubber
+
+
+@pytest.mark.parametrize(("backend", "section", "code", "needed"), [
+    ("gpu", "gpu: {instance_type: g4dn.xlarge}", "L-DB2E81BA", 28),  # (6 + 1) x 4 vCPUs
+    ("gpu", "gpu: {instance_type: p3.2xlarge}", "L-417A185B", 56),
+    ("inferentia", "inferentia: {instance_type: inf2.xlarge}", "L-1945791B", 28),
+    ("cpu", "cpu: {instance_type: c7i.large}", "L-1216C47A", 14),
+])
+def test_a_fleet_needs_its_maximum_plus_one_within_the_vcpu_quota_of_its_family(
+        tmp_path: Path, backend: str, section: str, code: str, needed: int) -> None:
+    config = load(write_config(tmp_path, "m", f"name: m\nbackend: {backend}\nmodel: {{artifact: s3://bkt/m.onnx}}\n"
+                                             f"scaling: {{min: 2, max: 6}}\n{section}\n")).config
+    client, stubber = _quotas(code, needed)
+    with stubber:
+        assert quota_problem(client, config, "us-east-1") is None
+    client, stubber = _quotas(code, needed - 1)
+    with stubber:
+        problem = quota_problem(client, config, "us-east-1")
+    assert problem is not None and f"needs up to {needed} vCPUs" in problem
+    assert f"quota in us-east-1 is {needed - 1} ({code}): request an increase" in problem
+
+
+def test_lambda_needs_no_ec2_quota(tmp_path: Path) -> None:
+    config = load(write_config(tmp_path, "m", "name: m\nbackend: lambda\nmodel: {artifact: s3://bkt/m.onnx}\n")).config
+    assert quota_problem(object(), config, "us-east-1") is None
