@@ -12,8 +12,8 @@ from typing import Any
 from rich.console import Console
 
 from crossover.config import ConfigError, LoadedConfig, Problem, find, load, load_all, model_files
+from crossover.cost import profile
 from crossover.cost.catalog import Catalog
-from crossover.cost.profile import PROFILES
 from crossover.errors import UserError
 
 out = Console(highlight=False, soft_wrap=True)
@@ -74,7 +74,7 @@ def _validate(args: argparse.Namespace) -> int:
     for item in loaded:
         c = item.config
         out.print(f"{item.path}: ok — {c.name} on {c.backend} ({c.service}), stack {c.stack_name}", markup=False)
-        for warning in item.warnings:
+        for warning in profile.warnings(item):
             err.print(f"[yellow]warning[/yellow] {item.path}: ", end="")
             err.print(warning, markup=False)
     return 0
@@ -205,7 +205,7 @@ def _switch(args: argparse.Namespace) -> int:
     monthly = "; ".join(f"{label} {_usd(usd)}" for label, usd in months)
     out.print(f"  monthly at {result.volume:,.0f} images ({result.prices}): {monthly}", markup=False)
     over = estimates[after.backend].over(result.volume)
-    warnings = [*move.after.warnings, cold_start_warning(move),
+    warnings = [*profile.warnings(move.after), cold_start_warning(move),
                 None if over is None else f"at {result.volume:,.0f} images/month {after.backend} {over}"]
     for warning in filter(None, warnings):
         err.print("[yellow]warning[/yellow]: ", end="")
@@ -383,7 +383,7 @@ def parser() -> argparse.ArgumentParser:
                                                      "(default: traffic.images_per_month)")
     cost.add_argument("--json", action="store_true", help="print JSON instead of a table")
     cost.add_argument("--plot", metavar="FILE.png", help="draw cost against volume with the crossovers")
-    cost.add_argument("--profiles", default=str(PROFILES), help="folder of `crossover bench` profiles")
+    cost.add_argument("--profiles", default=str(profile.PROFILES), help="folder of `crossover bench` profiles")
     cost.add_argument("--shared-by", type=_whole, metavar="N",
                       help="model stacks sharing the network's NAT gateway (default: the configs in the config's "
                            "folder)")
@@ -397,7 +397,7 @@ def parser() -> argparse.ArgumentParser:
     bench = command("bench", _bench, "measure the model here and write profiles/<name>.json")
     bench.add_argument("--artifact", type=Path, help="a local copy of an s3:// artifact")
     bench.add_argument("--repeat", type=_whole, default=20, help="timed runs per measurement (default 20)")
-    bench.add_argument("--profiles", default=str(PROFILES), help="where to write the profile")
+    bench.add_argument("--profiles", default=str(profile.PROFILES), help="where to write the profile")
     smoke = command("smoke", _smoke, "send a real photo to a deployed model and check the answer")
     smoke.add_argument("--timeout", type=_positive, default=30.0, help="seconds to wait for the answer (default 30)")
     watch = command("watch", _watch, "send a photo at a steady rate and count every answer (run it during a deploy "

@@ -50,8 +50,9 @@ _CERT_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za
 
 
 class _Strict(BaseModel):
-    # strict: YAML "5" is not 5; extra="forbid": a misspelt key is an error, never ignored.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # strict: YAML "5" is not 5; extra="forbid": a misspelt key is an error, never ignored. validate_by_name:
+    # a config built in Python may use the Python names of the YAML keys `lambda` and `from` (lambda_, from_).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_by_name=True)
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -236,7 +237,22 @@ class FleetSpec(_Strict):
                          for name, (kind, families) in _FLEET_KINDS.items()
                          if family in families and families != cls.FAMILIES), "")
             raise ValueError(f"expected {cls.KIND} instance type ({', '.join(cls.FAMILIES)}); got {value!r}{hint}")
+        vcpus(value)  # a size it cannot count is refused here, not in the middle of a synth
         return value
+
+
+_SIZE = re.compile(r"(?:(\d*)xlarge|metal-(\d+)xl|(large)|(medium))")
+
+
+def vcpus(instance_type: str) -> int:
+    """An instance type's vCPUs from its size (medium 1, large 2, xlarge 4, <N>xlarge and metal-<N>xl 4N);
+    ValueError for a size that does not say (a bare `metal`, whose vCPUs differ by family)."""
+    match = _SIZE.fullmatch(instance_type.split(".", 1)[-1])
+    if match is None:
+        raise ValueError(f"expected a size whose vCPUs crossover can count (medium, large, xlarge, <N>xlarge, "
+                         f"metal-<N>xl); got {instance_type!r}")
+    n, metal, large, medium = match.groups()
+    return 1 if medium else 2 if large else 4 * int(n or metal or 1)
 
 
 # backend -> (what its instances are, the instance families it accepts)

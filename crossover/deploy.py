@@ -25,6 +25,7 @@ from rich.console import Console
 from crossover import ROOT, rollout
 from crossover.app import models_folder
 from crossover.config import STACK_PREFIX, ConfigError, LoadedConfig, find
+from crossover.cost import profile
 from crossover.errors import UserError
 from crossover.preflight import preflight
 from crossover.rehearsal import CDK, RehearsalError, bootstrap, check, deploy, emulator, table
@@ -222,8 +223,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         item = find(args.model, models_folder())
-        for warning in item.warnings:
-            console.print(f"[yellow]warning[/yellow]: {warning}")
+        for warning in profile.warnings(item):
+            console.print("[yellow]warning[/yellow]: ", end="")
+            console.print(warning, markup=False)
         credentials = has_credentials()
         if args.destroy:
             if not credentials:

@@ -11,8 +11,7 @@ from typing import Any
 
 from rich.console import Console
 
-from crossover.config import LoadedConfig, ModelConfig, is_s3_uri
-from crossover.cost.profile import vcpus
+from crossover.config import LoadedConfig, ModelConfig, is_s3_uri, vcpus
 from crossover.errors import UserError
 
 BOOTSTRAP_VERSION = "/cdk-bootstrap/hnb659fds/version"  # the CDK's default qualifier

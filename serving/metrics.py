@@ -22,10 +22,9 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-__all__ = ["DIMENSION_SERVICE", "NAMESPACE", "MetricUnit", "Recorder"]
+from serving.names import NAMESPACE, SERVICE
 
-NAMESPACE = "crossover"
-DIMENSION_SERVICE = "crossover"  # powertools' service dimension in Lambda (POWERTOOLS_SERVICE_NAME)
+__all__ = ["NAMESPACE", "SERVICE", "MetricUnit", "Recorder"]
 _VALUES_PER_DATUM = 150  # PutMetricData's limit on distinct values in one datum
 _DATA_PER_CALL = 20  # datums per PutMetricData call, well inside the request size limit
 
@@ -58,7 +57,7 @@ class Recorder:
         if publish is None and os.environ.get("CROSSOVER_METRICS") == "cloudwatch":
             publish = cloudwatch_publisher()
         self._publish = publish
-        self._dimensions = [{"Name": "Model", "Value": model}, {"Name": "service", "Value": DIMENSION_SERVICE}]
+        self._dimensions = [{"Name": "Model", "Value": model}, {"Name": "service", "Value": SERVICE}]
         self._values: dict[tuple[str, str], Counter[float]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -180,3 +180,42 @@ def test_declared_inputs_take_the_form_iam_and_the_fetcher_share(tmp_path: Path)
     config = load(write_config(tmp_path, "m", text)).config
     assert config.inputs.s3 == ["my-images/", "shared-data/team-a/", "shared-data/b/"]
     assert config.serving_spec("s3://x/y")["inputs"] == {"s3": config.inputs.s3, "https": True}
+
+
+def test_a_config_built_in_python_takes_the_python_names_of_lambda_and_from() -> None:
+    from crossover.config import Canary, LambdaSpec, ModelConfig, ModelSpec
+
+    config = ModelConfig(name="built", backend="gpu", model=ModelSpec(artifact="s3://team-models/m.onnx"),
+                         lambda_=LambdaSpec(memory_mib=1024), canary=Canary(from_="lambda", percent=10))
+    assert config.lambda_.memory_mib == 1024 and config.backends == ["gpu", "lambda"]
+
+
+@pytest.mark.parametrize(("instance_type", "expected"), [
+    ("m7g.medium", 1), ("c7i.large", 2), ("g4dn.xlarge", 4), ("inf2.24xlarge", 96), ("c7i.metal-24xl", 96),
+    ("c7i.metal-48xl", 192)])
+def test_vcpus_are_counted_from_every_size_a_fleet_accepts(instance_type: str, expected: int) -> None:
+    from crossover.config import vcpus
+
+    assert vcpus(instance_type) == expected
+
+
+def test_fails_when_an_instance_size_does_not_say_its_vcpus(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "m", GOOD + "cpu: {instance_type: c7i.metal}\n")
+    with pytest.raises(ConfigError, match=r"cpu.instance_type: expected a size whose vCPUs crossover can count "
+                                          r"\(medium, large, xlarge, <N>xlarge, metal-<N>xl\); got 'c7i.metal'"):
+        load(path)
+
+
+def test_validate_warns_when_a_scaling_target_would_rest_on_a_placeholder(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a gpu model with no gmacs, no images_per_second and no bench profile
+    path = write_config(tmp_path, "m", GOOD.replace("backend: lambda", "backend: gpu"))
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "gpu: no throughput figure for g4dn.xlarge, so its scaling target assumes a placeholder 200 images/s" \
+           in err and "set gpu.images_per_second to a measured figure, or model.gmacs" in err
+    # AND with a figure, no such warning
+    gpu = GOOD.replace("backend: lambda", "backend: gpu").replace("name: good", "name: n")
+    measured = write_config(tmp_path, "n", gpu + "gpu: {images_per_second: 150}\n")
+    assert main(["validate", str(measured)]) == 0
+    assert "placeholder" not in capsys.readouterr().err

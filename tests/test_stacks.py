@@ -143,3 +143,29 @@ def test_provisioned_concurrency_warms_the_live_alias_the_listener_waits_for(syn
     (listener,) = [v for v in template["Resources"].values() if v["Type"] == "AWS::ElasticLoadBalancingV2::Listener"
                    and v["Properties"]["Port"] == 80]
     assert alias_id in listener["DependsOn"]  # CloudFormation allocates the environments before the move
+
+
+def test_a_placeholder_scaling_target_is_a_synth_warning(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from aws_cdk.assertions import Annotations
+
+    from crossover.app import build, new_app
+    from crossover.config import load
+    from tests.conftest import write_config
+
+    path = write_config(tmp_path, "m", "name: m\nbackend: gpu\nmodel: {artifact: s3://team-models/m.onnx}\n")
+    app = new_app(outdir=str(tmp_path / "out"))
+    stacks = build(app, [load(path)])
+    Annotations.from_stack(stacks["m"]).has_warning(
+        "/ModelStack-m", Match.string_like_regexp("gpu: no throughput figure for g4dn.xlarge, so its scaling target "
+                                                  "assumes a placeholder 200 images/s per instance"))
+
+
+def test_synth_does_not_load_the_serving_runtime() -> None:
+    import subprocess
+    import sys
+
+    # The stacks share names with serving/ (metric namespace, service dimension) through serving.names alone.
+    code = "import sys, crossover.app; print(sorted(m for m in sys.modules if m.startswith(('aws_lambda_powertools', " \
+           "'serving'))))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['serving', 'serving.names']"

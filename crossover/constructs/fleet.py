@@ -33,6 +33,7 @@ from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.inputs import grant_read_inputs
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
+from serving.names import NAMESPACE
 
 BOOTSTRAP = ROOT / "ami" / "bootstrap.sh"
 SERVING = ROOT / "serving"
@@ -88,7 +89,7 @@ class InstanceFleet(Construct):
         log_group.grant_write(self.role)
         # PutMetricData takes no resource; the condition keeps it to crossover's own namespace.
         self.role.add_to_policy(iam.PolicyStatement(actions=["cloudwatch:PutMetricData"], resources=["*"],
-                                                    conditions={"StringEquals": {"cloudwatch:namespace": "crossover"}}))
+                                                    conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}}))
         for statement in image.extra_policies:
             self.role.add_to_policy(statement)
 

@@ -24,6 +24,7 @@ from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.inputs import grant_read_inputs
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
+from serving.names import SERVICE
 
 HANDLER = "serving.lambda_handler.handler"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
@@ -86,7 +87,7 @@ class LambdaBackend(Construct):
                                          local=_LocalPip(architecture))),  # type: ignore[arg-type]
             memory_size=memory_mib, timeout=Duration.seconds(timeout_s),
             reserved_concurrent_executions=reserved_concurrency,
-            environment={"CROSSOVER_SPEC": spec_json, "POWERTOOLS_SERVICE_NAME": "crossover"},
+            environment={"CROSSOVER_SPEC": spec_json, "POWERTOOLS_SERVICE_NAME": SERVICE},
             role=role, log_group=log_group, logging_format=lambda_.LoggingFormat.JSON,
             tracing=lambda_.Tracing.ACTIVE,
             vpc=vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),

@@ -35,7 +35,7 @@ from constructs import Construct
 
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
-from serving.metrics import DIMENSION_SERVICE, NAMESPACE
+from serving.names import NAMESPACE, SERVICE
 
 MINUTE = Duration.minutes(1)
 GPU_BUSY_PERCENT = 90
@@ -141,7 +141,7 @@ class ModelMonitoring(Construct):
     def _serving_metric(self, name: str, statistic: str = "Sum") -> cloudwatch.Metric:
         """What serving/ publishes, under the same dimensions in Lambda and on instances."""
         return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, period=MINUTE, statistic=statistic,
-                                 dimensions_map={"Model": self.model, "service": DIMENSION_SERVICE})
+                                 dimensions_map={"Model": self.model, "service": SERVICE})
 
     def watch_gpus(self) -> None:
         """Saturated GPUs: the fleet is short of capacity (scaling at its maximum, or tracking too late)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from crossover import ROOT, capacity
-from crossover.config import GRAVITON_FAMILIES, ModelConfig
+from crossover.config import GRAVITON_FAMILIES, LoadedConfig, ModelConfig, vcpus
 
 PROFILES = ROOT / "profiles"
 LAMBDA_MIB_PER_VCPU = 1769
@@ -40,6 +40,9 @@ HOW_TO_MEASURE = ("set {section} to a measured figure, or model.gmacs (billions 
                   "ResNet-50 4.09, ResNet-152 11.51, MobileNetV2 0.30, EfficientNet-Lite0 0.39, AlexNet 0.71; "
                   "model zoos list it as GMACs, or GFLOPs = 2 x GMACs), or measure the model here with "
                   "`crossover bench <config>` (Lambda and CPU figures)")
+# One instance's images/s when the config, a bench profile and model.gmacs all say nothing (a ResNet-50-class
+# model at batch 1-8): what the scaling target falls back on, with a warning, until the model is measured.
+PLACEHOLDER_IMAGES_PER_SECOND = {"gpu": 200.0, "eia": 60.0, "inferentia": 400.0, "cpu": 12.0}
 LAMBDA_OVERHEAD_MS = 10.0  # decode + preprocess of a typical photo (bench/serving.py measures ~6-8 ms)
 
 
@@ -127,11 +130,6 @@ def planned_rate(config: ModelConfig, backend: str, throughput: float, load: Loa
                                       f"{config.traffic.p99_ms} ms (queueing model)")
 
 
-def vcpus(instance_type: str) -> int:
-    size = instance_type.split(".", 1)[1]
-    return 2 if size == "large" else 4 * int(size.removesuffix("xlarge") or 1)
-
-
 def _cores(instance_type: str) -> float:
     graviton = instance_type.split(".")[0] in GRAVITON_FAMILIES
     return vcpus(instance_type) if graviton else vcpus(instance_type) / 2
@@ -187,3 +185,18 @@ def images_per_second(config: ModelConfig, backend: str, bench: BenchProfile | N
         chips = NEURON_CHIPS.get(fleet.instance_type, 1)
         return Figure(throughput * anchor_gmacs / gmacs * chips, NEURON_SOURCE)
     return None
+
+
+def placeholder_warning(config: ModelConfig, backend: str) -> str:
+    return (f"{backend}: no throughput figure for {getattr(config, backend).instance_type}, so its scaling target "
+            f"assumes a placeholder {PLACEHOLDER_IMAGES_PER_SECOND[backend]:g} images/s per instance; "
+            + HOW_TO_MEASURE.format(section=f"{backend}.images_per_second"))
+
+
+def warnings(item: LoadedConfig, folder: Path = PROFILES) -> list[str]:
+    """What `crossover validate` warns about: the config's own warnings, and every serving fleet whose scaling
+    target would rest on a placeholder throughput."""
+    config = item.config
+    bench = BenchProfile.read(config.name, folder)
+    return item.warnings + [placeholder_warning(config, b) for b in config.backends
+                            if b != "lambda" and images_per_second(config, b, bench) is None]

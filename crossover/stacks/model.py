@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Annotations, CfnOutput, Stack
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
@@ -56,15 +56,15 @@ def _lambda(scope: Construct, config: ModelConfig, ctx: BackendContext) -> Backe
                          provisioned_concurrency=spec.provisioned_concurrency, input_prefixes=config.inputs.s3)
 
 
-# Throughput of one instance when the config, a bench profile and model.gmacs all say nothing
-# (images/s, a ResNet-50-class model at batch 1-8): a placeholder until the model is measured.
-DEFAULT_IMAGES_PER_SECOND = {"gpu": 200.0, "eia": 60.0, "inferentia": 400.0, "cpu": 12.0}
-
-
-def throughput(config: ModelConfig, backend: str) -> float:
-    """One instance's images/s, from the same source the cost model uses (crossover.cost.profile)."""
+def throughput(scope: Construct, config: ModelConfig, backend: str) -> float:
+    """One instance's images/s, from the same source the cost model uses (crossover.cost.profile); with no
+    figure at all, a placeholder, and a synth warning that says so."""
     figure = profile.images_per_second(config, backend, profile.BenchProfile.read(config.name))
-    return figure.value if figure else DEFAULT_IMAGES_PER_SECOND[backend]
+    if figure is None:
+        Annotations.of(scope).add_warning_v2("crossover:placeholder-throughput",
+                                             profile.placeholder_warning(config, backend))
+        return profile.PLACEHOLDER_IMAGES_PER_SECOND[backend]
+    return figure.value
 
 
 def requests_per_minute(config: ModelConfig, backend: str, images_per_second: float,
@@ -73,9 +73,9 @@ def requests_per_minute(config: ModelConfig, backend: str, images_per_second: fl
     return per_minute(profile.planned_rate(config, backend, images_per_second, load).value)
 
 
-def _fleet_kwargs(config: ModelConfig, backend: str, ctx: BackendContext) -> dict[str, Any]:
+def _fleet_kwargs(scope: Construct, config: ModelConfig, backend: str, ctx: BackendContext) -> dict[str, Any]:
     fleet: FleetSpec = getattr(config, backend)
-    images_per_second = throughput(config, backend)  # reads the bench profile once
+    images_per_second = throughput(scope, config, backend)  # reads the bench profile once
     return {"vpc": ctx.vpc, "artifact": ctx.artifact, "spec": ctx.spec, "instance_type": fleet.instance_type,
             "ami_id": fleet.ami_id, "min_capacity": config.scaling.min, "max_capacity": config.scaling.max,
             "root_volume_gib": fleet.root_volume_gib, "health_grace_s": fleet.health_grace_s,
@@ -97,13 +97,14 @@ def _pipeline_options(config: ModelConfig) -> dict[str, Any]:
 # backend name -> factory translating the config into that construct's keyword arguments.
 BACKENDS: dict[str, Callable[[Construct, ModelConfig, BackendContext], Backend]] = {
     "lambda": _lambda,
-    "gpu": lambda scope, config, ctx: GpuFleet(scope, BACKEND_IDS["gpu"], **_fleet_kwargs(config, "gpu", ctx)),
+    "gpu": lambda scope, config, ctx: GpuFleet(scope, BACKEND_IDS["gpu"], **_fleet_kwargs(scope, config, "gpu", ctx)),
     "eia": lambda scope, config, ctx: EiaFleet(scope, BACKEND_IDS["eia"], accelerator=config.eia.accelerator,
-                                               **_fleet_kwargs(config, "eia", ctx)),
+                                               **_fleet_kwargs(scope, config, "eia", ctx)),
     "inferentia": lambda scope, config, ctx: InferentiaFleet(
         scope, BACKEND_IDS["inferentia"], neuron=config.inferentia.neuron_artifact is not None,
-        **_fleet_kwargs(config, "inferentia", ctx)),
-    "cpu": lambda scope, config, ctx: CpuFleet(scope, BACKEND_IDS["cpu"], **_fleet_kwargs(config, "cpu", ctx)),
+        **_fleet_kwargs(scope, config, "inferentia", ctx)),
+    "cpu": lambda scope, config, ctx: CpuFleet(scope, BACKEND_IDS["cpu"],
+                                               **_fleet_kwargs(scope, config, "cpu", ctx)),
 }
 
 
