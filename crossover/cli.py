@@ -255,11 +255,12 @@ def _watch(args: argparse.Namespace) -> int:
 def _pipeline_stack(args: argparse.Namespace) -> tuple[Any, dict[str, str], str]:
     import boto3
 
-    from crossover.pipeline_cli import outputs
+    from crossover.smoke import stack_outputs
 
     item = _model(args)
     session = boto3.Session()
-    return session, outputs(session.client("cloudformation"), item.config.stack_name), item.config.stack_name
+    stack = item.config.stack_name
+    return session, stack_outputs(session.client("cloudformation"), stack, "QueueUrl"), stack
 
 
 def _enqueue(args: argparse.Namespace) -> int:

@@ -14,19 +14,6 @@ from rich.progress import Progress
 from crossover.smoke import SmokeError
 
 
-def outputs(cloudformation: Any, stack: str) -> dict[str, str]:
-    from botocore.exceptions import ClientError
-
-    try:
-        (description,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    except ClientError as e:
-        raise SmokeError(f"{stack} is not deployed here ({e.response['Error'].get('Message', 'not found')})") from None
-    found = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
-    if "QueueUrl" not in found:
-        raise SmokeError(f"{stack} is not a pipeline (it has no QueueUrl output)")
-    return found
-
-
 def message_id(uri: str) -> str:
     """A stable id for an image: its file name (safe characters only) and a short hash of the whole URI."""
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", uri.rstrip("/").rsplit("/", 1)[-1])[:80] or "image"

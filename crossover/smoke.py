@@ -28,7 +28,8 @@ class SmokeResult:
     top: list[dict[str, Any]]
 
 
-def endpoint(cloudformation: Any, stack: str) -> str:
+def stack_outputs(cloudformation: Any, stack: str, required: str) -> dict[str, str]:
+    """The deployed stack's outputs; SmokeError if it is not deployed here or has no ``required`` output."""
     from botocore.exceptions import ClientError
 
     try:
@@ -36,10 +37,15 @@ def endpoint(cloudformation: Any, stack: str) -> str:
     except ClientError as e:
         raise SmokeError(f"{stack} is not deployed here ({e.response['Error'].get('Message', 'not found')}); "
                          "deploy it first: make deploy MODEL=<name>") from None
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
-    if "Endpoint" not in outputs:
-        raise SmokeError(f"{stack} ({description['StackStatus']}) has no Endpoint output")
-    return str(outputs["Endpoint"])
+    outputs = {o["OutputKey"]: str(o["OutputValue"]) for o in description.get("Outputs", [])}
+    if required not in outputs:
+        raise SmokeError(f"{stack} ({description['StackStatus']}) has no {required} output"
+                         + (": it is not a pipeline" if required == "QueueUrl" else ""))
+    return outputs
+
+
+def endpoint(cloudformation: Any, stack: str) -> str:
+    return stack_outputs(cloudformation, stack, "Endpoint")["Endpoint"]
 
 
 def smoke(url: str, model: str, image: bytes, *, timeout_s: float = 30.0) -> SmokeResult:
