@@ -207,13 +207,14 @@ def support_missing_types() -> None:
                                             account_id: str, region_name: str, **kwargs: Any) -> Alarm:
             props = cloudformation_json["Properties"]
             name = props.get("AlarmName", resource_name)
-            # Enough to be listed and looked up by name; the emulator never evaluates an alarm.
+            # Enough to be listed, looked up by name and read back; the emulator never evaluates an alarm.
             cloudwatch_backends[account_id][region_name].put_metric_alarm(
                 name=name, namespace=props.get("Namespace", ""), metric_name=props.get("MetricName", ""),
                 comparison_operator=props["ComparisonOperator"], evaluation_periods=props["EvaluationPeriods"],
                 period=props.get("Period", 60), threshold=props["Threshold"], statistic=props.get("Statistic", ""),
                 description=props.get("AlarmDescription", ""), dimensions=props.get("Dimensions", []),
-                alarm_actions=props.get("AlarmActions", []))
+                alarm_actions=props.get("AlarmActions", []), datapoints_to_alarm=props.get("DatapointsToAlarm"),
+                metric_data_queries=[_query(m) for m in props["Metrics"]] if "Metrics" in props else None)
             return cls(name)
 
         @classmethod
@@ -279,6 +280,23 @@ def support_missing_types() -> None:
 # creation policy or rolling update waits for instances to signal, and an alias allocating provisioned
 # concurrency, take minutes; everything else is quick.
 SLOW = {"AWS::AutoScaling::AutoScalingGroup": 600.0, "AWS::Lambda::Alias": 120.0}
+
+
+def _query(metric: dict[str, Any]) -> Any:
+    """A metric-math alarm's query (``Metrics`` in its template) as moto's API handler builds it."""
+    from moto.cloudwatch.models import Dimension, Metric, MetricDataQuery, MetricStat
+
+    stat = metric.get("MetricStat")
+    # moto types these as str, and its own API handler passes None for an absent key as here.
+    return MetricDataQuery(query_id=metric["Id"], label=metric.get("Label"),  # type: ignore[arg-type]
+                           period=metric.get("Period"), return_data=metric.get("ReturnData"),  # type: ignore[arg-type]
+                           expression=metric.get("Expression"),
+                           metric_stat=None if stat is None else MetricStat(
+                               metric=Metric(metric_name=stat["Metric"]["MetricName"],
+                                             namespace=stat["Metric"]["Namespace"],
+                                             dimensions=[Dimension(d["Name"], d["Value"])
+                                                         for d in stat["Metric"].get("Dimensions", [])]),
+                               period=stat["Period"], stat=stat["Stat"], unit=stat.get("Unit")))
 
 
 def _references(value: Any) -> set[str]:

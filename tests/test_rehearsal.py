@@ -53,6 +53,11 @@ def test_lambda_then_switch_to_gpu_keeps_the_load_balancer(emu: Emulator, models
     status, checks = check(emu, "ModelStack-resnet152", "lambda")
     assert status == "CREATE_COMPLETE" and all(c.ok for c in checks), checks
     lb = _load_balancer(emu)
+    # AND it watches its volume against the band in which lambda is the backend to run (no lower edge)
+    (band,) = emu.client("cloudwatch").describe_alarms(AlarmNames=["ModelStack-resnet152-VolumeAboveBand"])[
+        "MetricAlarms"]
+    assert band["Threshold"] > 68_453_753 and band["AlarmDescription"].endswith("crossover switch resnet152 gpu")
+    assert any(m.get("Expression") == "FILL(count, 0) * 30.4167" for m in band["Metrics"])
     # WHEN its config is switched to gpu and deployed again
     config = models / "resnet152.yaml"
     config.write_text(rewrite_backend(config.read_text(), "gpu")[0])

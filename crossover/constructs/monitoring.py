@@ -35,6 +35,7 @@ from constructs import Construct
 
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
+from crossover.cost.band import Band
 from serving.names import NAMESPACE, SERVICE
 
 MINUTE = Duration.minutes(1)
@@ -58,21 +59,49 @@ class ModelMonitoring(Construct):
         return f"{Stack.of(self).stack_name}-{id}"
 
     def _alarm(self, id: str, metric: cloudwatch.Metric | cloudwatch.MathExpression, threshold: float, what: str,
-               periods: int = 3, rollback: bool = False) -> cloudwatch.Alarm:
+               periods: int = 3, rollback: bool = False, graph: bool = True,
+               comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+               ) -> cloudwatch.Alarm:
         alarm = cloudwatch.Alarm(self, id, metric=metric, threshold=threshold, evaluation_periods=5,
                                     alarm_name=self.alarm_name(id),
                                     datapoints_to_alarm=periods, alarm_description=f"{self.model}: {what}",
-                                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                                    comparison_operator=comparison,
                                     treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
         alarm.add_alarm_action(actions.SnsAction(self.topic))
         alarm.add_ok_action(actions.SnsAction(self.topic))
         self.alarms.append(alarm)
         if rollback:
             self.rollback_alarms.append(alarm)
-        self.dashboard.add_widgets(cloudwatch.GraphWidget(title=what, left=[metric], width=8,
-                                                          left_annotations=[cloudwatch.HorizontalAnnotation(
-                                                              value=threshold, label="alarm")]))
+        if graph:
+            self.dashboard.add_widgets(cloudwatch.GraphWidget(title=what, left=[metric], width=8,
+                                                              left_annotations=[cloudwatch.HorizontalAnnotation(
+                                                                  value=threshold, label="alarm")]))
         return alarm
+
+    def watch_volume(self, count: cloudwatch.Metric, edges: Band, hours_per_month: float) -> None:
+        """The front door's daily count (requests or messages sent) projected to a month, against the band
+        in which the backend is the one to run (crossover.cost.band): below or above it for 3 of 5 days,
+        an alarm says which backend is cheaper and the command that moves there. Never a rollback alarm:
+        volume says nothing about a release."""
+        projected = cloudwatch.MathExpression(expression=f"FILL(count, 0) * {hours_per_month / 24:.6g}",
+                                              period=Duration.days(1), using_metrics={"count": count},
+                                              label="images a month, projected from each day")
+        annotations = []
+        for id, edge, advice, comparison, side in (
+                ("VolumeBelowBand", edges.low, edges.below, cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                 "below"),
+                ("VolumeAboveBand", edges.high, edges.above, cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                 "above")):
+            if edge is None:
+                continue
+            threshold = round(edge)
+            self._alarm(id, projected, threshold, f"projected monthly volume {side} {threshold:,} images, past "
+                        f"which the current backend is not the one to run: {advice}", graph=False,
+                        comparison=comparison)
+            annotations.append(cloudwatch.HorizontalAnnotation(value=threshold, label=f"band edge ({side})"))
+        self.dashboard.add_widgets(cloudwatch.GraphWidget(
+            title="monthly volume, projected, and the backend's band", left=[projected], width=8,
+            left_annotations=annotations))
 
     def watch_realtime(self, front_door: RealtimeFrontDoor, *, p99_ms: int, rollback: bool = True) -> None:
         """``rollback``: the load balancer's p99 judges the release (during a canary it is mostly the old

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Annotations, CfnOutput, Stack
+from aws_cdk import Annotations, CfnOutput, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
@@ -20,7 +21,8 @@ from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet,
 from crossover.constructs.lambda_backend import LambdaBackend
 from crossover.constructs.monitoring import ModelMonitoring
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
-from crossover.cost import profile
+from crossover.cost import catalog, model, profile
+from crossover.cost.band import band
 from crossover.stacks.network import NetworkStack
 
 ROLLBACK_ALARMS_OUTPUT = "RollbackAlarms"
@@ -152,6 +154,8 @@ class ModelStack(Stack):
                       description="results/<id>.json; errors/<id>.json for what reached the dead-letter queue")
             monitoring = self._monitor(config)
             monitoring.watch_pipeline(self.front_door, backlog_s=config.pipeline.backlog_s)
+            self._watch_volume(config, monitoring, self.front_door.queue.metric_number_of_messages_sent(
+                period=Duration.days(1), statistic="Sum"))
             self._guard_rollouts(config, monitoring)
             return
         self.front_door = RealtimeFrontDoor(self, "FrontDoor", vpc=vpc,
@@ -165,6 +169,8 @@ class ModelStack(Stack):
         CfnOutput(self, "Endpoint", value=self.front_door.url, description="POST images to <Endpoint>/predict")
         monitoring = self._monitor(config)
         monitoring.watch_realtime(self.front_door, p99_ms=config.traffic.p99_ms, rollback=config.canary is None)
+        self._watch_volume(config, monitoring, self.front_door.load_balancer.metrics.request_count(
+            period=Duration.days(1)))
         for fleet, route in routes.items():
             if fleet != "lambda":
                 monitoring.watch_targets(route, BACKEND_IDS[fleet], rollback=fleet == config.backend)
@@ -195,6 +201,18 @@ class ModelStack(Stack):
         if "gpu" in self.backends:
             monitoring.watch_gpus()
         return monitoring
+
+    def _watch_volume(self, config: ModelConfig, monitoring: ModelMonitoring, count: cloudwatch.Metric) -> None:
+        """Alarms for when the volume leaves the band in which this backend is the one to run, priced with the
+        bundled catalog and the same figures `crossover cost` uses."""
+        prices = catalog.load()
+        edges = band(config, prices, profile.BenchProfile.read(config.name), profile.LoadFigure.read(config.name))
+        if edges is None:
+            Annotations.of(self).add_warning_v2("crossover:no-volume-band", (
+                f"{config.backend} is not the backend to run at any volume from {model.RANGE[0]:g} to "
+                f"{model.RANGE[1]:g} images a month (see crossover cost): no volume alarm"))
+            return
+        monitoring.watch_volume(count, edges, prices.hours_per_month)
 
     def _guard_rollouts(self, config: ModelConfig, monitoring: ModelMonitoring) -> None:
         """The rollback alarms stop a bad release: CodeDeploy's traffic shift on Lambda and, for every

@@ -1,0 +1,82 @@
+"""The band of monthly volumes in which a model's backend is the one to run: what the stack's volume alarms
+watch (crossover.constructs.monitoring.watch_volume).
+
+Inside the band the config's backend is priced, meets p99, is still sold, carries the volume within its
+limits, and costs at most ``MARGIN`` more than the cheapest backend that does. The margin keeps a sawtooth
+of near-equal costs (a pipeline's Lambda against one more instance, every few million images) from
+telling anyone to switch back and forth for a few dollars. Past each edge the band names the backend to
+move to: the cheapest there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from crossover.config import BACKENDS, ModelConfig
+from crossover.cost import model
+from crossover.cost.catalog import Catalog
+from crossover.cost.profile import BenchProfile, LoadFigure
+
+MARGIN = 0.10
+SAMPLES_PER_DECADE = 200
+
+
+@dataclass(frozen=True)
+class Band:
+    """Volumes (images a month) from ``low`` to ``high``; None: no edge on that side within RANGE. ``below``
+    and ``above`` say what to do past each edge."""
+
+    low: float | None
+    high: float | None
+    below: str | None
+    above: str | None
+
+
+def band(config: ModelConfig, catalog: Catalog, bench: BenchProfile | None = None,
+         load: LoadFigure | None = None) -> Band | None:
+    """The band around ``traffic.images_per_month`` (or, if the backend is out of its band there, the nearest
+    one); None if the backend is in band at no volume between RANGE's ends (retired, too slow, unpriced)."""
+    estimates = [model.estimate(config, b, catalog, bench, load=load) for b in BACKENDS]
+    current = next(e for e in estimates if e.backend == config.backend)
+
+    def inside(volume: float) -> bool:
+        best = model.cheapest(estimates, volume)
+        return (best is not None and current.viable(volume)
+                and current.monthly_usd(volume) <= (1 + MARGIN) * best.monthly_usd(volume))  # type: ignore[operator]
+
+    def advice(volume: float) -> str:
+        best = model.cheapest(estimates, volume)
+        if best is None:
+            return f"no backend carries it within the config's limits ({current.over(volume)})"
+        return f"{best.backend} is cheaper there: crossover switch {config.name} {best.backend}"
+
+    low, high = model.RANGE
+    count = int(math.log10(high / low) * SAMPLES_PER_DECADE) + 1
+    volumes = [low * (high / low) ** (i / (count - 1)) for i in range(count)]
+    flags = [inside(v) for v in volumes]
+    if not any(flags):
+        return None
+    wanted = math.log(config.traffic.images_per_month)
+    start = min((i for i, flag in enumerate(flags) if flag), key=lambda i: abs(math.log(volumes[i]) - wanted))
+    first, last = start, start
+    while first > 0 and flags[first - 1]:
+        first -= 1
+    while last < count - 1 and flags[last + 1]:
+        last += 1
+    edge_low = None if first == 0 else _edge(inside, volumes[first - 1], volumes[first])
+    edge_high = None if last == count - 1 else _edge(inside, volumes[last + 1], volumes[last])
+    return Band(edge_low, edge_high, None if edge_low is None else advice(edge_low * (1 - 1e-5)),
+                None if edge_high is None else advice(edge_high * (1 + 1e-5)))
+
+
+def _edge(inside: Callable[[float], bool], outside_v: float, inside_v: float) -> float:
+    """Where ``inside`` turns false between a volume inside the band and one outside, to a part in 10^6."""
+    while abs(math.log(outside_v / inside_v)) > 1e-6:
+        middle = math.sqrt(outside_v * inside_v)
+        if inside(middle):
+            inside_v = middle
+        else:
+            outside_v = middle
+    return inside_v
