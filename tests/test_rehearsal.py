@@ -282,7 +282,7 @@ def _as_the_account(emu: Emulator, models: Path, monkeypatch: pytest.MonkeyPatch
 def test_a_real_deploy_checks_first_shows_account_region_and_diff_and_asks(
         emu: Emulator, models: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     from crossover.config import load
-    from crossover.deploy import main, real_deploy
+    from crossover.deploy import confirmed, main, real_deploy
 
     _as_the_account(emu, models, monkeypatch)
     text = (ROOT / "models" / "resnet152.yaml").read_text().replace("name: resnet152", "name: real")
@@ -304,8 +304,8 @@ def test_a_real_deploy_checks_first_shows_account_region_and_diff_and_asks(
     assert "ModelStack-real: not deployed" in out
     with pytest.raises(Exception, match="does not exist"):
         emu.client("cloudformation").describe_stacks(StackName="ModelStack-real")
-    # AND with no terminal to ask on and no YES=1, it refuses rather than deploys
-    assert real_deploy(load(models / "real.yaml")) == 1
+    # AND with no terminal to ask on and no YES=1 it refuses (pytest's stdin is no terminal); YES=1 agrees
+    assert not confirmed("Deploy?", yes=False, ask=None) and confirmed("Deploy?", yes=True, ask=None)
     assert "Not asked: no terminal to answer on. Run with YES=1" in capfd.readouterr().out
 
 
