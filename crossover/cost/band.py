@@ -20,7 +20,7 @@ from crossover.cost.catalog import Catalog
 from crossover.cost.profile import BenchProfile, LoadFigure
 
 MARGIN = 0.10
-SAMPLES_PER_DECADE = 200
+SAMPLES_PER_DECADE = 50  # where the band may change; each edge is then bisected to a part in a million
 
 
 @dataclass(frozen=True)

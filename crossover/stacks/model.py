@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,6 +95,12 @@ def _pipeline_options(config: ModelConfig) -> dict[str, Any]:
         return {"batch_size": pipe.batch_size, "max_batching_window_s": pipe.max_batching_window_s,
                 "max_concurrency": pipe.max_concurrency}
     return {"backlog_s": pipe.backlog_s}
+
+
+@functools.cache
+def _bundled_prices() -> catalog.Catalog:
+    """The bundled price catalog, read once per synth however many model stacks there are."""
+    return catalog.load()
 
 
 # backend name -> factory translating the config into that construct's keyword arguments.
@@ -205,7 +212,7 @@ class ModelStack(Stack):
     def _watch_volume(self, config: ModelConfig, monitoring: ModelMonitoring, count: cloudwatch.Metric) -> None:
         """Alarms for when the volume leaves the band in which this backend is the one to run, priced with the
         bundled catalog and the same figures `crossover cost` uses."""
-        prices = catalog.load()
+        prices = _bundled_prices()
         edges = band(config, prices, profile.BenchProfile.read(config.name), profile.LoadFigure.read(config.name))
         if edges is None:
             Annotations.of(self).add_warning_v2("crossover:no-volume-band", (
