@@ -45,3 +45,18 @@ def test_a_fleet_needs_its_maximum_plus_one_within_the_vcpu_quota_of_its_family(
 def test_lambda_needs_no_ec2_quota(tmp_path: Path) -> None:
     config = load(write_config(tmp_path, "m", "name: m\nbackend: lambda\nmodel: {artifact: s3://bkt/m.onnx}\n")).config
     assert quota_problem(object(), config, "us-east-1") is None
+
+
+def test_an_account_not_bootstrapped_for_the_cdk_is_refused_with_the_command_that_fixes_it(
+        aws: str, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from crossover.preflight import PreflightError, preflight
+
+    # GIVEN credentials for an account (the emulator) where `cdk bootstrap` never ran
+    item = load(write_config(tmp_path, "m", "name: m\nbackend: lambda\nmodel: {artifact: s3://bkt/m.onnx}\n"))
+    with pytest.raises(PreflightError, match=r"account 123456789012 is not bootstrapped for the CDK in us-east-1: "
+                                             r"run once `npx cdk bootstrap aws://123456789012/us-east-1`"):
+        preflight(item, boto3.Session(), Console())
+    # AND a teardown needs only who and where
+    assert preflight(item, boto3.Session(), Console(), deploying=False) == ("123456789012", "us-east-1")
