@@ -150,9 +150,24 @@ def real_deploy(item: LoadedConfig, *, watch: bool = False, yes: bool = False, a
         console.print("cdk deploy failed: CloudFormation rolled the stack back; its events above say which "
                       f"resource failed and why (also: aws cloudformation describe-stack-events --stack-name {stack})")
         return 1
+    return after_deploy(item)
+
+
+def after_deploy(item: LoadedConfig) -> int:
+    """Smoke-test what this machine can reach: a public endpoint. An internal one answers only inside its VPC,
+    and a pipeline has no endpoint: say what checks them instead."""
+    config = item.config
+    if config.service == "pipeline":
+        console.print(f"{config.stack_name} deployed: send images with `crossover enqueue {config.name} s3://…`, "
+                      f"collect them with `crossover results {config.name}`")
+        return 0
+    if config.endpoint.certificate_arn is None:
+        console.print(f"{config.stack_name} deployed; its endpoint is internal: run `crossover smoke {config.name}` "
+                      "from inside the VPC to check it")
+        return 0
     from crossover.cli import main as cli
 
-    return cli(["smoke", item.config.name])
+    return cli(["smoke", config.name])
 
 
 def _resources(cloudformation: Any, stack: str) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The checks before a real deploy that need no account: EC2 vCPU quotas, from recorded API answers."""
+"""Around a real deploy: the checks before it (quotas from recorded API answers, bootstrap on the emulator)
+and what runs after it."""
 
 from __future__ import annotations
 
@@ -60,3 +61,15 @@ def test_an_account_not_bootstrapped_for_the_cdk_is_refused_with_the_command_tha
         preflight(item, boto3.Session(), Console())
     # AND a teardown needs only who and where
     assert preflight(item, boto3.Session(), Console(), deploying=False) == ("123456789012", "us-east-1")
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    ("", "its endpoint is internal: run `crossover smoke m` from inside the VPC"),
+    ("service: pipeline\ninputs: {s3: [my-images]}\n", "send images with `crossover enqueue m s3://…`")])
+def test_a_deploy_is_not_failed_by_a_smoke_test_this_machine_cannot_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, said: str) -> None:
+    from crossover.deploy import after_deploy
+
+    item = load(write_config(tmp_path, "m", "name: m\nbackend: lambda\nmodel: {artifact: s3://bkt/m.onnx}\n" + extra))
+    assert after_deploy(item) == 0
+    assert said in capsys.readouterr().out
