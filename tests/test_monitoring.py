@@ -213,13 +213,15 @@ def test_volume_alarms_sit_at_the_band_edges_the_cost_model_computes(synth: Synt
         assert not {"VolumeBelowBand", "VolumeAboveBand"} & set(found)
         return
     rollback = template["Outputs"]["RollbackAlarms"]["Value"]
-    for id, edge, advice, operator in (("VolumeBelowBand", edges.low, edges.below, "LessThanThreshold"),
-                                       ("VolumeAboveBand", edges.high, edges.above, "GreaterThanThreshold")):
+    for id, edge, advice, operator, missing in (
+            ("VolumeBelowBand", edges.low, edges.below, "LessThanThreshold", "breaching"),  # no datapoint: no traffic
+            ("VolumeAboveBand", edges.high, edges.above, "GreaterThanThreshold", "notBreaching")):
         if edge is None:
             assert id not in found
             continue
         alarm = found[id]
         assert alarm["Threshold"] == round(edge) and alarm["ComparisonOperator"] == operator
+        assert alarm["TreatMissingData"] == missing
         assert advice is not None and alarm["AlarmDescription"].endswith(advice) and id not in rollback
         assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (5, 3)
         (expression,) = [m for m in alarm["Metrics"] if "Expression" in m]

@@ -60,13 +60,13 @@ class ModelMonitoring(Construct):
 
     def _alarm(self, id: str, metric: cloudwatch.Metric | cloudwatch.MathExpression, threshold: float, what: str,
                periods: int = 3, rollback: bool = False, graph: bool = True,
-               comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
+               comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+               missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING
                ) -> cloudwatch.Alarm:
         alarm = cloudwatch.Alarm(self, id, metric=metric, threshold=threshold, evaluation_periods=5,
                                     alarm_name=self.alarm_name(id),
                                     datapoints_to_alarm=periods, alarm_description=f"{self.model}: {what}",
-                                    comparison_operator=comparison,
-                                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING)
+                                    comparison_operator=comparison, treat_missing_data=missing)
         alarm.add_alarm_action(actions.SnsAction(self.topic))
         alarm.add_ok_action(actions.SnsAction(self.topic))
         self.alarms.append(alarm)
@@ -87,17 +87,19 @@ class ModelMonitoring(Construct):
                                               period=Duration.days(1), using_metrics={"count": count},
                                               label="images a month, projected from each day")
         annotations = []
-        for id, edge, advice, comparison, side in (
+        # A day with no request has no datapoint at all (the load balancer and the queue publish none): it is
+        # a volume of zero, below the band, never above it.
+        for id, edge, advice, comparison, side, missing in (
                 ("VolumeBelowBand", edges.low, edges.below, cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-                 "below"),
+                 "below", cloudwatch.TreatMissingData.BREACHING),
                 ("VolumeAboveBand", edges.high, edges.above, cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                 "above")):
+                 "above", cloudwatch.TreatMissingData.NOT_BREACHING)):
             if edge is None:
                 continue
             threshold = round(edge)
             self._alarm(id, projected, threshold, f"projected monthly volume {side} {threshold:,} images, past "
                         f"which the current backend is not the one to run: {advice}", graph=False,
-                        comparison=comparison)
+                        comparison=comparison, missing=missing)
             annotations.append(cloudwatch.HorizontalAnnotation(value=threshold, label=f"band edge ({side})"))
         self.dashboard.add_widgets(cloudwatch.GraphWidget(
             title="monthly volume, projected, and the backend's band", left=[projected], width=8,
