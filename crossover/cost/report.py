@@ -108,7 +108,7 @@ def as_json(report: Report) -> dict[str, Any]:
             "retired": e.backend in RETIRED,
         }
     c = report.catalog
-    nat = c.nat.hourly_usd.usd * NAT_GATEWAYS * c.hours_per_month
+    nat = model.network(c, shared_by=1).fixed  # the whole NAT gateway, before it is shared
     return {"model": report.name, "backend": report.backend, "volume": v,
             "prices": {"region": c.region, "currency": c.currency, "catalog_date": str(c.date),
                        "catalog": report.catalog_name},
@@ -153,7 +153,7 @@ def notes(report: Report) -> list[str]:
             source += f"; planned {e.planned.value:,.1f} req/s per instance: {e.planned.source}"
         lines.append(f"{e.backend}: {cost}{limit}{source}")
     c = report.catalog
-    nat = c.nat.hourly_usd.usd * NAT_GATEWAYS * c.hours_per_month
+    nat = model.network(c, shared_by=1).fixed  # the whole NAT gateway, before it is shared
     lines.append(f"network: the shared NAT gateway, {nat:,.2f} a month, split by {report.shared_by} model stack(s) "
                  "(--shared-by); not included: data transfer, NAT and endpoint GB, CloudWatch, KMS, S3, logs")
     return lines
