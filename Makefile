@@ -9,11 +9,13 @@ MODEL ?= resnet152
 # node_modules/.bin first: the pinned Node 22 runs jsii and the pinned CDK CLI (Node 20 is end-of-life).
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
+# The Lambda bundle's dependency cache stays in the checkout (crossover.bundle; elsewhere ~/.cache/crossover).
+export CROSSOVER_CACHE := $(CURDIR)/.cache
 
 .PHONY: setup test lint synth deploy rehearse destroy artifacts bench load fuzz reliability clean
 .DEFAULT_GOAL := test
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt serving/requirements.txt serving/requirements-server.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt crossover_serving/requirements.txt crossover_serving/requirements-server.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
@@ -36,7 +38,7 @@ build/models/efficientnet_lite0.onnx: crossover/examples/efficientnet_lite0.py |
 artifacts: build/models/efficientnet_lite0.onnx
 
 # Lambda dependencies for the Lambda platform, cached by requirements hash (first run downloads).
-.cache/lambda-deps/.warm: serving/requirements.txt requirements-lambda-runtime.txt | $(VENV)/.installed
+.cache/lambda-deps/.warm: crossover_serving/requirements.txt requirements-lambda-runtime.txt | $(VENV)/.installed
 	$(PY) -m crossover.bundle x86_64
 	@touch $@
 
@@ -44,7 +46,7 @@ setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed artif
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy crossover serving
+	$(VENV)/bin/mypy crossover crossover_serving
 
 test: lint
 	$(VENV)/bin/pytest -q

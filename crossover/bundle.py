@@ -1,4 +1,4 @@
-"""The Lambda bundle: serving/ plus its pinned dependencies for the Lambda platform, built without Docker.
+"""The Lambda bundle: crossover_serving/ plus its pinned dependencies for the Lambda platform, built without Docker.
 
 pip downloads manylinux wheels for the function's Python and architecture into a cache keyed by the
 requirements file, so only the first build touches the network; each bundle after that is hard links.
@@ -13,14 +13,18 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib.resources import files
 from pathlib import Path
 
-from crossover import ROOT
+from crossover import PROJECT
 
-SERVING = ROOT / "serving"
+SERVING = Path(str(files("crossover_serving")))
 REQUIREMENTS = SERVING / "requirements.txt"
-RUNTIME_REQUIREMENTS = ROOT / "requirements-lambda-runtime.txt"
-CACHE = ROOT / ".cache" / "lambda-deps"
+RUNTIME_REQUIREMENTS = PROJECT / "requirements-lambda-runtime.txt"  # the checkout's tests only
+# Outside the installed package and the team's project: CROSSOVER_CACHE (make keeps it in the checkout's
+# .cache/), else the user's cache folder.
+CACHE = Path(os.environ.get("CROSSOVER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+             / "crossover") / "lambda-deps"
 PYTHON_VERSION = "3.13"  # the Lambda runtime: the newest that these machines can run (tests/test_lambda_bundle.py)
 PLATFORMS = {
     "x86_64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
@@ -80,9 +84,9 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def build(output_dir: Path, architecture: str) -> None:
-    """Write the function's code into ``output_dir``: dependencies at the top, ``serving/`` beside them."""
+    """Write the function's code into ``output_dir``: dependencies at the top, ``crossover_serving/`` beside them."""
     shutil.copytree(dependencies(architecture), output_dir, copy_function=_link_or_copy, dirs_exist_ok=True)
-    shutil.copytree(SERVING, output_dir / "serving", ignore=IGNORED, dirs_exist_ok=True)
+    shutil.copytree(SERVING, output_dir / "crossover_serving", ignore=IGNORED, dirs_exist_ok=True)
 
 
 if __name__ == "__main__":

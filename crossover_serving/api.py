@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from serving.deadline import Deadline
-from serving.errors import InputError
-from serving.fetch import FetchPolicy, check_s3, fetch
+from crossover_serving.deadline import Deadline
+from crossover_serving.errors import InputError
+from crossover_serving.fetch import FetchPolicy, check_s3, fetch
 
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "application/octet-stream"}
 MAX_JSON_BYTES = 16 * 1024  # a JSON request names one image; a URL fits many times over

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import Overloaded
+from crossover_serving.errors import Overloaded
 
 
 @dataclass

@@ -16,7 +16,7 @@ import os
 import threading
 from pathlib import Path
 
-from serving.errors import InputError, Overloaded
+from crossover_serving.errors import InputError, Overloaded
 
 MIB = 1024 * 1024
 

@@ -3,7 +3,7 @@
 Only what the model's config declares may be fetched (``inputs``): S3 objects under its listed
 buckets and prefixes, and HTTPS URLs only if it allows them; anything else is refused before S3 or
 the network is called. For a URL, the host is resolved once; if any address it resolves to is not
-public (serving.addresses) nothing is connected to. The connection goes to the address that was
+public (crossover_serving.addresses) nothing is connected to. The connection goes to the address that was
 checked (no second DNS answer can swap it), TLS still verifies the host name, and redirects are
 re-checked the same way. Each fetch ends at the request's deadline, however the origin sends: a
 watchdog shuts the socket down at the deadline, so a status line or headers dripped a byte at a
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from serving.addresses import IPAddress, is_public
-from serving.deadline import Deadline
-from serving.errors import InputError
+from crossover_serving.addresses import IPAddress, is_public
+from crossover_serving.deadline import Deadline
+from crossover_serving.errors import InputError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # RFC 3986's reserved and unreserved characters, and '%': what a request line may carry as is.

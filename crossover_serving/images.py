@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from serving.errors import InputError
-from serving.spec import InputSpec
+from crossover_serving.errors import InputError
+from crossover_serving.spec import InputSpec
 
 FORMATS = ("JPEG", "PNG", "WEBP")
 MAX_PIXELS = 40_000_000  # a 8000 x 5000 photo; above this Pillow refuses (decompression bombs)

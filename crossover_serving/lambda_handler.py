@@ -1,7 +1,7 @@
-"""Lambda entry point ``serving.lambda_handler.handler``: ALB, function-URL and SQS events.
+"""Lambda entry point ``crossover_serving.lambda_handler.handler``: ALB, function-URL and SQS events.
 
 The model loads during the init phase (once per execution environment), from the spec in
-CROSSOVER_SPEC. SQS records follow serving.pipeline's contract; each result is written to
+CROSSOVER_SPEC. SQS records follow crossover_serving.pipeline's contract; each result is written to
 ``s3://$RESULTS_BUCKET/results/<id>.json`` and failures are reported per record, so only those are
 retried and, past the queue's receive limit, land in the queue's dead-letter queue. Every HTTP event
 gets an answer: bad requests a JSON 4xx, a fault of ours a JSON 500 counted as ``ServerFaults``
@@ -23,20 +23,20 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from serving import pipeline
-from serving.api import image_bytes, prediction
-from serving.deadline import Deadline
-from serving.errors import InputError
-from serving.fetch import FetchPolicy
-from serving.model import Model
-from serving.spec import Spec
+from crossover_serving import pipeline
+from crossover_serving.api import image_bytes, prediction
+from crossover_serving.deadline import Deadline
+from crossover_serving.errors import InputError
+from crossover_serving.fetch import FetchPolicy
+from crossover_serving.model import Model
+from crossover_serving.spec import Spec
 
 logger = Logger()
 metrics = Metrics(namespace="crossover")
 # A batch whose records all failed is still answered record by record (not by raising): SQS redelivers
 # exactly the reported ones either way, and the metrics below see every batch.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-HTTP_DEADLINE_S = 10.0  # as the instance server's (serving.server.Limits.deadline_s)
+HTTP_DEADLINE_S = 10.0  # as the instance server's (crossover_serving.server.Limits.deadline_s)
 MARGIN_S = 1.0  # kept back from the invocation's remaining time to answer before Lambda stops it
 FAULT = {"error": "internal", "message": "the function failed on this request; the fault is logged and counted"}
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from serving.names import NAMESPACE, SERVICE
+from crossover_serving.names import NAMESPACE, SERVICE
 
 __all__ = ["NAMESPACE", "SERVICE", "MetricUnit", "Recorder"]
 _VALUES_PER_DATUM = 150  # PutMetricData's limit on distinct values in one datum
@@ -49,7 +49,7 @@ def cloudwatch_publisher(client: Any = None) -> Publish:
 class Recorder:
     """Thread-safe collection of metric values, published every ``interval_s`` and on :meth:`close`.
 
-    ``publish`` None reads CROSSOVER_METRICS: ``cloudwatch`` (what ami/bootstrap.sh sets on instances)
+    ``publish`` None reads CROSSOVER_METRICS: ``cloudwatch`` (what crossover/ami/bootstrap.sh sets on instances)
     publishes to CloudWatch; anything else (a laptop, a test) records nothing.
     """
 

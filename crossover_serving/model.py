@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from serving.budget import Budget, available_memory
-from serving.errors import ModelLoadError
-from serving.images import Preprocessor
-from serving.spec import Spec
+from crossover_serving.budget import Budget, available_memory
+from crossover_serving.errors import ModelLoadError
+from crossover_serving.images import Preprocessor
+from crossover_serving.spec import Spec
 
 LAMBDA_MIB_PER_VCPU = 1769  # Lambda allocates one vCPU per 1,769 MB, up to 6
 DECODE_SHARE = 0.75  # of the memory left after the model loads, for one image at a time
@@ -49,7 +49,7 @@ def read_artifact(uri: str, sha256: str | None = None) -> bytes:
 
 def read_labels(labels: str) -> list[str]:
     if labels == "imagenet":
-        return resources.files("serving").joinpath("labels/imagenet.txt").read_text().splitlines()
+        return resources.files("crossover_serving").joinpath("labels/imagenet.txt").read_text().splitlines()
     return Path(labels).read_text().splitlines()
 
 

@@ -15,11 +15,11 @@ import re
 import sys
 from typing import Any
 
-from serving.api import json_object, prediction
-from serving.deadline import Deadline
-from serving.errors import InputError
-from serving.fetch import FetchPolicy, fetch
-from serving.model import Model
+from crossover_serving.api import json_object, prediction
+from crossover_serving.deadline import Deadline
+from crossover_serving.errors import InputError
+from crossover_serving.fetch import FetchPolicy, fetch
+from crossover_serving.model import Model
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 MESSAGE_SHAPE = '{"id": "<1-200 letters, digits, . _ ->", "image": "s3://..." | "https://..."}'

@@ -1,4 +1,4 @@
-"""The instance HTTP server: ``python -m serving.server --config models/<name>.yaml --port 8080``.
+"""The instance HTTP server: ``python -m crossover_serving.server --config models/<name>.yaml --port 8080``.
 
 ``POST /predict`` (image bytes, or JSON naming a URL / S3 object) answers
 ``{"model": ..., "top": [{"label": ..., "score": ...}, ...]}``; ``GET /health`` says the process is
@@ -9,8 +9,8 @@ It runs on uvicorn (asyncio and llhttp through httptools): an idle or slow conne
 request has one deadline from its first byte to its answer, covering the head, the body, a fetch,
 decoding and the model; what misses it is cut off and answered (408 for a body that did not arrive,
 503 otherwise). Capacity is admitted, never queued without bound: request bodies against a byte
-budget, decoding against a memory budget (serving.budget), work in flight against a count, images
-against the model's queue (serving.batching); what does not fit gets 503 with Retry-After. Every
+budget, decoding against a memory budget (crossover_serving.budget), work in flight against a count, images
+against the model's queue (crossover_serving.batching); what does not fit gets 503 with Retry-After. Every
 request gets a JSON answer: parsing corners are 4xx, anything unexpected a 500 without internals,
 logged and counted as ``ServerFaults``, the only server status that rollback alarms count.
 """
@@ -42,16 +42,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serving.api import parse, prediction
-from serving.batching import Batcher
-from serving.budget import MIB, Budget, available_memory
-from serving.deadline import Deadline
-from serving.errors import InputError, ModelLoadError, Overloaded
-from serving.fetch import FetchPolicy, fetch, parse_networks
-from serving.images import Opened
-from serving.metrics import MetricUnit, Recorder
-from serving.model import Model
-from serving.spec import Spec, load
+from crossover_serving.api import parse, prediction
+from crossover_serving.batching import Batcher
+from crossover_serving.budget import MIB, Budget, available_memory
+from crossover_serving.deadline import Deadline
+from crossover_serving.errors import InputError, ModelLoadError, Overloaded
+from crossover_serving.fetch import FetchPolicy, fetch, parse_networks
+from crossover_serving.images import Opened
+from crossover_serving.metrics import MetricUnit, Recorder
+from crossover_serving.model import Model
+from crossover_serving.spec import Spec, load
 
 NOT_FOUND = {"error": "not_found", "message": "POST an image to /predict"}
 FAULT = {"error": "internal", "message": "the server failed on this request; the fault is logged and counted"}
@@ -365,7 +365,7 @@ class InferenceServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m crossover_serving.server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, type=Path, help="models/<name>.yaml, or a JSON serving spec")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: every interface)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free one)")

@@ -1,7 +1,7 @@
 """The SQS worker loop for pipelines on instances:
-``python -m serving.worker --config SPEC --queue-url URL --results-bucket BUCKET``.
+``python -m crossover_serving.worker --config SPEC --queue-url URL --results-bucket BUCKET``.
 
-Long-polls the queue, runs each message (serving.pipeline) under its own deadline, deletes a message
+Long-polls the queue, runs each message (crossover_serving.pipeline) under its own deadline, deletes a message
 only after its result is written, and leaves failures for SQS to redeliver and, past the receive
 limit, move to the dead-letter queue. No message can stop it: each one's failure is caught and
 recorded, the messages of a batch that succeeded are deleted whatever happened to the others, and a
@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from serving import pipeline
-from serving.deadline import Deadline
-from serving.errors import ModelLoadError
-from serving.fetch import FetchPolicy
-from serving.metrics import MetricUnit, Recorder
-from serving.model import Model
-from serving.spec import load
+from crossover_serving import pipeline
+from crossover_serving.deadline import Deadline
+from crossover_serving.errors import ModelLoadError
+from crossover_serving.fetch import FetchPolicy
+from crossover_serving.metrics import MetricUnit, Recorder
+from crossover_serving.model import Model
+from crossover_serving.spec import load
 
 
 class Worker:
@@ -96,7 +96,7 @@ class Worker:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.worker", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m crossover_serving.worker", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, type=Path, help="models/<name>.yaml, or a JSON serving spec")
     parser.add_argument("--queue-url", required=True, help="the queue to consume")
     parser.add_argument("--results-bucket", required=True, help="where results/ and errors/ are written")

@@ -23,7 +23,7 @@ if [[ "$CROSSOVER_RUNTIME" == neuron ]]; then
 fi
 readonly venv
 
-# Baked images (ami/components) already hold the runtime; a stock AMI gets it here.
+# Baked images (crossover/ami/components) already hold the runtime; a stock AMI gets it here.
 if [[ ! -x "$venv/bin/python" ]]; then
   dnf install -y -q python3.11 python3.11-pip unzip
   python3.11 -m venv "$venv"
@@ -32,18 +32,18 @@ id crossover >/dev/null 2>&1 || useradd --system --home-dir "$home" --shell /sbi
 mkdir -p "$home"
 
 aws s3 cp --only-show-errors "$CROSSOVER_BUNDLE" "$home/bundle.zip"
-rm -rf "$home/app" && mkdir -p "$home/app/serving"
-unzip -q -o "$home/bundle.zip" -d "$home/app/serving"
+rm -rf "$home/app" && mkdir -p "$home/app/crossover_serving"
+unzip -q -o "$home/bundle.zip" -d "$home/app/crossover_serving"
 if [[ "$CROSSOVER_RUNTIME" == neuron ]]; then
-  # Keep the Neuron environment's own numpy and torch; add only what serving/ needs beside them.
-  grep -hvE '^(#|-r|onnxruntime|numpy)' "$home/app/serving/requirements.txt" "$home/app/serving/requirements-server.txt" \
+  # Keep the Neuron environment's own numpy and torch; add only what crossover_serving/ needs beside them.
+  grep -hvE '^(#|-r|onnxruntime|numpy)' "$home/app/crossover_serving/requirements.txt" "$home/app/crossover_serving/requirements-server.txt" \
     | "$venv/bin/pip" install --quiet --disable-pip-version-check -r /dev/stdin boto3
 else
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$home/app/serving/requirements-server.txt" boto3
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$home/app/crossover_serving/requirements-server.txt" boto3
 fi
 if [[ "$CROSSOVER_RUNTIME" == onnxruntime-gpu ]]; then
   # Same version as the pinned CPU build, in its accelerator flavour.
-  version=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' "$home/app/serving/requirements.txt")
+  version=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' "$home/app/crossover_serving/requirements.txt")
   "$venv/bin/pip" uninstall --quiet --yes onnxruntime
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$CROSSOVER_RUNTIME==$version"
 fi
@@ -54,8 +54,8 @@ chown -R crossover: "$home"
 [[ "$venv" == "$home/venv" ]] || chmod -R o+rX "$venv"
 
 case "$CROSSOVER_MODE" in
-  server) command="-m serving.server --config $home/spec.json --port $CROSSOVER_PORT" ;;
-  worker) command="-m serving.worker --config $home/spec.json --queue-url ${CROSSOVER_QUEUE_URL:?} --results-bucket ${CROSSOVER_RESULTS_BUCKET:?} --max-receive-count ${CROSSOVER_MAX_RECEIVE_COUNT:-1}" ;;
+  server) command="-m crossover_serving.server --config $home/spec.json --port $CROSSOVER_PORT" ;;
+  worker) command="-m crossover_serving.worker --config $home/spec.json --queue-url ${CROSSOVER_QUEUE_URL:?} --results-bucket ${CROSSOVER_RESULTS_BUCKET:?} --max-receive-count ${CROSSOVER_MAX_RECEIVE_COUNT:-1}" ;;
   *) echo "unknown CROSSOVER_MODE: $CROSSOVER_MODE" >&2; exit 1 ;;
 esac
 
