@@ -1,22 +1,16 @@
-"""The shared model config (`models/<name>.yaml`): strict schema, loader and precise errors.
+"""The shared model config's schema: every section, its defaults and the rules across sections.
 
-Every problem is reported as ``FILE: KEY.PATH: what was expected; what was found`` and nothing is
-synthesized from an invalid config. Backend sections are all optional with defaults, so moving a
-model between backends is exactly one field: ``backend:``.
+Backend sections are all optional with defaults, so moving a model between backends is exactly one
+field: ``backend:``. A config is a ``ModelConfig`` whether read from YAML (crossover.config.loading) or
+built in Python (field names or YAML keys: ``ModelConfig(lambda_=...)`` and ``{"lambda": ...}`` both work).
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Backend = Literal["lambda", "gpu", "eia", "inferentia", "cpu"]
 Service = Literal["realtime", "pipeline"]
@@ -421,14 +415,32 @@ class ModelConfig(_Strict):
                              f"got {self.model.artifact!r}")
         return self
 
+    def warnings(self) -> list[str]:
+        """What validate, and synth as warnings, say about a config that is valid but questionable."""
+        warnings = []
+        if self.backend == "eia":
+            warnings.append(
+                "backend 'eia': AWS Elastic Inference closed to new customers on 2023-04-15 and is no longer "
+                "available; current CloudFormation schemas reject the accelerator. Kept for fidelity; "
+                "its successor is backend 'inferentia'."
+            )
+        if self.backend == "inferentia" and not self.runs_neuron:
+            warnings.append("backend 'inferentia' without inferentia.neuron_artifact: the ONNX model runs on the "
+                            "instance's CPUs, not its NeuronCores (see docs/backends.md: compiling a model for "
+                            "Inferentia)")
+        if self.backend == "lambda" and self.lambda_.reserved_concurrency is None:
+            warnings.append("lambda.reserved_concurrency is unset: one model can use the region's whole "
+                            "Lambda concurrency and throttle every other function")
+        return warnings
+
     @property
     def runs_neuron(self) -> bool:
         """Whether the selected backend runs a Neuron-compiled model rather than the ONNX one."""
         return self.backend == "inferentia" and self.inferentia.neuron_artifact is not None
 
     def serving_spec(self, artifact: str, backend: str | None = None) -> dict[str, Any]:
-        """What serving/ reads (serving.spec.Spec) on ``backend`` (default: the selected one): the model
-        section, the artifact's location, the batch."""
+        """What the serving side reads (crossover_serving.spec.Spec) on ``backend`` (default: the selected one):
+        the model section, the artifact's location, the batch."""
         backend = backend or self.backend
         section = getattr(self, "lambda_" if backend == "lambda" else backend)
         model = self.model.model_dump(include={"sha256", "input", "labels", "top_k"})
@@ -438,216 +450,5 @@ class ModelConfig(_Strict):
                 "max_batch": getattr(section, "max_batch", 1), "inputs": self.inputs.model_dump()}
 
 
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
-
-
-@dataclass(frozen=True)
-class LoadedConfig:
-    path: Path
-    config: ModelConfig
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def artifact_path(self) -> Path | None:
-        """The local artifact file, or None when the artifact is an S3 URI."""
-        return self.local(self.config.model.artifact)
-
-    def local(self, artifact: str) -> Path | None:
-        return None if is_s3_uri(artifact) else resolve_local(self.path, artifact)
-
-
-class ConfigError(Exception):
-    """One or more problems in one or more config files; str() is one problem per line."""
-
-    def __init__(self, problems: Sequence[Problem]):
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
-
-
 def is_s3_uri(value: str) -> bool:
     return value.startswith("s3://")
-
-
-def resolve_local(config_path: Path, artifact: str) -> Path:
-    """Local artifacts are relative to the config file's folder, like paths in docker-compose."""
-    return (config_path.parent / artifact).resolve()
-
-
-def yaml_mapping(path: Path, shown: str) -> dict[str, Any]:
-    # The safe loader refuses !!python/* tags; ruamel refuses duplicate keys by default.
-    yaml = YAML(typ="safe", pure=True)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError([Problem(shown, "", f"cannot read the file: {e}")]) from None
-    try:
-        data = yaml.load(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else shown
-        what = " ".join(str(x) for x in (e.context, e.problem) if x)
-        raise ConfigError([Problem(where, "", f"YAML error: {what}")]) from None
-    except YAMLError as e:
-        raise ConfigError([Problem(shown, "", f"YAML error: {e}")]) from None
-    if data is None:
-        raise ConfigError([Problem(shown, "", "expected a mapping of config keys; the file is empty")])
-    if not isinstance(data, dict):
-        raise ConfigError(
-            [Problem(shown, "", f"expected a mapping of config keys at the top level; got a {_kind(data)}")]
-        )
-    return data
-
-
-def _kind(value: object) -> str:
-    return {list: "list", str: "string", int: "integer", float: "number", bool: "boolean"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _valid_keys(model: type[BaseModel]) -> list[str]:
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def _model_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The schema class that owns the mapping at ``loc`` (for listing valid keys)."""
-    current: type[BaseModel] = root
-    for part in loc:
-        fields = {f.alias or n: f for n, f in current.model_fields.items()}
-        annotation = fields[str(part)].annotation if str(part) in fields else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        current = annotation
-    return current
-
-
-def describe(error: Any, root: type[BaseModel] | None = None) -> str:
-    """One pydantic error as 'what was expected; what was found' (``root``: the schema, for key hints)."""
-    kind, got, ctx = error["type"], error.get("input"), error.get("ctx", {})
-    loc = tuple(error["loc"])
-    if kind == "extra_forbidden":
-        owner = _model_at(root or ModelConfig, loc[:-1])
-        keys = _valid_keys(owner) if owner else []
-        near = difflib.get_close_matches(str(loc[-1]), keys, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        return f"expected one of the keys {', '.join(keys)}; got unknown key {loc[-1]!r}{hint}"
-    if kind == "missing":
-        return "expected this key; it is missing"
-    if kind == "literal_error":
-        choices = ", ".join(re.findall(r"'([^']*)'", ctx.get("expected", "")))
-        return f"expected one of {choices}; got {got!r}"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    if kind == "string_pattern_mismatch":
-        return f"expected a value matching {ctx.get('pattern')}; got {got!r}"
-    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
-        bound = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}",
-                 "less_than_equal": "<= {le}"}[kind].format(**ctx)
-        return f"expected a number {bound}; got {got!r}"
-    if kind in {"too_short", "too_long"}:
-        return f"expected {ctx.get('min_length', ctx.get('max_length'))} items; got {got!r}"
-    if kind.endswith("_type") or kind.endswith("_parsing"):
-        wanted = {"int": "an integer", "float": "a number", "string": "a string", "bool": "true or false",
-                  "list": "a list", "model": "a mapping", "dict": "a mapping"}.get(kind.split("_")[0], kind)
-        return f"expected {wanted}; got {_kind(got)} {got!r}"
-    return f"{error['msg'][0].lower()}{error['msg'][1:]}; got {got!r}"
-
-
-def _check_artifact(artifact: str, path: Path) -> str | None:
-    if is_s3_uri(artifact):
-        bucket, _, key = artifact.removeprefix("s3://").partition("/")
-        why = bucket_problem(bucket) or (None if key and not key.endswith("/") else "it names no object key")
-        return None if why is None else (
-            f"expected an s3://bucket/key URI or an existing local file; got {artifact!r} ({why})")
-    local = resolve_local(path, artifact)
-    if local.is_file():
-        return None
-    return (f"expected an s3://bucket/key URI or an existing local file; got {artifact!r} "
-            f"(no file at {local}; for the bundled example run `make artifacts`)")
-
-
-def _warnings(config: ModelConfig) -> list[str]:
-    warnings = []
-    if config.backend == "eia":
-        warnings.append(
-            "backend 'eia': AWS Elastic Inference closed to new customers on 2023-04-15 and is no longer "
-            "available; current CloudFormation schemas reject the accelerator. Kept for fidelity; "
-            "its successor is backend 'inferentia'."
-        )
-    if config.backend == "inferentia" and not config.runs_neuron:
-        warnings.append("backend 'inferentia' without inferentia.neuron_artifact: the ONNX model runs on the "
-                        "instance's CPUs, not its NeuronCores (see docs/backends.md: compiling a model for Inferentia)")
-    if config.backend == "lambda" and config.lambda_.reserved_concurrency is None:
-        warnings.append("lambda.reserved_concurrency is unset: one model can use the region's whole "
-                        "Lambda concurrency and throttle every other function")
-    return warnings
-
-
-def load(path: Path, shown: str | None = None, *, converting: bool = False) -> LoadedConfig:
-    """Load and validate one config file; raises ConfigError listing every problem found.
-
-    An MXNet model is refused until converted, except by `crossover convert` (``converting``).
-    """
-    shown = shown or str(path)
-    data = yaml_mapping(path, shown)
-    try:
-        config = ModelConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(
-            [Problem(shown, ".".join(str(p) for p in err["loc"]), describe(err)) for err in e.errors()]
-        ) from None
-    mxnet = config.model.mxnet
-    unconverted = config.model.format == "mxnet"
-    artifacts = {"model.artifact": None if unconverted else config.model.artifact,
-                 "inferentia.neuron_artifact": config.inferentia.neuron_artifact,
-                 "model.mxnet.symbol": mxnet.symbol if mxnet else None,
-                 "model.mxnet.params": mxnet.params if mxnet else None}
-    problems = [Problem(shown, key, problem) for key, artifact in artifacts.items()
-                if artifact is not None and (problem := _check_artifact(artifact, path)) is not None]
-    if unconverted and not converting:
-        problems.append(Problem(shown, "model.format", "expected onnx; got mxnet, which is served as ONNX: run "
-                                f"`crossover convert {shown}` first (it writes model.artifact)"))
-    if problems:
-        raise ConfigError(problems)
-    return LoadedConfig(path=path, config=config, warnings=_warnings(config))
-
-
-def load_all(paths: Iterable[Path], *, converting: bool = False) -> list[LoadedConfig]:
-    """Load several configs, collecting every problem across all files (and duplicate names)."""
-    loaded: list[LoadedConfig] = []
-    problems: list[Problem] = []
-    for path in paths:
-        try:
-            loaded.append(load(path, converting=converting))
-        except ConfigError as e:
-            problems.extend(e.problems)
-    seen: dict[str, Path] = {}
-    for item in loaded:
-        first = seen.setdefault(item.config.name, item.path)
-        if first != item.path:
-            problems.append(Problem(str(item.path), "name",
-                                    f"expected a name unique across configs; got {item.config.name!r}, "
-                                    f"also used by {first}"))
-    if problems:
-        raise ConfigError(problems)
-    return loaded
-
-
-def find(name: str, folder: Path, *, converting: bool = False) -> LoadedConfig:
-    """The config in ``folder`` whose ``name`` (or file name) is ``name``; ConfigError if none."""
-    configs = load_all(model_files(folder), converting=converting)
-    for item in configs:
-        if name in (item.config.name, item.path.stem):
-            return item
-    known = ", ".join(sorted(c.config.name for c in configs))
-    raise ConfigError([Problem(str(folder), "", f"no model named {name!r}; known: {known}")])
-
-
-def model_files(folder: Path) -> list[Path]:
-    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])

@@ -1,0 +1,43 @@
+"""Finding configs: every model in a folder (names unique across files), or one by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from crossover.config.loading import ConfigError, LoadedConfig, Problem, load
+
+
+def load_all(paths: Iterable[Path], *, converting: bool = False) -> list[LoadedConfig]:
+    """Load several configs, collecting every problem across all files (and duplicate names)."""
+    loaded: list[LoadedConfig] = []
+    problems: list[Problem] = []
+    for path in paths:
+        try:
+            loaded.append(load(path, converting=converting))
+        except ConfigError as e:
+            problems.extend(e.problems)
+    seen: dict[str, Path] = {}
+    for item in loaded:
+        first = seen.setdefault(item.config.name, item.path)
+        if first != item.path:
+            problems.append(Problem(str(item.path), "name",
+                                    f"expected a name unique across configs; got {item.config.name!r}, "
+                                    f"also used by {first}"))
+    if problems:
+        raise ConfigError(problems)
+    return loaded
+
+
+def find(name: str, folder: Path, *, converting: bool = False) -> LoadedConfig:
+    """The config in ``folder`` whose ``name`` (or file name) is ``name``; ConfigError if none."""
+    configs = load_all(model_files(folder), converting=converting)
+    for item in configs:
+        if name in (item.config.name, item.path.stem):
+            return item
+    known = ", ".join(sorted(c.config.name for c in configs))
+    raise ConfigError([Problem(str(folder), "", f"no model named {name!r}; known: {known}")])
+
+
+def model_files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
