@@ -9,8 +9,9 @@ from typing import Any
 
 from aws_cdk import App, Environment
 
-from crossover import ROOT, compliance
+from crossover import PROJECT, compliance
 from crossover.config import LoadedConfig
+from crossover.cost.profile import Measured
 from crossover.stacks.image import IMAGES, ImageStack
 from crossover.stacks.model import ModelStack
 from crossover.stacks.network import NetworkStack
@@ -27,15 +28,16 @@ def environment() -> Environment | None:
 
 
 def new_app(**kwargs: Any) -> App:
-    """An App with cdk.json's context, so in-process synths use the same feature flags as `cdk synth`."""
-    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    """An App with the project's cdk.json context, so in-process synths use the same feature flags as `cdk synth`."""
+    context = json.loads((PROJECT / "cdk.json").read_text())["context"]
     return App(context=context, **kwargs)
 
 
 def build(app: App, configs: list[LoadedConfig]) -> dict[str, ModelStack]:
     env = environment()
     network = NetworkStack(app, "NetworkStack", env=env, description="crossover shared network")
-    stacks = {item.config.name: ModelStack(app, item.config.stack_name, loaded=item, network=network, env=env)
+    stacks = {item.config.name: ModelStack(app, item.config.stack_name, config=item.resolved, network=network,
+                                           measured=Measured.read(item.config.name), env=env)
               for item in configs}
     for backend in IMAGES:  # deployed only when asked for: cdk deploy ImageStack-gpu
         ImageStack(app, f"ImageStack-{backend}", backend=backend, vpc=network.vpc, env=env)
@@ -44,4 +46,4 @@ def build(app: App, configs: list[LoadedConfig]) -> dict[str, ModelStack]:
 
 
 def models_folder() -> Path:
-    return Path(os.environ.get("CROSSOVER_MODELS", ROOT / "models"))
+    return Path(os.environ.get("CROSSOVER_MODELS", PROJECT / "models"))

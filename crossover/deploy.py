@@ -22,13 +22,14 @@ from typing import Any
 
 from rich.console import Console
 
-from crossover import ROOT, rollout
+from crossover import PROJECT, rollout
 from crossover.app import models_folder
 from crossover.config import STACK_PREFIX, ConfigError, LoadedConfig, find
 from crossover.cost import profile
 from crossover.errors import UserError
 from crossover.preflight import preflight
 from crossover.rehearsal import CDK, RehearsalError, bootstrap, check, deploy, emulator, table
+from crossover.stacks.model import SERVICE_ID
 
 console = Console(highlight=False, soft_wrap=True)
 WATCH_RATE = 5.0  # requests a second that WATCH=1 sends through a deploy
@@ -63,7 +64,7 @@ def rehearse(item: LoadedConfig, why: str) -> int:
     stack = item.config.stack_name
     console.print(f"[bold]{why}[/bold]: rehearsing on a local AWS emulator (nothing leaves this machine). The "
                   f"same CDK CLI deploys the same {stack} template.")
-    with emulator(ROOT / "cdk.out" / "emulator.log") as emu:
+    with emulator(PROJECT / "cdk.out" / "emulator.log") as emu:
         console.print(f"emulator on {emu.endpoint} (pid {emu.pid})")
         bootstrap(emu)
         _say_triggers(deploy(emu, stack, monitor_minutes=item.config.rollout.monitor_minutes,
@@ -118,11 +119,11 @@ def real_deploy(item: LoadedConfig, *, watch: bool = False, yes: bool = False, a
 
     session = boto3.Session()
     account, region = preflight(item, session, console)
-    stack, assembly = item.config.stack_name, ROOT / "cdk.out"
-    if subprocess.run([CDK, "synth", stack, "--quiet", "--output", str(assembly)], cwd=ROOT).returncode != 0:
+    stack, assembly = item.config.stack_name, PROJECT / "cdk.out"
+    if subprocess.run([CDK, "synth", stack, "--quiet", "--output", str(assembly)], cwd=PROJECT).returncode != 0:
         return 1
     console.print(f"{stack} in account {account}, region {region}: what the deploy changes (cdk diff):")
-    subprocess.run([CDK, "diff", stack, "--app", str(assembly), "--no-notices"], cwd=ROOT)
+    subprocess.run([CDK, "diff", stack, "--app", str(assembly), "--no-notices"], cwd=PROJECT)
     if not confirmed(f"Deploy {stack} to account {account} in {region}?", yes, ask):
         console.print(f"{stack}: not deployed")
         return 1
@@ -130,9 +131,9 @@ def real_deploy(item: LoadedConfig, *, watch: bool = False, yes: bool = False, a
     arns = rollout.triggers(names, session.client("cloudwatch"))
     updates = [assembly]
     if rollout.staged(item.config.canary is not None, names, arns):
-        staging = ROOT / "cdk.out-staging"
+        staging = PROJECT / "cdk.out-staging"
         if subprocess.run([CDK, "synth", stack, "--quiet", "--output", str(staging), *rollout.STAGING_CONTEXT],
-                          cwd=ROOT).returncode != 0:
+                          cwd=PROJECT).returncode != 0:
             return 1
         console.print("a canary deploy takes two updates: the new backend is created and made ready at weight "
                       "0, then it takes its share, judged by its own alarms")
@@ -143,7 +144,7 @@ def real_deploy(item: LoadedConfig, *, watch: bool = False, yes: bool = False, a
             arns = rollout.triggers(names, session.client("cloudwatch"))
             _say_triggers(arns)
             result = subprocess.run([CDK, *rollout.deploy_args(stack, update, arns,
-                                                               item.config.rollout.monitor_minutes)], cwd=ROOT)
+                                                               item.config.rollout.monitor_minutes)], cwd=PROJECT)
             if result.returncode != 0:
                 break
     if result.returncode != 0:
@@ -190,7 +191,7 @@ def destroy(item: LoadedConfig, *, yes: bool = False, ask: Ask | None = None) ->
         return 0
     console.print(f"{stack} in account {account}, region {region}: {len(resources)} resources to delete")
     retained = [r["LogicalResourceId"] for r in resources if r["ResourceType"] == "AWS::S3::Bucket"
-                and r["LogicalResourceId"].startswith("FrontDoorAccessLogs")]
+                and r["LogicalResourceId"].startswith(f"{SERVICE_ID}FrontDoorAccessLogs")]
     if not confirmed(f"Delete {stack} and its endpoint from account {account} in {region}?", yes, ask):
         console.print(f"{stack}: not deleted")
         return 1

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from crossover import ROOT
 from crossover.capacity import scaling_target
-from crossover.stacks.model import BACKEND_IDS
+from crossover.constructs.backend import BACKEND_IDS
+from tests import ROOT
 from tests.conftest import BACKENDS, EXAMPLES, Synth, stack_of
 
 NAMES = ["resnet152", "mobilenet-v2", "efficientnet-lite0"]
@@ -42,7 +42,8 @@ def front_door(template: dict[str, Any]) -> dict[str, Any]:
     backend (target group, forward action, egress to the backend), which a switch updates in place."""
     wiring = {"AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::EC2::SecurityGroupEgress",
               "AWS::ElasticLoadBalancingV2::ListenerRule"}
-    kept = {k: v for k, v in template["Resources"].items() if k.startswith("FrontDoor") and v["Type"] not in wiring}
+    kept = {k: v for k, v in template["Resources"].items()
+            if k.startswith("ModelFrontDoor") and v["Type"] not in wiring}
     for resource in kept.values():
         resource.get("Properties", {}).pop("DefaultActions", None)  # names the target group
         resource.get("Properties", {}).pop("SecurityGroupEgress", None)  # names the backend's security group
@@ -56,8 +57,8 @@ def test_switching_any_backend_to_any_other_keeps_the_front_door(synth: Synth, n
     # GIVEN the model on `source` WHEN moved to each other backend THEN the same load balancer, listener,
     # security group and Endpoint output, with the same logical ids and properties
     before = front_door(json.loads(json.dumps(synth.raw[stack_of(name, source)])))
-    assert {"FrontDoorLoadBalancer6A458C90", "FrontDoorLoadBalancerListenerFB3ADAB6",
-            "FrontDoorSecurityGroup37EAFF3C"} <= set(before["resources"])
+    assert {"ModelFrontDoorLoadBalancer7C7C1043", "ModelFrontDoorLoadBalancerListener895726E5",
+            "ModelFrontDoorSecurityGroup986DE0F3"} <= set(before["resources"])
     for target in BACKENDS:
         after = front_door(json.loads(json.dumps(synth.raw[stack_of(name, target)])))
         assert after == before, f"{source} -> {target} changed the front door"
@@ -155,19 +156,19 @@ def logical_id(template: dict[str, Any], prefix: str, kind: str) -> str:
 @pytest.mark.parametrize("backend", FLEETS)
 def test_instances_accept_only_the_front_door_on_the_inference_port(synth: Synth, backend: str) -> None:
     template = synth.raw[stack_of("resnet152", backend)]
-    group = logical_id(template, f"{BACKEND_IDS[backend]}SecurityGroup", "AWS::EC2::SecurityGroup")
+    group = logical_id(template, f"Model{BACKEND_IDS[backend]}SecurityGroup", "AWS::EC2::SecurityGroup")
     ingress = [r["Properties"] for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()
                if r["Properties"]["GroupId"] == {"Fn::GetAtt": [group, "GroupId"]}]
     assert len(ingress) == 1
     assert ingress[0]["FromPort"] == ingress[0]["ToPort"] == 8080
-    assert ingress[0]["SourceSecurityGroupId"] == {"Fn::GetAtt": ["FrontDoorSecurityGroup37EAFF3C", "GroupId"]}
+    assert ingress[0]["SourceSecurityGroupId"] == {"Fn::GetAtt": ["ModelFrontDoorSecurityGroup986DE0F3", "GroupId"]}
 
 
 @pytest.mark.parametrize("backend", FLEETS)
 def test_instance_role_is_least_privilege(synth: Synth, backend: str) -> None:
     template = synth.raw[stack_of("resnet152", backend)]
     role_policy = next(p for k, p in resources(template, "AWS::IAM::Policy").items()
-                       if k.startswith(f"{BACKEND_IDS[backend]}Role"))
+                       if k.startswith(f"Model{BACKEND_IDS[backend]}Role"))
     statements = role_policy["Properties"]["PolicyDocument"]["Statement"]
     actions = {a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
     expected = {"s3:GetObject", "logs:CreateLogStream", "logs:PutLogEvents", "cloudwatch:PutMetricData",
@@ -193,7 +194,7 @@ def test_eia_adds_the_accelerator_endpoint_and_connect_permission(synth: Synth) 
     assert "elastic-inference.runtime" in json.dumps(endpoint["ServiceName"])
     rules = [r["Properties"] for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()
              if r["Properties"]["FromPort"] == 443]
-    fleet = logical_id(template, "EiaSecurityGroup", "AWS::EC2::SecurityGroup")
+    fleet = logical_id(template, "ModelEiaSecurityGroup", "AWS::EC2::SecurityGroup")
     assert len(rules) == 1 and rules[0]["SourceSecurityGroupId"] == {"Fn::GetAtt": [fleet, "GroupId"]}
     lt = next(r for r in template["Resources"].values() if r["Type"] == "AWS::EC2::LaunchTemplate")
     assert lt["Metadata"]["cfn-lint"] == {"config": {"ignore_checks": ["E3002"]}}
@@ -215,10 +216,10 @@ def test_user_data_boots_the_serving_bundle_and_signals_when_ready(synth: Synth)
     assert "CROSSOVER_RUNTIME=onnxruntime-gpu" in script
     spec = json.loads(script.split("export CROSSOVER_SPEC_JSON='", 1)[1].split("'\n", 1)[0])
     assert (spec["artifact"], spec["max_batch"]) == ("/opt/crossover/model", 8)
-    assert (ROOT / "ami" / "bootstrap.sh").read_text() in script
+    assert (ROOT / "crossover" / "ami" / "bootstrap.sh").read_text() in script
 
 
-@pytest.mark.parametrize("script", sorted((ROOT / "ami").rglob("*.sh")), ids=lambda p: p.name)
+@pytest.mark.parametrize("script", sorted((ROOT / "crossover" / "ami").rglob("*.sh")), ids=lambda p: p.name)
 def test_instance_scripts_pass_bash_n_and_shellcheck(script: Path) -> None:
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     result = subprocess.run([str(ROOT / ".venv" / "bin" / "shellcheck"), "-s", "bash", str(script)],

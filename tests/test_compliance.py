@@ -7,37 +7,42 @@ from pathlib import Path
 import pytest
 from aws_cdk import Stack
 from aws_cdk import aws_s3 as s3
+from constructs import Construct
 
-from crossover import ROOT, compliance
+from crossover import compliance
 from crossover.app import new_app
+from tests import ROOT
 from tests.conftest import Synth
 
 
-def test_every_acknowledgement_names_one_finding_with_a_real_reason() -> None:
-    for ack in compliance.ACKNOWLEDGEMENTS:
-        assert ack.path.endswith("/Resource") or ack.path.count("/") >= 1, ack
-        assert ack.path not in ("", "/") and "*" not in ack.path, f"stack-wide acknowledgement: {ack}"
-        assert (ack.finding.count("-") >= 1 or ack.finding.startswith(compliance.CHECKOV + "CKV_")) and (
-            " " not in ack.finding), ack
-        assert len(ack.reason) >= 20, f"reason too short for {ack.finding}: {ack.reason!r}"
+def acknowledged(synth: Synth) -> list[tuple[str, str, str, str]]:
+    """(stack, logical id, finding, reason) for every acknowledgement in the session's templates."""
+    return [(stack, logical, entry["finding"], entry["reason"]) for stack, t in synth.raw.items()
+            for logical, r in t["Resources"].items()
+            for entry in r.get("Metadata", {}).get(compliance.METADATA_KEY, [])]
 
 
-def test_acknowledgements_live_in_one_module() -> None:
+def test_every_acknowledgement_names_one_finding_with_a_real_reason(synth: Synth) -> None:
+    for stack, logical, finding, reason in acknowledged(synth):
+        assert (finding.count("-") >= 1 or finding.startswith(compliance.CHECKOV + "CKV_")) and " " not in finding, (
+            stack, logical, finding)
+        assert len(reason) >= compliance.MIN_REASON, f"reason too short for {finding} on {logical}: {reason!r}"
+
+
+def test_acknowledgements_go_through_one_function() -> None:
     offenders = [p for p in (ROOT / "crossover").rglob("*.py")
                  if ".acknowledge(" in p.read_text() and p.name != "compliance.py"]
     assert offenders == []
 
 
 def test_acknowledgements_are_recorded_on_single_resources(synth: Synth) -> None:
-    recorded = [(stack, logical, entry["finding"]) for stack, t in synth.raw.items()
-                for logical, r in t["Resources"].items()
-                for entry in r.get("Metadata", {}).get(compliance.METADATA_KEY, [])]
+    recorded = acknowledged(synth)
     assert recorded, "no acknowledgement reached a template"
     for stack, t in synth.raw.items():
         assert compliance.METADATA_KEY not in t.get("Metadata", {}), f"stack-wide acknowledgement in {stack}"
-    findings = {f for _, _, f in recorded}
+    findings = {f for _, _, f, _ in recorded}
     assert "AwsSolutions-EC23" in findings  # only the public variants have it
-    assert not any(f == "AwsSolutions-EC23" and not s.endswith("-public") for s, _, f in recorded)
+    assert not any(f == "AwsSolutions-EC23" and not s.endswith("-public") for s, _, f, _ in recorded)
 
 
 def test_fails_when_a_finding_is_not_acknowledged(tmp_path: Path) -> None:
@@ -50,15 +55,16 @@ def test_fails_when_a_finding_is_not_acknowledged(tmp_path: Path) -> None:
         app.synth()
 
 
-def test_fails_when_an_acknowledgement_targets_more_than_one_resource(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_acknowledgement_names_one_resource_and_gives_a_reason(tmp_path: Path) -> None:
     app = new_app(outdir=str(tmp_path))
     stack = Stack(app, "Broad")
-    s3.Bucket(stack, "Bucket", enforce_ssl=True)
-    monkeypatch.setattr(compliance, "ACKNOWLEDGEMENTS",
-                        (compliance.Ack("Bucket", "AwsSolutions-S1", "an L2 holds several resources"),))
-    with pytest.raises(ValueError, match="must name one L1 resource; Bucket is not"):
-        compliance.apply(app)
+    group = Construct(stack, "Buckets")
+    for id in ("A", "B"):
+        s3.Bucket(group, id, enforce_ssl=True)
+    with pytest.raises(ValueError, match="must name one L1 resource; Broad/Buckets is not"):
+        compliance.acknowledge(group, "AwsSolutions-S1", "two buckets are not one resource, whatever the reason")
+    with pytest.raises(ValueError, match="a reason of substance"):
+        compliance.acknowledge(group.node.find_child("A"), "AwsSolutions-S1", "because")
 
 
 def test_checkov_finds_nothing_unacknowledged_in_any_template(synth: Synth) -> None:
@@ -75,5 +81,5 @@ def test_checkov_finds_nothing_unacknowledged_in_any_template(synth: Synth) -> N
     assert failed == [] and result.returncode == 0, failed
     assert report["summary"]["parsing_errors"] == 0 and report["summary"]["passed"] > 500
     skipped = report["results"]["skipped_checks"]
-    reasons = {a.reason for a in compliance.ACKNOWLEDGEMENTS if a.finding.startswith(compliance.CHECKOV)}
+    reasons = {reason for _, _, finding, reason in acknowledged(synth) if finding.startswith(compliance.CHECKOV)}
     assert skipped and all(s["check_result"]["suppress_comment"] in reasons for s in skipped)

@@ -8,14 +8,20 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from crossover.capacity import per_minute
 from crossover.cli import main
 from crossover.config import load
 from crossover.cost import catalog as catalog_module
-from crossover.cost import model, report
+from crossover.cost import model, profile, report
 from crossover.cost.catalog import BUNDLED
 from tests.conftest import ROOT, write_config
 
 CATALOG = catalog_module.load()
+
+
+def requests_per_minute(config, backend: str, images_per_second: float, load) -> int:  # type: ignore[no-untyped-def]
+    """The scaling target a fleet gets (InstanceFleet.from_config): the rate the cost plans each instance for."""
+    return per_minute(profile.planned_rate(config, backend, images_per_second, load).value)
 HOURS = 730
 SECONDS = HOURS * 3600  # 2,628,000 in the catalog's month
 ALB_FIXED = 0.0225 * HOURS  # $16.425
@@ -79,7 +85,6 @@ def test_cpu_and_inferentia_arithmetic(tmp_path: Path) -> None:
 
 def test_a_load_tests_capacity_plans_the_cpu_fleet(tmp_path: Path) -> None:
     from crossover.cost.profile import LoadFigure
-    from crossover.stacks.model import requests_per_minute
 
     # GIVEN bench/load.py held 30 req/s on 2 CPUs at p99 <= 300 ms
     figure = LoadFigure(requests_per_second=30.0, p99_ms=300, cpus=2, machine="the test box")
@@ -212,7 +217,6 @@ def test_pipeline_costs_have_a_queue_not_a_load_balancer_and_no_latency_target(t
 
 
 def test_inferentia_without_a_neuron_artifact_is_priced_and_scaled_on_its_host_cpus(tmp_path: Path) -> None:
-    from crossover.stacks.model import requests_per_minute
 
     # GIVEN ResNet-152 (11.51 GMACs = 23.02 GFLOP) on inf2.xlarge: 4 vCPUs = 2 x86 cores at 87 GFLOP/s
     def config(text: str):  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from crossover.stacks.model import BACKEND_IDS
+from crossover.constructs.backend import BACKEND_IDS
 from tests.conftest import BACKENDS, Synth, stack_of
 
 EXPECTED = {
@@ -38,8 +38,8 @@ ROLLBACK = {
 
 
 def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {k.removeprefix("Monitoring")[: -8]: v["Properties"] for k, v in template["Resources"].items()
-            if v["Type"] == "AWS::CloudWatch::Alarm" and k.startswith("Monitoring")}
+    return {k.removeprefix("ModelMonitoring")[: -8]: v["Properties"] for k, v in template["Resources"].items()
+            if v["Type"] == "AWS::CloudWatch::Alarm" and k.startswith("ModelMonitoring")}
 
 
 @pytest.mark.parametrize("service", ["realtime", "pipeline"])
@@ -51,7 +51,7 @@ def test_every_backend_and_service_gets_its_alarms(synth: Synth, backend: str, s
     assert set(found) - volume == expected(EXPECTED, backend, service) | (
         {"GpuUtilization"} if backend == "gpu" else set())
     (topic,) = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::SNS::Topic"
-                and k.startswith("Monitoring")]
+                and k.startswith("ModelMonitoring")]
     for props in found.values():
         assert props["AlarmActions"] == [{"Ref": topic}] and props["OKActions"] == [{"Ref": topic}]
     assert any(v["Type"] == "AWS::CloudWatch::Dashboard" for v in template["Resources"].values())
@@ -76,8 +76,8 @@ def test_deployments_roll_back_on_the_release_alarms(synth: Synth, backend: str,
     stack = stack_of("resnet152", backend, service)
     template = synth.raw[stack]
     kind = "lambda" if backend == "lambda" else "fleet"
-    names = {k.removeprefix("Monitoring")[: -8]: v["Properties"]["AlarmName"] for k, v in
-             template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm" and k.startswith("Monitoring")}
+    names = {k.removeprefix("ModelMonitoring")[: -8]: v["Properties"]["AlarmName"] for k, v in
+             template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm" and k.startswith("ModelMonitoring")}
     assert set(names) >= expected(EXPECTED, backend, service)
     assert all(name == f"{stack}-{id}" for id, name in names.items())  # fixed: found by name at deploy
     # CloudFormation's rollback triggers (every backend) come from this output; at most 5 are allowed.
@@ -123,7 +123,7 @@ def test_serving_publishes_the_metrics_the_alarms_watch(synth: Synth, aws: str) 
     namespace and dimensions the alarms read, whatever the backend."""
     import boto3
 
-    from serving.metrics import MetricUnit, Recorder, cloudwatch_publisher
+    from crossover_serving.metrics import MetricUnit, Recorder, cloudwatch_publisher
 
     client = boto3.client("cloudwatch", endpoint_url=aws, region_name="us-east-1",
                           aws_access_key_id="x", aws_secret_access_key="x")
@@ -148,9 +148,9 @@ def test_serving_publishes_the_metrics_the_alarms_watch(synth: Synth, aws: str) 
 
 def test_gpus_are_sampled_where_nvidia_smi_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    synth: Synth) -> None:
-    """The gpu images have nvidia-smi and no CloudWatch agent: serving/ samples it, under the metric the
+    """The gpu images have nvidia-smi and no CloudWatch agent: crossover_serving/ samples it, under the metric the
     gpu stacks' GpuUtilization alarm reads. (A stand-in nvidia-smi here: there is no GPU.)"""
-    from serving.metrics import MetricUnit, Recorder
+    from crossover_serving.metrics import MetricUnit, Recorder
 
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho '87, 1234'\necho '91, 2048'\n")  # two GPUs, as the real query prints
@@ -171,7 +171,7 @@ def test_gpus_are_sampled_where_nvidia_smi_answers(tmp_path: Path, monkeypatch: 
 
 
 def test_a_metrics_outage_is_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> None:
-    from serving.metrics import MetricUnit, Recorder
+    from crossover_serving.metrics import MetricUnit, Recorder
 
     def down(_data: list[dict[str, Any]]) -> None:
         raise ConnectionError("endpoint unreachable")
@@ -185,7 +185,7 @@ def test_a_metrics_outage_is_reported_not_raised(capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_rollback_error_rate_counts_server_faults_not_the_5xx_a_client_can_cause(synth: Synth,
                                                                                      backend: str) -> None:
-    # The 502/503/504 serving/ sends on purpose (an origin the request named failed, overload, a missed
+    # The 502/503/504 crossover_serving/ sends on purpose (an origin the request named failed, overload, a missed
     # deadline) are target 5xx: counting them would let any client roll a deployment back.
     error_rate = alarms(synth.raw[stack_of("resnet152", backend)])["ErrorRate"]
     counted = {m["MetricStat"]["Metric"]["MetricName"] for m in error_rate["Metrics"] if "MetricStat" in m}

@@ -17,18 +17,21 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 
 CLIENT_OUTPUTS = {"QueueUrl", "DeadLetterQueueUrl", "ResultsBucket"}
+# The pipeline front door's logical ids: a contract (clients hold the queue URL and the bucket).
+QUEUE, DEAD_LETTERS, RESULTS = ("ModelFrontDoorQueueF6AFEA90", "ModelFrontDoorDeadLetterQueueC61C7A9F",
+                                "ModelFrontDoorResultsD8909F87")
 
 
 def front_door(template: dict[str, Any]) -> dict[str, Any]:
     """The queue, dead-letter queue, bucket and their policies, with the outputs that clients use."""
-    kept = {k: v for k, v in template["Resources"].items() if k.startswith("FrontDoor")}
+    kept = {k: v for k, v in template["Resources"].items() if k.startswith("ModelFrontDoor")}
     return {"resources": kept, "outputs": {k: v for k, v in template["Outputs"].items() if k in CLIENT_OUTPUTS}}
 
 
 @pytest.mark.parametrize("source", BACKENDS)
 def test_switching_a_pipeline_keeps_its_queues_and_bucket(synth: Synth, source: str) -> None:
     before = front_door(synth.raw[stack_of("resnet152", source, "pipeline")])
-    assert {"FrontDoorQueueEA873811", "FrontDoorDeadLetterQueue0FE56750", "FrontDoorResults12853F62"} <= set(
+    assert {QUEUE, DEAD_LETTERS, RESULTS} <= set(
         before["resources"])
     assert set(before["outputs"]) == CLIENT_OUTPUTS
     for target in BACKENDS:
@@ -39,8 +42,8 @@ def test_queues_are_encrypted_ssl_only_and_redrive_to_the_dead_letter_queue(synt
     template = synth.raw[stack_of("resnet152", "lambda", "pipeline")]
     queues = resources(template, "AWS::SQS::Queue")
     assert all(q["Properties"]["SqsManagedSseEnabled"] for q in queues.values())
-    main = queues["FrontDoorQueueEA873811"]["Properties"]
-    assert main["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["FrontDoorDeadLetterQueue0FE56750", "Arn"]},
+    main = queues[QUEUE]["Properties"]
+    assert main["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [DEAD_LETTERS, "Arn"]},
                                      "maxReceiveCount": 3}
     function = next(iter(resources(template, "AWS::Lambda::Function").values()))["Properties"]
     assert main["VisibilityTimeout"] >= 6 * function["Timeout"]
@@ -50,7 +53,7 @@ def test_queues_are_encrypted_ssl_only_and_redrive_to_the_dead_letter_queue(synt
 
 def test_results_bucket_is_encrypted_private_ssl_only_and_expires(synth: Synth) -> None:
     template = synth.raw[stack_of("resnet152", "gpu", "pipeline")]
-    bucket = resources(template, "AWS::S3::Bucket")["FrontDoorResults12853F62"]["Properties"]
+    bucket = resources(template, "AWS::S3::Bucket")[RESULTS]["Properties"]
     assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {
         "SSEAlgorithm": "aws:kms"}
     assert all(bucket["PublicAccessBlockConfiguration"].values())
@@ -67,7 +70,7 @@ def test_lambda_consumes_in_batches_and_reports_each_failure(synth: Synth) -> No
     assert props["ScalingConfig"] == {"MaximumConcurrency": 10} and props["BatchSize"] == 10
     function = next(iter(resources(template, "AWS::Lambda::Function").values()))["Properties"]
     variables = function["Environment"]["Variables"]
-    assert variables["MAX_RECEIVE_COUNT"] == "3" and variables["RESULTS_BUCKET"] == {"Ref": "FrontDoorResults12853F62"}
+    assert variables["MAX_RECEIVE_COUNT"] == "3" and variables["RESULTS_BUCKET"] == {"Ref": RESULTS}
     assert not resources(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from crossover import ROOT
 from crossover.cost.bench import photo
 from crossover.rehearsal import Emulator, RehearsalError, bootstrap, check, deploy, emulator
 from crossover.smoke import SmokeError, endpoint, smoke
 from crossover.switch import rewrite_backend
-from serving.server import InferenceServer
-from serving.spec import Spec
+from crossover_serving.server import InferenceServer
+from crossover_serving.spec import Spec
+from tests import ROOT
 
 pytestmark = pytest.mark.slow
 PUBLIC = ("endpoint: {certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/"
@@ -73,7 +73,7 @@ def test_lambda_then_switch_to_gpu_keeps_the_load_balancer(emu: Emulator, models
     # AND, from CloudFormation's stack events, the listener moved only once the fleet was complete (its
     # instances signalled), and the Lambda backend went only after that
     order = _last_update(emu, "ModelStack-resnet152")
-    assert order.index(("GpuGroupASGB21B1ACC", "CREATE_COMPLETE")) < order.index((LISTENER, "UPDATE_IN_PROGRESS"))
+    assert order.index(("ModelGpuGroupASG7B86813B", "CREATE_COMPLETE")) < order.index((LISTENER, "UPDATE_IN_PROGRESS"))
     assert _removed_after_the_move(order, "Lambda")
 
 
@@ -87,7 +87,7 @@ def test_fleet_to_lambda_canary_and_promote_move_traffic_only_to_what_is_ready(e
     config.write_text(rewrite_backend(config.read_text(), "lambda")[0])
     deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out1")
     order = _last_update(emu, "ModelStack-resnet152")
-    assert order.index(("LambdaLiveA14B34E6", "CREATE_COMPLETE")) < order.index((LISTENER, "UPDATE_IN_PROGRESS"))
+    assert order.index(("ModelLambdaLive9DD49F0A", "CREATE_COMPLETE")) < order.index((LISTENER, "UPDATE_IN_PROGRESS"))
     assert _removed_after_the_move(order, "Gpu")
     # WHEN a canary moves 10% to cpu: two updates
     switch(load(config), "cpu", canary=10)
@@ -95,11 +95,11 @@ def test_fleet_to_lambda_canary_and_promote_move_traffic_only_to_what_is_ready(e
     stages = _updates(emu, "ModelStack-resnet152")[-2:]
     # THEN the first created the cpu fleet and moved the listener (cpu at weight 0) only once it was complete
     first = stages[0]
-    assert first.index(("CpuGroupASG9A7488F4", "CREATE_COMPLETE")) < first.index((LISTENER, "UPDATE_IN_PROGRESS"))
+    assert first.index(("ModelCpuGroupASGFA1BF2E5", "CREATE_COMPLETE")) < first.index((LISTENER, "UPDATE_IN_PROGRESS"))
     # AND the Lambda backend is kept: nothing goes but lambda's volume alarm (cpu is too slow for resnet152's p99,
     # so it has no band of its own)
     deleted = {e[0] for e in first if e[1].startswith("DELETE")}
-    assert len(deleted) == 1 and deleted.pop().startswith("MonitoringVolumeAboveBand")
+    assert len(deleted) == 1 and deleted.pop().startswith("ModelMonitoringVolumeAboveBand")
     # AND the second gave the canary its share, judged by the canary's own alarms
     assert {t.rsplit(":", 1)[-1] for t in triggers} >= {"ModelStack-resnet152-CanaryLatencyP99",
                                                         "ModelStack-resnet152-CanaryErrorRate"}
@@ -113,7 +113,7 @@ def test_fleet_to_lambda_canary_and_promote_move_traffic_only_to_what_is_ready(e
     assert status == "UPDATE_COMPLETE" and all(c.ok for c in checks), checks
 
 
-LISTENER = "FrontDoorLoadBalancerListenerFB3ADAB6"
+LISTENER = "ModelFrontDoorLoadBalancerListener895726E5"
 
 
 def _updates(emu: Emulator, stack: str) -> list[list[tuple[str, str]]]:
@@ -136,8 +136,8 @@ def _last_update(emu: Emulator, stack: str) -> list[tuple[str, str]]:
 def _removed_after_the_move(order: list[tuple[str, str]], backend: str) -> bool:
     """Every resource of ``backend`` was deleted, each after the listener's update completed."""
     moved = order.index((LISTENER, "UPDATE_COMPLETE"))
-    deleted = [i for i, (logical, status) in enumerate(order) if logical.startswith(backend) and status.startswith(
-        "DELETE")]
+    deleted = [i for i, (logical, status) in enumerate(order)
+               if logical.startswith("Model" + backend) and status.startswith("DELETE")]
     return bool(deleted) and min(deleted) > moved
 
 
@@ -153,7 +153,7 @@ def _weights(emu: Emulator) -> dict[str, int]:
     resources = emu.client("cloudformation").list_stack_resources(StackName="ModelStack-resnet152")
     by_arn = {r["PhysicalResourceId"]: r["LogicalResourceId"] for r in resources["StackResourceSummaries"]}
     assert names
-    return {by_arn[g["TargetGroupArn"]].removeprefix("FrontDoor").split("Targets")[0]: g.get("Weight", 100)
+    return {by_arn[g["TargetGroupArn"]].removeprefix("ModelFrontDoor").split("Targets")[0]: g.get("Weight", 100)
             for g in groups}
 
 
@@ -172,7 +172,7 @@ def test_failed_create_names_the_resource_and_the_reason(emu: Emulator, models: 
         deploy(emu, "ModelStack-broken", models=models, outdir=tmp_path / "out")
     message = str(caught.value)
     assert "ModelStack-broken failed to deploy" in message
-    assert "FrontDoorLoadBalancerListener" in message and "certificate was not found" in message, message
+    assert "ModelFrontDoorLoadBalancerListener" in message and "certificate was not found" in message, message
 
 
 def _make_deploy(name: str, tmp_path: Path, models: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -201,7 +201,7 @@ def test_make_deploy_without_credentials_rehearses_and_leaves_no_process(tmp_pat
 def test_make_deploy_that_fails_says_why_and_still_stops_the_emulator(tmp_path: Path, models: Path) -> None:
     result = _make_deploy("broken", tmp_path, models)
     assert result.returncode == 1
-    assert "FrontDoorLoadBalancerListener" in result.stdout and "certificate was not found" in result.stdout
+    assert "ModelFrontDoorLoadBalancerListener" in result.stdout and "certificate was not found" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     _assert_stopped(result.stdout)
 
@@ -209,7 +209,7 @@ def test_make_deploy_that_fails_says_why_and_still_stops_the_emulator(tmp_path: 
 def _load_balancer(emu: Emulator) -> str:
     resources = emu.client("cloudformation").list_stack_resources(StackName="ModelStack-resnet152")
     (arn,) = [r["PhysicalResourceId"] for r in resources["StackResourceSummaries"]
-              if r["LogicalResourceId"] == "FrontDoorLoadBalancer6A458C90"]
+              if r["LogicalResourceId"] == "ModelFrontDoorLoadBalancer7C7C1043"]
     return str(arn)
 
 
@@ -254,13 +254,13 @@ def test_pipeline_switch_keeps_the_queue_and_the_bucket(emu: Emulator, models: P
     deploy(emu, "ModelStack-pipe", models=models, outdir=tmp_path / "out1")
     status, checks = check(emu, "ModelStack-pipe", "lambda")
     assert status == "CREATE_COMPLETE" and all(c.ok for c in checks), checks
-    before = _physical(emu, "ModelStack-pipe", "FrontDoorQueueEA873811", "FrontDoorResults12853F62")
+    before = _physical(emu, "ModelStack-pipe", "ModelFrontDoorQueueF6AFEA90", "ModelFrontDoorResultsD8909F87")
     config = models / "pipe.yaml"
     config.write_text(rewrite_backend(config.read_text(), "cpu")[0])
     deploy(emu, "ModelStack-pipe", models=models, outdir=tmp_path / "out2")
     status, checks = check(emu, "ModelStack-pipe", "cpu")
     assert status == "UPDATE_COMPLETE" and all(c.ok for c in checks), checks
-    assert _physical(emu, "ModelStack-pipe", "FrontDoorQueueEA873811", "FrontDoorResults12853F62") == before
+    assert _physical(emu, "ModelStack-pipe", "ModelFrontDoorQueueF6AFEA90", "ModelFrontDoorResultsD8909F87") == before
 
 
 def _physical(emu: Emulator, stack: str, *logical: str) -> list[str]:
@@ -299,7 +299,7 @@ def test_a_real_deploy_checks_first_shows_account_region_and_diff_and_asks(
     assert real_deploy(load(models / "real.yaml"), ask=lambda q: asked.append(q) or "n") == 1
     out = "".join(capfd.readouterr())  # the CDK CLI writes its diff to stderr
     assert "ModelStack-real in account 123456789012, region us-east-1: what the deploy changes (cdk diff):" in out
-    assert "[+] AWS::ElasticLoadBalancingV2::LoadBalancer FrontDoor/LoadBalancer" in out
+    assert "[+] AWS::ElasticLoadBalancingV2::LoadBalancer Model/FrontDoor/LoadBalancer" in out
     assert asked == ["Deploy ModelStack-real to account 123456789012 in us-east-1? [y/N] "]
     assert "ModelStack-real: not deployed" in out
     with pytest.raises(Exception, match="does not exist"):
@@ -346,3 +346,25 @@ def test_destroy_asks_turns_off_deletion_protection_and_says_what_stays(
     # AND a second destroy finds nothing to remove
     assert destroy(item, yes=True) == 0
     assert "ModelStack-gone is not deployed in account 123456789012" in capfd.readouterr().out
+
+
+def test_a_teams_own_app_with_two_models_in_one_stack_deploys(emu: Emulator, tmp_path: Path) -> None:
+    # GIVEN examples/existing_vpc: the team's stack and VPC, a Lambda model and a GPU model, configs in Python
+    from crossover.rehearsal import CDK
+
+    # WHEN the real CDK CLI deploys it into the emulator
+    result = subprocess.run([CDK, "deploy", "TeamInference", "--app", f"{sys.executable} app.py", "--output",
+                             str(tmp_path / "out"), "--require-approval", "never", "--method=direct", "--no-notices"],
+                            cwd=ROOT / "examples" / "existing_vpc", env=emu.env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # THEN one stack holds both services, each behind its own load balancer and with its own alarms
+    cloudformation = emu.client("cloudformation")
+    (stack,) = cloudformation.describe_stacks(StackName="TeamInference")["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert stack["StackStatus"] == "CREATE_COMPLETE" and outputs["TaggerEndpoint"] != outputs["DetectorEndpoint"]
+    kinds = [r["ResourceType"] for r in cloudformation.list_stack_resources(StackName="TeamInference")[
+        "StackResourceSummaries"]]
+    assert kinds.count("AWS::ElasticLoadBalancingV2::LoadBalancer") == 2
+    assert "AWS::Lambda::Function" in kinds and "AWS::AutoScaling::AutoScalingGroup" in kinds
+    alarms = emu.client("cloudwatch").describe_alarms(AlarmNamePrefix="TeamInference-")["MetricAlarms"]
+    assert {a["AlarmName"].split("-")[1] for a in alarms} == {"tagger", "detector"}

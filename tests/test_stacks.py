@@ -8,8 +8,8 @@ from typing import Any
 from aws_cdk.assertions import Match
 
 from crossover.config import BACKENDS as SCHEMA_BACKENDS
-from crossover.stacks.model import BACKENDS
-from serving.spec import Spec
+from crossover.service import FLEETS
+from crossover_serving.spec import Spec
 from tests.conftest import Synth
 
 
@@ -18,12 +18,12 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 
 def test_backend_registry_covers_every_backend_the_schema_allows() -> None:
-    assert tuple(BACKENDS) == SCHEMA_BACKENDS
+    assert ("lambda", *FLEETS) == SCHEMA_BACKENDS
 
 
 def test_lambda_function_is_configured_from_the_config(synth: Synth) -> None:
     synth.templates["resnet152"].has_resource_properties("AWS::Lambda::Function", {
-        "Runtime": "python3.13", "Handler": "serving.lambda_handler.handler", "MemorySize": 3008,
+        "Runtime": "python3.13", "Handler": "crossover_serving.lambda_handler.handler", "MemorySize": 3008,
         "Timeout": 30, "ReservedConcurrentExecutions": 100, "Architectures": ["x86_64"],
         "TracingConfig": {"Mode": "Active"}, "LoggingConfig": Match.object_like({"LogFormat": "JSON"}),
         "VpcConfig": Match.object_like({"SubnetIds": Match.any_value()}),
@@ -74,7 +74,9 @@ def test_public_only_with_a_certificate_https_and_redirect(synth: Synth) -> None
         Match.object_like({"Name": "AWSManagedRulesCommonRuleSet"})])})
     t.has_resource_properties("AWS::WAFv2::LoggingConfiguration", {
         "LogDestinationConfigs": [Match.any_value()]})
-    t.has_resource_properties("AWS::Logs::LogGroup", {"LogGroupName": "aws-waf-logs-ModelStack-resnet152-public"})
+    # Named from the front door's construct path: two front doors in one stack never share a log group.
+    t.has_resource_properties("AWS::Logs::LogGroup", {
+        "LogGroupName": "aws-waf-logs-ModelStackresnet152public-Model-FrontDoor-F3C661D6"})
     synth.templates["resnet152"].resource_count_is("AWS::WAFv2::WebACL", 0)
     outputs = synth.raw["ModelStack-resnet152-public"]["Outputs"]["Endpoint"]["Value"]
     assert "https://" in json.dumps(outputs)
@@ -122,13 +124,13 @@ def test_front_door_ids_do_not_depend_on_the_model_or_backend(synth: Synth) -> N
     # The front door's logical ids come from fixed construct paths (FrontDoor/...), never from the
     # backend; the instance-backends issue extends this across all five backends.
     def front_door(stack: str) -> set[str]:
-        return {k for k in synth.raw[stack]["Resources"] if k.startswith("FrontDoor")} | set(
+        return {k for k in synth.raw[stack]["Resources"] if k.startswith("ModelFrontDoor")} | set(
             synth.raw[stack]["Outputs"])
     ids = {stack: front_door(stack) for stack in ("ModelStack-resnet152", "ModelStack-mobilenet-v2",
                                                   "ModelStack-efficientnet-lite0")}
     assert len({frozenset(v) for v in ids.values()}) == 1
-    assert {"FrontDoorLoadBalancer6A458C90", "FrontDoorLoadBalancerListenerFB3ADAB6",
-            "FrontDoorSecurityGroup37EAFF3C", "Endpoint"} <= ids["ModelStack-resnet152"]
+    assert {"ModelFrontDoorLoadBalancer7C7C1043", "ModelFrontDoorLoadBalancerListener895726E5",
+            "ModelFrontDoorSecurityGroup986DE0F3", "Endpoint"} <= ids["ModelStack-resnet152"]
 
 
 def _list(value: Any) -> list[Any]:
@@ -156,16 +158,17 @@ def test_a_placeholder_scaling_target_is_a_synth_warning(tmp_path) -> None:  # t
     app = new_app(outdir=str(tmp_path / "out"))
     stacks = build(app, [load(path)])
     Annotations.from_stack(stacks["m"]).has_warning(
-        "/ModelStack-m", Match.string_like_regexp("gpu: no throughput figure for g4dn.xlarge, so its scaling target "
-                                                  "assumes a placeholder 200 images/s per instance"))
+        "/ModelStack-m/Model", Match.string_like_regexp(
+            "gpu: no throughput figure for g4dn.xlarge, so its scaling target assumes a placeholder 200 images/s"))
 
 
 def test_synth_does_not_load_the_serving_runtime() -> None:
     import subprocess
     import sys
 
-    # The stacks share names with serving/ (metric namespace, service dimension) through serving.names alone.
+    # The stacks share names with the serving side (metric namespace, service dimension) through
+    # crossover_serving.names alone.
     code = "import sys, crossover.app; print(sorted(m for m in sys.modules if m.startswith(('aws_lambda_powertools', " \
-           "'serving'))))"
+           "'crossover_serving'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "['serving', 'serving.names']"
+    assert loaded.strip() == "['crossover_serving', 'crossover_serving.names']"

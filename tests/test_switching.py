@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from crossover.constructs.backend import BACKEND_IDS
 from crossover.constructs.front_door import STAGING_PORT
-from crossover.stacks.model import BACKEND_IDS
 from tests.conftest import BACKENDS, CANARY_PERCENT, ROOT, Synth, canary_of, stack_of
 
 PAIRS = list(itertools.permutations(BACKENDS, 2))
@@ -113,7 +113,7 @@ def same_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, 
                                           canary=f"{{from: {a}, percent: {CANARY_PERCENT}}}") for a, b in PAIRS}
     for path in configs.values():  # the same model name in every stack
         path.write_text(path.read_text().replace(f"name: {path.stem}", "name: resnet152"))
-    stacks = {id: ModelStack(app, id, loaded=load(path), network=network) for id, path in configs.items()}
+    stacks = {id: ModelStack(app, id, config=load(path).resolved, network=network) for id, path in configs.items()}
     compliance.apply(app)
     assembly = app.synth()
     return {id: assembly.get_stack_by_name(stack.stack_name).template for id, stack in stacks.items()}
@@ -125,7 +125,7 @@ def test_a_canary_splits_by_weight_and_keeps_the_old_backend_exactly(same_model:
     before, during = same_model[f"Before-{source}"], same_model[f"During-{source}-{target}"]
     weights = forwards(public_listener(during)[1])
     by_backend = {BACKEND_IDS[b]: w for b in (source, target) for g, w in weights.items()
-                  if g.startswith(f"FrontDoor{BACKEND_IDS[b]}Targets")}
+                  if g.startswith(f"ModelFrontDoor{BACKEND_IDS[b]}Targets")}
     assert by_backend == {BACKEND_IDS[target]: CANARY_PERCENT, BACKEND_IDS[source]: 100 - CANARY_PERCENT}
     # Everything of the old backend is what it was before the switch: CloudFormation leaves it alone.
     old = backend_resources(before, source, f"Before-{source}")
@@ -139,7 +139,7 @@ def backend_resources(template: dict[str, Any], backend: str, stack: str) -> dic
     """The backend's resources with the stack's own name taken out: the two states are stacks of one
     app, so their names differ where CDK writes them (tags, cfn-signal, and the id of an ingress rule,
     which embeds the peer's path and its hash)."""
-    chosen = {k: v for k, v in template["Resources"].items() if k.startswith(BACKEND_IDS[backend])}
+    chosen = {k: v for k, v in template["Resources"].items() if k.startswith("Model" + BACKEND_IDS[backend])}
     text = json.dumps(chosen).replace(stack, "STACK").replace(stack.replace("-", ""), "STACK")
     return {re.sub(r"[0-9A-F]{4,}", "", k) if "STACK" in k else k: v for k, v in json.loads(text).items()}
 
@@ -191,7 +191,7 @@ def test_an_instance_signals_only_once_the_load_balancer_finds_it_healthy(tmp_pa
     """bootstrap.sh's readiness check, run with stand-ins for curl and the AWS CLI."""
     import subprocess
 
-    text = (ROOT / "ami" / "bootstrap.sh").read_text()
+    text = (ROOT / "crossover" / "ami" / "bootstrap.sh").read_text()
     functions = "\n".join(re.search(rf"^{name}\(\) {{\n.*?^}}$", text, re.S | re.M).group(0)  # type: ignore[union-attr]
                           for name in ("instance_id", "serving"))
     bin_dir = tmp_path / "bin"

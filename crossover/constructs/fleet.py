@@ -2,7 +2,7 @@
 
 One launch template (IMDSv2 required with hop limit 1, encrypted gp3 root volume, no public address,
 a least-privilege instance profile), an Auto Scaling group over the private subnets of two AZs that
-boots the serving/ HTTP server from ami/bootstrap.sh, signals CloudFormation only once /ready
+boots the crossover_serving/ HTTP server from crossover/ami/bootstrap.sh, signals CloudFormation only once /ready
 answers, rolls updates one instance at a time without going below the minimum, and is health-checked
 by the load balancer after a grace period that covers model load.
 """
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any, ClassVar, Self
 
 import jsii
-from aws_cdk import Aws, CfnResource, Duration
+from aws_cdk import Annotations, Aws, CfnResource, Duration, Size
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -28,15 +30,21 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from crossover import ROOT
+from crossover.capacity import per_minute
+from crossover.compliance import INLINE, NIST, acknowledge, acknowledge_logs, policy_of
+from crossover.config import FleetSpec, ModelConfig
 from crossover.constructs.artifact import ModelArtifact
+from crossover.constructs.backend import BACKEND_IDS, FrontDoor, artifact_location, model_artifact, subnets
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.inputs import grant_read_inputs
+from crossover.constructs.monitoring import ModelMonitoring
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
-from serving.names import NAMESPACE
+from crossover.cost import profile
+from crossover_serving.names import NAMESPACE
 
-BOOTSTRAP = ROOT / "ami" / "bootstrap.sh"
-SERVING = ROOT / "serving"
+# Package data, installed beside the code (the serving package is a folder: the instance bundle asset).
+BOOTSTRAP = files("crossover") / "ami" / "bootstrap.sh"
+SERVING = str(files("crossover_serving"))
 PORT = 8080
 
 
@@ -57,31 +65,41 @@ class FleetImage:
     """What a backend decides about its instances."""
 
     machine_image: ec2.IMachineImage
-    runtime: str = "onnxruntime"  # the pip package serving/ runs on: onnxruntime | onnxruntime-gpu
+    runtime: str = "onnxruntime"  # the pip package crossover_serving/ runs on: onnxruntime | onnxruntime-gpu
     extra_policies: list[iam.PolicyStatement] = field(default_factory=list)
 
 
 class InstanceFleet(Construct):
-    """Instances of ``instance_type`` serving the model on port 8080, ``min_capacity``..``max_capacity``.
+    """Instances of ``instance_type`` serving the model on port 8080, ``min_capacity``..``max_capacity``, in
+    ``vpc_subnets`` (the VPC's private subnets with egress by default), attached to ``front_door`` on
+    construction.
 
-    ``requests_per_minute`` is the target-tracking target per instance (crossover.capacity);
-    ``input_prefixes`` (``bucket/`` or ``bucket/prefix/``) are the S3 inputs requests may name;
-    ``health_grace_s`` bounds both the load balancer's grace and how long a new instance may take to
-    signal ready. There is deliberately no desired capacity: a deploy never resets the fleet's size.
+    Behind a realtime front door ``requests_per_minute`` is the target-tracking target per instance
+    (crossover.capacity); on a pipeline the fleet tracks ``backlog`` worth of messages per instance at
+    ``images_per_second`` each. ``input_prefixes`` (``bucket/`` or ``bucket/prefix/``) are the S3 inputs
+    requests may name; ``health_grace`` bounds both the load balancer's grace and how long a new instance may
+    take to signal ready. There is deliberately no desired capacity: a deploy never resets the fleet's size.
     """
 
-    def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec: dict[str, object],
-                 instance_type: str, image: FleetImage, min_capacity: int, max_capacity: int,
-                 requests_per_minute: int, images_per_second: float, load_balanced: bool = True,
-                 root_volume_gib: int = 30, health_grace_s: int = 900, input_prefixes: Sequence[str] = ()) -> None:
+    KIND: ClassVar[str]
+
+    def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec: Mapping[str, Any],
+                 front_door: FrontDoor, instance_type: ec2.InstanceType, image: FleetImage, min_capacity: int,
+                 max_capacity: int, images_per_second: float, requests_per_minute: int,
+                 vpc_subnets: ec2.SubnetSelection | None = None, root_volume: Size = Size.gibibytes(30),
+                 health_grace: Duration = Duration.minutes(15), backlog: Duration = Duration.minutes(5),
+                 input_prefixes: Sequence[str] = ()) -> None:
         super().__init__(scope, id)
         self.vpc, self.requests_per_minute, self.images_per_second = vpc, requests_per_minute, images_per_second
+        load_balanced = isinstance(front_door, RealtimeFrontDoor)
+        self.subnets = subnets(vpc_subnets)
         self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc,
                                                 description="Model instances: inference port from the front door")
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH)
+        acknowledge_logs(log_group)
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
                              description="Model instances: read the model and the serving bundle, write logs")
-        bundle = s3_assets.Asset(self, "Bundle", path=str(SERVING), exclude=["__pycache__", "*.pyc", ".*"])
+        bundle = s3_assets.Asset(self, "Bundle", path=SERVING, exclude=["__pycache__", "*.pyc", ".*"])
         self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
             f"arn:{Aws.PARTITION}:s3:::{bundle.s3_bucket_name}/{bundle.s3_object_key}"]))
         artifact.grant_read(self.role)
@@ -96,34 +114,91 @@ class InstanceFleet(Construct):
         self.user_data = ec2.UserData.for_linux()
         self.launch_template = ec2.LaunchTemplate(
             self, "LaunchTemplate",
-            instance_type=ec2.InstanceType(instance_type), machine_image=image.machine_image,
+            instance_type=instance_type, machine_image=image.machine_image,
             user_data=self.user_data, role=self.role, security_group=self.security_group,
             require_imdsv2=True, http_put_response_hop_limit=1, http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
             block_devices=[ec2.BlockDevice(device_name="/dev/xvda", volume=ec2.BlockDeviceVolume.ebs(
-                root_volume_gib, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3, delete_on_termination=True))],
+                int(root_volume.to_gibibytes()), encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3,
+                delete_on_termination=True))],
             detailed_monitoring=True,
         )
         notifications = sns.Topic(self, "Events", enforce_ssl=True,
                                   master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"))
         self.group = autoscaling.AutoScalingGroup(
             self, "Group", vpc=vpc, launch_template=self.launch_template,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            vpc_subnets=self.subnets,
             min_capacity=min_capacity, max_capacity=max_capacity,
             # Behind a load balancer, its /ready checks decide health; a pipeline worker has only EC2's.
             health_checks=autoscaling.HealthChecks.with_additional_checks(
                 additional_types=[autoscaling.AdditionalHealthCheckType.ELB],
-                grace_period=Duration.seconds(health_grace_s)) if load_balanced
-            else autoscaling.HealthChecks.ec2(grace_period=Duration.seconds(health_grace_s)),
-            signals=autoscaling.Signals.wait_for_min_capacity(timeout=Duration.seconds(health_grace_s)),
+                grace_period=health_grace) if load_balanced
+            else autoscaling.HealthChecks.ec2(grace_period=health_grace),
+            signals=autoscaling.Signals.wait_for_min_capacity(timeout=health_grace),
             update_policy=autoscaling.UpdatePolicy.rolling_update(
-                max_batch_size=1, min_instances_in_service=min_capacity,
-                pause_time=Duration.seconds(health_grace_s)),
+                max_batch_size=1, min_instances_in_service=min_capacity, pause_time=health_grace),
             notifications=[autoscaling.NotificationConfiguration(topic=notifications)],
             group_metrics=[autoscaling.GroupMetrics.all()],
         )
-        self._write_user_data(bundle, artifact, spec, image.runtime, health_grace_s)
+        self._write_user_data(bundle, artifact, spec, image.runtime, int(health_grace.to_seconds()))
+        self.route: elbv2.ApplicationTargetGroup | None = None
+        if isinstance(front_door, RealtimeFrontDoor):
+            self.route = self._serve_realtime(front_door)
+        else:
+            self._serve_pipeline(front_door, backlog)
+        policy = policy_of(self.role)
+        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", "cloudwatch:PutMetricData takes no resource ARN (a "
+                    "condition limits it to the crossover metric namespace), nor does elasticloadbalancing:"
+                    "DescribeTargetHealth, with which an instance waits to be found healthy before it signals ready.")
+        acknowledge(policy, NIST + "IAMNoInlinePolicy", INLINE)
 
-    def _write_user_data(self, bundle: s3_assets.Asset, artifact: ModelArtifact, spec: dict[str, object],
+    @classmethod
+    def from_config(cls, scope: Construct, id: str, *, config: ModelConfig, vpc: ec2.IVpc, front_door: FrontDoor,
+                    artifact: ModelArtifact | None = None, vpc_subnets: ec2.SubnetSelection | None = None,
+                    throughput: float | None = None, measured: profile.Measured | None = None) -> Self:
+        """This kind's section of the shared config, behind ``front_door``. ``throughput``: one instance's
+        images/s, measured (else the config's figure, ``measured``'s bench profile, an estimate from
+        ``model.gmacs``, or a placeholder with a synth warning); ``measured`` also holds the load test that
+        sets the realtime scaling target."""
+        fleet: FleetSpec = getattr(config, cls.KIND)
+        measured = measured or profile.Measured()
+        if throughput is None:
+            figure = profile.images_per_second(config, cls.KIND, measured.bench)
+            if figure is None:
+                Annotations.of(scope).add_warning_v2("crossover:placeholder-throughput",
+                                                     profile.placeholder_warning(config, cls.KIND))
+            throughput = profile.PLACEHOLDER_IMAGES_PER_SECOND[cls.KIND] if figure is None else figure.value
+        artifact = artifact or model_artifact(scope, f"{id}Artifact", artifact_location(config, cls.KIND))
+        return cls(scope, id, vpc=vpc, artifact=artifact, spec=config.serving_spec(artifact.s3_uri, cls.KIND),
+                   front_door=front_door, instance_type=ec2.InstanceType(fleet.instance_type),
+                   min_capacity=config.scaling.min, max_capacity=config.scaling.max, images_per_second=throughput,
+                   requests_per_minute=per_minute(
+                       profile.planned_rate(config, cls.KIND, throughput, measured.load).value),
+                   vpc_subnets=vpc_subnets, root_volume=Size.gibibytes(fleet.root_volume_gib),
+                   health_grace=Duration.seconds(fleet.health_grace_s),
+                   backlog=Duration.seconds(config.pipeline.backlog_s), input_prefixes=config.inputs.s3,
+                   **cls._options(config))
+
+    @classmethod
+    def _options(cls, config: ModelConfig) -> dict[str, Any]:
+        """What this kind adds to the common arguments, from its config section."""
+        return {"machine_image": None if getattr(config, cls.KIND).ami_id is None
+                else PinnedImage(getattr(config, cls.KIND).ami_id)}
+
+    @property
+    def connections(self) -> ec2.Connections:
+        return self.group.connections
+
+    @property
+    def grant_principal(self) -> iam.IPrincipal:
+        return self.role
+
+    def watch(self, monitoring: ModelMonitoring, *, rollback: bool) -> None:
+        """Unhealthy instances behind the load balancer (a pipeline worker has none: model-load failures,
+        which the service watches once for all its fleets, say the same)."""
+        if self.route is not None:
+            monitoring.watch_targets(self.route, BACKEND_IDS[self.KIND], rollback=rollback)
+
+    def _write_user_data(self, bundle: s3_assets.Asset, artifact: ModelArtifact, spec: Mapping[str, Any],
                          runtime: str, ready_timeout_s: int) -> None:
         # On instances the model is a local file that bootstrap.sh downloads; the spec carries no tokens.
         local_spec = json.dumps({**spec, "artifact": "/opt/crossover/model"}, separators=(",", ":"))
@@ -138,7 +213,7 @@ class InstanceFleet(Construct):
         )
 
     def _boot(self, *exports: str) -> None:
-        """The service's own variables, then ami/bootstrap.sh: the last thing the user data runs."""
+        """The service's own variables, then crossover/ami/bootstrap.sh: the last thing the user data runs."""
         self.user_data.add_commands(*exports, BOOTSTRAP.read_text())
 
     @property
@@ -148,13 +223,14 @@ class InstanceFleet(Construct):
         assert isinstance(group, CfnResource)
         return group
 
-    def serve_realtime(self, front_door: RealtimeFrontDoor, *, name: str) -> elbv2.ApplicationTargetGroup:
-        """Register the group behind the front door as ``name``, scale on requests per target. Each instance
+    def _serve_realtime(self, front_door: RealtimeFrontDoor) -> elbv2.ApplicationTargetGroup:
+        """Register the group behind the front door under its kind's id, scale on requests per target. Each instance
         signals ready only once the load balancer finds it healthy, so a switch, a canary or a rolling
         update's replacement never sends requests to an instance that cannot answer them yet."""
         # Registering the group as a target opens exactly the front door -> instances path on PORT.
-        group = front_door.route_to(name, [self.group], port=PORT, vpc=self.vpc, health_check=elbv2.HealthCheck(
-            path="/ready", healthy_threshold_count=2, interval=Duration.seconds(15)))
+        group = front_door.route_to(BACKEND_IDS[self.KIND], [self.group], port=PORT, vpc=self.vpc,
+                                    health_check=elbv2.HealthCheck(path="/ready", healthy_threshold_count=2,
+                                                                   interval=Duration.seconds(15)))
         # DescribeTargetHealth takes no resource ARN (elasticloadbalancing's Describe* actions never do).
         self.role.add_to_policy(iam.PolicyStatement(actions=["elasticloadbalancing:DescribeTargetHealth"],
                                                     resources=["*"]))
@@ -162,7 +238,7 @@ class InstanceFleet(Construct):
         self.group.scale_on_request_count("RequestsPerTarget", target_requests_per_minute=self.requests_per_minute)
         return group
 
-    def serve_pipeline(self, front_door: PipelineFrontDoor, *, backlog_s: int = 300) -> None:
+    def _serve_pipeline(self, front_door: PipelineFrontDoor, backlog: Duration) -> None:
         """Run the SQS worker; scale on backlog per instance, and start the first instance from zero."""
         queue = front_door.queue
         self._boot("export CROSSOVER_MODE=worker", f"export CROSSOVER_QUEUE_URL={queue.queue_url}",
@@ -174,7 +250,7 @@ class InstanceFleet(Construct):
         in_service = cloudwatch.Metric(namespace="AWS/AutoScaling", metric_name="GroupInServiceInstances",
                                        dimensions_map={"AutoScalingGroupName": self.group.auto_scaling_group_name},
                                        period=Duration.minutes(1), statistic="Average")
-        self._track_backlog(queue, target=max(1.0, backlog_s * self.images_per_second))
+        self._track_backlog(queue, target=max(1.0, backlog.to_seconds() * self.images_per_second))
         # Target tracking cannot leave zero instances (there is no per-instance backlog to track): one
         # step policy starts the first instance when messages wait and nothing runs.
         self.group.scale_on_metric(

@@ -1,6 +1,6 @@
 """The four instance backends: each an InstanceFleet with its own image, runtime and extras.
 
-| backend    | image (AWS public SSM parameter, resolved at deploy)          | runtime          |
+| backend    | image (default: AWS public SSM parameter, resolved at deploy)          | runtime          |
 |------------|---------------------------------------------------------------|------------------|
 | gpu        | Deep Learning Base OSS NVIDIA driver GPU AMI (AL2023)          | onnxruntime-gpu  |
 | eia        | Amazon Linux 2023 + an Elastic Inference accelerator (retired) | onnxruntime      |
@@ -10,41 +10,46 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from aws_cdk import Aws
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from crossover.config import GRAVITON_FAMILIES
-from crossover.constructs.fleet import FleetImage, InstanceFleet, PinnedImage
+from crossover.compliance import CFN_LINT, EI_RETIRED, acknowledge, policy_of
+from crossover.config import GRAVITON_FAMILIES, ModelConfig
+from crossover.constructs.fleet import FleetImage, InstanceFleet
 
 GPU_AMI = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
 NEURON_AMI = "/aws/service/neuron/dlami/multi-framework/amazon-linux-2023/latest/image_id"
 EI_SERVICE = "elastic-inference.runtime"
 
 
-def _image(ami_id: str | None, default: ec2.IMachineImage) -> ec2.IMachineImage:
-    return PinnedImage(ami_id) if ami_id else default
-
-
 class GpuFleet(InstanceFleet):
-    """GPU instances on the Deep Learning AMI; ONNX Runtime with CUDA, one batch at a time per GPU."""
+    """GPU instances on the Deep Learning AMI (or ``machine_image``); ONNX Runtime with CUDA, one batch at a time
+    per GPU."""
 
-    def __init__(self, scope: Construct, id: str, *, ami_id: str | None = None, **kwargs: Any) -> None:
+    KIND: ClassVar[str] = "gpu"
+
+    def __init__(self, scope: Construct, id: str, *, machine_image: ec2.IMachineImage | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(scope, id, image=FleetImage(
-            _image(ami_id, ec2.MachineImage.from_ssm_parameter(GPU_AMI)), runtime="onnxruntime-gpu"), **kwargs)
+            machine_image or ec2.MachineImage.from_ssm_parameter(GPU_AMI), runtime="onnxruntime-gpu"), **kwargs)
 
 
 class CpuFleet(InstanceFleet):
-    """CPU instances on Amazon Linux 2023; Graviton types (c6g, c7g, m7g) get the arm64 image."""
+    """CPU instances on Amazon Linux 2023 (or ``machine_image``); Graviton types (c6g, c7g, m7g) get the arm64
+    image."""
 
-    def __init__(self, scope: Construct, id: str, *, ami_id: str | None = None, **kwargs: Any) -> None:
-        arm = kwargs["instance_type"].split(".")[0] in GRAVITON_FAMILIES
+    KIND: ClassVar[str] = "cpu"
+
+    def __init__(self, scope: Construct, id: str, *, instance_type: ec2.InstanceType,
+                 machine_image: ec2.IMachineImage | None = None, **kwargs: Any) -> None:
+        arm = instance_type.to_string().split(".")[0] in GRAVITON_FAMILIES
         default = ec2.MachineImage.latest_amazon_linux2023(
             cpu_type=ec2.AmazonLinuxCpuType.ARM_64 if arm else ec2.AmazonLinuxCpuType.X86_64)
-        super().__init__(scope, id, image=FleetImage(_image(ami_id, default)), **kwargs)
+        super().__init__(scope, id, instance_type=instance_type, image=FleetImage(machine_image or default), **kwargs)
 
 
 class InferentiaFleet(InstanceFleet):
@@ -54,11 +59,17 @@ class InferentiaFleet(InstanceFleet):
     PyTorch environment on the NeuronCores; otherwise the ONNX model runs on the host CPUs.
     """
 
-    def __init__(self, scope: Construct, id: str, *, neuron: bool = False, ami_id: str | None = None,
-                 **kwargs: Any) -> None:
+    KIND: ClassVar[str] = "inferentia"
+
+    def __init__(self, scope: Construct, id: str, *, neuron: bool = False,
+                 machine_image: ec2.IMachineImage | None = None, **kwargs: Any) -> None:
         super().__init__(scope, id, image=FleetImage(
-            _image(ami_id, ec2.MachineImage.from_ssm_parameter(NEURON_AMI)),
+            machine_image or ec2.MachineImage.from_ssm_parameter(NEURON_AMI),
             runtime="neuron" if neuron else "onnxruntime"), **kwargs)
+
+    @classmethod
+    def _options(cls, config: ModelConfig) -> dict[str, Any]:
+        return {**super()._options(config), "neuron": config.inferentia.neuron_artifact is not None}
 
 
 class EiaFleet(InstanceFleet):
@@ -70,11 +81,13 @@ class EiaFleet(InstanceFleet):
     region (the service offers no narrower resource).
     """
 
-    def __init__(self, scope: Construct, id: str, *, accelerator: str = "eia1.medium", ami_id: str | None = None,
-                 **kwargs: Any) -> None:
+    KIND: ClassVar[str] = "eia"
+
+    def __init__(self, scope: Construct, id: str, *, accelerator: str = "eia1.medium",
+                 machine_image: ec2.IMachineImage | None = None, **kwargs: Any) -> None:
         connect = iam.PolicyStatement(actions=["elastic-inference:Connect"], resources=[
             f"arn:{Aws.PARTITION}:elastic-inference:{Aws.REGION}:{Aws.ACCOUNT_ID}:elastic-inference-accelerator/*"])
-        image = FleetImage(_image(ami_id, ec2.MachineImage.latest_amazon_linux2023()), extra_policies=[connect])
+        image = FleetImage(machine_image or ec2.MachineImage.latest_amazon_linux2023(), extra_policies=[connect])
         super().__init__(scope, id, image=image, **kwargs)
         self._attach_accelerator(accelerator)
         endpoint_sg = ec2.SecurityGroup(self, "AcceleratorEndpointSecurityGroup", vpc=self.vpc,
@@ -84,8 +97,17 @@ class EiaFleet(InstanceFleet):
         self.accelerator_endpoint = ec2.InterfaceVpcEndpoint(
             self, "AcceleratorEndpoint", vpc=self.vpc, private_dns_enabled=True, security_groups=[endpoint_sg],
             open=False,  # only the fleet (above), not the whole VPC
-            service=ec2.InterfaceVpcEndpointAwsService(EI_SERVICE),
-            subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS))
+            service=ec2.InterfaceVpcEndpointAwsService(EI_SERVICE), subnets=self.subnets)
+        policy = policy_of(self.role)
+        acknowledge(policy, CFN_LINT + "W3037",
+                    EI_RETIRED + "cfn-lint's IAM catalogue no longer knows the elastic-inference action prefix.")
+        acknowledge(policy, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:elastic-inference:<AWS::Region>:"
+                    "<AWS::AccountId>:elastic-inference-accelerator/*]", EI_RETIRED + "elastic-inference:Connect "
+                    "names no single accelerator: it is scoped to this account and region.")
+
+    @classmethod
+    def _options(cls, config: ModelConfig) -> dict[str, Any]:
+        return {**super()._options(config), "accelerator": config.eia.accelerator}
 
     def _attach_accelerator(self, accelerator: str) -> None:
         # The LaunchTemplate L2 has no Elastic Inference option (its "fields not yet implemented"), so
@@ -97,3 +119,7 @@ class EiaFleet(InstanceFleet):
         cfn.launch_template_data = ec2.CfnLaunchTemplate.LaunchTemplateDataProperty(
             **{**data._values, "elastic_inference_accelerators": [
                 ec2.CfnLaunchTemplate.LaunchTemplateElasticInferenceAcceleratorProperty(type=accelerator, count=1)]})
+        acknowledge(cfn, "CloudFormation-Validate::F3002",
+                    EI_RETIRED + "Current CloudFormation schemas no longer list ElasticInferenceAccelerators.")
+        acknowledge(cfn, CFN_LINT + "E3002",
+                    EI_RETIRED + "cfn-lint's schema no longer lists ElasticInferenceAccelerators.")

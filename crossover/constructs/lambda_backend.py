@@ -1,13 +1,14 @@
-"""The ``lambda`` backend: serving/ as a Lambda function, bundled locally (no Docker)."""
+"""The ``lambda`` backend: crossover_serving/ as a Lambda function, bundled locally (no Docker)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jsii
-from aws_cdk import BundlingOptions, CfnResource, DockerImage, Duration, ILocalBundling, RemovalPolicy
+from aws_cdk import BundlingOptions, CfnResource, DockerImage, Duration, ILocalBundling, RemovalPolicy, Size
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
@@ -20,23 +21,33 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from crossover import bundle
+from crossover.compliance import CHECKOV, INLINE, NIST, acknowledge, acknowledge_logs, policy_of
+from crossover.config import ModelConfig
 from crossover.constructs.artifact import ModelArtifact
+from crossover.constructs.backend import BACKEND_IDS, FrontDoor, artifact_location, model_artifact, subnets
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.inputs import grant_read_inputs
+from crossover.constructs.monitoring import ModelMonitoring
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
-from serving.names import SERVICE
+from crossover_serving.names import SERVICE
 
-HANDLER = "serving.lambda_handler.handler"
+HANDLER = "crossover_serving.lambda_handler.handler"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 assert RUNTIME.name == f"python{bundle.PYTHON_VERSION}", "bundle.PYTHON_VERSION must match the runtime"
+SYNC_LAMBDA = ("Nothing invokes the function asynchronously: the load balancer calls it synchronously and "
+               "returns its errors to the caller, and an SQS event source retries and dead-letters through "
+               "the queue's redrive policy; a function's dead-letter queue only receives asynchronous events.")
+RUNTIME_CHOICE = ("python3.13, not the newest runtime: it is the newest whose exact bundle these build machines "
+                  "can execute before it ships (tests/test_lambda_bundle.py runs it under the runtime interface "
+                  "client); AWS supports it for years yet, and it supports SnapStart.")
 
 
 @jsii.implements(ILocalBundling)
 class _LocalPip:
     """Bundles on this machine with pip's cross-platform wheel download instead of a Docker image."""
 
-    def __init__(self, architecture: str) -> None:
-        self.architecture = architecture
+    def __init__(self, architecture: lambda_.Architecture) -> None:
+        self.architecture = architecture.name  # x86_64 | arm64
 
     def try_bundle(self, output_dir: str, _options: Any = None) -> bool:
         bundle.build(Path(output_dir), self.architecture)
@@ -44,7 +55,8 @@ class _LocalPip:
 
 
 class LambdaBackend(Construct):
-    """The model served by a Lambda function in the VPC's private subnets.
+    """The model served by a Lambda function in ``vpc_subnets`` (the VPC's private subnets by default), attached
+    to ``front_door`` on construction.
 
     The function loads the model from S3 at init (a ResNet-sized file does not fit beside ONNX Runtime
     in a 250 MB zip), runs on the newest Python runtime with X-Ray tracing, logs as JSON to a log group
@@ -52,58 +64,88 @@ class LambdaBackend(Construct):
     (None: none), and has a role that can read exactly the model object and the S3 inputs
     requests may name (``input_prefixes``: ``bucket/`` or ``bucket/prefix/``), nothing else.
     ``reserved_concurrency`` caps (and guarantees) its share of the region's concurrency; None leaves
-    it unreserved.
+    it unreserved. On a pipeline it consumes the queue in batches of ``batch_size``, gathered for up to
+    ``max_batching_window``, with at most ``max_concurrency`` concurrent batches.
 
     Everything reaches the function through its ``live`` alias, which a deploy moves to the new
     version (:meth:`shift_traffic`): the load balancer target and the queue's event source name the
     alias, never ``$LATEST``.
     """
 
-    def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec_json: str,
-                 memory_mib: int = 3008, timeout_s: int = 30, reserved_concurrency: int | None = 100,
-                 architecture: str = "x86_64", provisioned_concurrency: int | None = None,
-                 input_prefixes: Sequence[str] = (),
+    KIND: ClassVar[str] = "lambda"
+
+    def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec: Mapping[str, Any],
+                 front_door: FrontDoor, vpc_subnets: ec2.SubnetSelection | None = None,
+                 memory_size: Size = Size.mebibytes(3008), timeout: Duration = Duration.seconds(30),
+                 reserved_concurrency: int | None = 100,
+                 architecture: lambda_.Architecture = lambda_.Architecture.X86_64,
+                 provisioned_concurrency: int | None = None, input_prefixes: Sequence[str] = (),
+                 batch_size: int = 10, max_batching_window: Duration = Duration.seconds(0), max_concurrency: int = 10,
                  log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH) -> None:
         super().__init__(scope, id)
         log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
+        acknowledge_logs(log_group)
         # A role of our own instead of the AWS managed execution policies, which allow logs:* on every
         # log group. Lambda's VPC networking needs these EC2 actions, which take no resource ARNs.
-        role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
-        role.add_to_policy(iam.PolicyStatement(resources=["*"], actions=[
+        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+        self.role.add_to_policy(iam.PolicyStatement(resources=["*"], actions=[
             "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
             "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]))
-        log_group.grant_write(role)
-        artifact.grant_read(role)
-        grant_read_inputs(role, input_prefixes)
+        log_group.grant_write(self.role)
+        artifact.grant_read(self.role)
+        grant_read_inputs(self.role, input_prefixes)
         self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc,
                                                 description="Model function: outbound to S3 and HTTPS origins")
         self.function = lambda_.Function(
             self, "Function",
-            runtime=RUNTIME, handler=HANDLER,
-            architecture=lambda_.Architecture.ARM_64 if architecture == "arm64" else lambda_.Architecture.X86_64,
+            runtime=RUNTIME, handler=HANDLER, architecture=architecture,
             code=lambda_.Code.from_asset(
                 str(bundle.SERVING), exclude=["__pycache__", "*.pyc", ".*"],
                 bundling=BundlingOptions(image=DockerImage.from_registry("unused-local-bundling"),
                                          local=_LocalPip(architecture))),  # type: ignore[arg-type]
-            memory_size=memory_mib, timeout=Duration.seconds(timeout_s),
+            memory_size=int(memory_size.to_mebibytes()), timeout=timeout,
             reserved_concurrent_executions=reserved_concurrency,
-            environment={"CROSSOVER_SPEC": spec_json, "POWERTOOLS_SERVICE_NAME": SERVICE},
-            role=role, log_group=log_group, logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE,
-            vpc=vpc, vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            environment={"CROSSOVER_SPEC": json.dumps(spec, separators=(",", ":")), "POWERTOOLS_SERVICE_NAME": SERVICE},
+            role=self.role, log_group=log_group, logging_format=lambda_.LoggingFormat.JSON,
+            tracing=lambda_.Tracing.ACTIVE, vpc=vpc, vpc_subnets=subnets(vpc_subnets),
             security_groups=[self.security_group],
         )
         self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version,
                                    provisioned_concurrent_executions=provisioned_concurrency)
+        self.route: elbv2.ApplicationTargetGroup | None = None
+        if isinstance(front_door, RealtimeFrontDoor):
+            self.route = front_door.route_to(BACKEND_IDS[self.KIND], [targets.LambdaTarget(self.alias)])
+            permission = next(c for c in self.alias.node.children if isinstance(c, lambda_.CfnPermission))
+            acknowledge(permission, CHECKOV + "CKV_AWS_364", "The load balancer's permission to invoke the live "
+                        "alias: the target group must be created after it (ELB checks the permission on "
+                        "registration), so naming the group's ARN here would be a cycle.")
+        else:
+            self._consume(front_door, batch_size, max_batching_window, max_concurrency)
+        self._acknowledge()
 
-    def shift_traffic(self, alarms: list[cloudwatch.Alarm], shift: str) -> codedeploy.LambdaDeploymentGroup:
-        """Move ``live`` to each new version in ``shift`` steps (a CodeDeploy configuration, e.g.
-        canary-10-percent-5-minutes), rolling back when any of ``alarms`` fires or the deployment fails."""
-        config = getattr(codedeploy.LambdaDeploymentConfig, shift.upper().replace("-", "_"))
-        return codedeploy.LambdaDeploymentGroup(
-            self, "Rollout", alias=self.alias, deployment_config=config, alarms=alarms,
-            auto_rollback=codedeploy.AutoRollbackConfig(failed_deployment=True, stopped_deployment=True,
-                                                        deployment_in_alarm=True))
+    @classmethod
+    def from_config(cls, scope: Construct, id: str, *, config: ModelConfig, vpc: ec2.IVpc, front_door: FrontDoor,
+                    artifact: ModelArtifact | None = None,
+                    vpc_subnets: ec2.SubnetSelection | None = None) -> LambdaBackend:
+        """The ``lambda`` section of the shared config, behind ``front_door`` (``artifact``: the model file when
+        the caller already published it; else it is published here)."""
+        spec, pipe = config.lambda_, config.pipeline
+        artifact = artifact or model_artifact(scope, f"{id}Artifact", artifact_location(config, cls.KIND))
+        return cls(scope, id, vpc=vpc, artifact=artifact, spec=config.serving_spec(artifact.s3_uri, cls.KIND),
+                   front_door=front_door, vpc_subnets=vpc_subnets, memory_size=Size.mebibytes(spec.memory_mib),
+                   timeout=Duration.seconds(spec.timeout_s), reserved_concurrency=spec.reserved_concurrency,
+                   architecture=ARCHITECTURES[spec.architecture], provisioned_concurrency=spec.provisioned_concurrency,
+                   input_prefixes=config.inputs.s3, batch_size=pipe.batch_size,
+                   max_batching_window=Duration.seconds(pipe.max_batching_window_s),
+                   max_concurrency=pipe.max_concurrency)
+
+    @property
+    def connections(self) -> ec2.Connections:
+        return self.function.connections
+
+    @property
+    def grant_principal(self) -> iam.IPrincipal:
+        return self.role
 
     @property
     def ready(self) -> CfnResource:
@@ -113,15 +155,54 @@ class LambdaBackend(Construct):
         assert isinstance(alias, CfnResource)
         return alias
 
-    def serve_realtime(self, front_door: RealtimeFrontDoor, *, name: str) -> elbv2.ApplicationTargetGroup:
-        return front_door.route_to(name, [targets.LambdaTarget(self.alias)])
+    def watch(self, monitoring: ModelMonitoring, *, rollback: bool) -> None:
+        """Errors and throttles through the live alias, so the alarms see what a traffic shift sends there."""
+        monitoring.watch_function(self.alias, rollback=rollback)
 
-    def serve_pipeline(self, front_door: PipelineFrontDoor, *, batch_size: int = 10, max_batching_window_s: int = 0,
-                       max_concurrency: int = 10) -> None:
+    def shift_traffic(self, alarms: list[cloudwatch.Alarm], shift: str) -> codedeploy.LambdaDeploymentGroup:
+        """Move ``live`` to each new version in ``shift`` steps (a CodeDeploy configuration, e.g.
+        canary-10-percent-5-minutes), rolling back when any of ``alarms`` fires or the deployment fails."""
+        config = getattr(codedeploy.LambdaDeploymentConfig, shift.upper().replace("-", "_"))
+        group = codedeploy.LambdaDeploymentGroup(
+            self, "Rollout", alias=self.alias, deployment_config=config, alarms=alarms,
+            auto_rollback=codedeploy.AutoRollbackConfig(failed_deployment=True, stopped_deployment=True,
+                                                        deployment_in_alarm=True))
+        acknowledge(group.role, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                    "AWSCodeDeployRoleForLambdaLimited]", "CodeDeploy's own, AWS-maintained policy for Lambda "
+                    "traffic shifts (the Limited variant: update aliases, read alarms, invoke only "
+                    "CodeDeployHook_* functions), kept current as the service changes.")
+        return group
+
+    def _consume(self, front_door: PipelineFrontDoor, batch_size: int, max_batching_window: Duration,
+                 max_concurrency: int) -> None:
         """Consume the queue in batches, reporting failures per message; write results to the bucket."""
-        self.alias.add_event_source(sources.SqsEventSource(
-            front_door.queue, batch_size=batch_size, max_batching_window=Duration.seconds(max_batching_window_s),
-            report_batch_item_failures=True, max_concurrency=max_concurrency))
+        source = sources.SqsEventSource(front_door.queue, batch_size=batch_size,
+                                        max_batching_window=max_batching_window, report_batch_item_failures=True,
+                                        max_concurrency=max_concurrency)
+        self.alias.add_event_source(source)
         front_door.grant_write_results(self.function)
         self.function.add_environment("RESULTS_BUCKET", front_door.results.bucket_name)
         self.function.add_environment("MAX_RECEIVE_COUNT", str(front_door.max_receive_count))
+        mapping = next(c for c in self.alias.node.children if isinstance(c, lambda_.EventSourceMapping))
+        acknowledge(mapping, "Serverless-LambdaEventSourceMappingDestination", "SQS event sources take no "
+                    "on-failure destination: a failing message is retried by SQS and moved by the queue's redrive "
+                    "policy to the dead-letter queue, with its error in errors/<id>.json.")
+
+    def _acknowledge(self) -> None:
+        policy = policy_of(self.role)
+        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", "Only the EC2 network-interface actions a VPC "
+                    "function needs and X-Ray's PutTraceSegments/PutTelemetryRecords, none of which support "
+                    "resource-level permissions.")
+        acknowledge(policy, CHECKOV + "CKV_AWS_111", "The EC2 network-interface actions a VPC function needs take "
+                    "no resource ARNs; everything else the role may do names its resource.")
+        acknowledge(policy, NIST + "IAMNoInlinePolicy", INLINE)
+        for finding in ("Serverless-LambdaDLQ", NIST + "LambdaDLQ", CHECKOV + "CKV_AWS_116"):
+            acknowledge(self.function, finding, SYNC_LAMBDA)
+        for finding in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
+            acknowledge(self.function, finding, RUNTIME_CHOICE)
+        acknowledge(self.function, CHECKOV + "CKV_AWS_173", "The environment holds the serving spec (model name, "
+                    "its S3 location, preprocessing) and the results bucket's name, no secret; Lambda encrypts "
+                    "it at rest with its service key.")
+
+
+ARCHITECTURES = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}

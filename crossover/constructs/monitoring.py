@@ -6,25 +6,25 @@ to use an existing one). What is watched (R: the alarm also rolls a deployment b
 | signal | realtime | pipeline |
 |---|---|---|
 | p99 latency above ``traffic.p99_ms`` (R) | load balancer target response time | — |
-| server faults (serving 500s, load balancer 5xx) above 1% (R) | load balancer and serving/ | — |
+| server faults (serving 500s, load balancer 5xx) above 1% (R) | load balancer and crossover_serving/ | — |
 | unhealthy hosts, per fleet (R) | instance backends | — |
 | the canary's p99 and 5xx rate, from its target group (R) | during a canary | — |
 | Lambda errors (R) and throttles, through the ``live`` alias | lambda | lambda |
 | more than 10% of messages failing (R) | — | both |
 | oldest message older than ``pipeline.backlog_s``; any message in the dead-letter queue | — | both |
 | model-load failures (R, the serving metric) | instance backends | instance backends |
-| GPU utilisation above 90% for 5 minutes (serving/ samples nvidia-smi) | gpu | gpu |
+| GPU utilisation above 90% for 5 minutes (crossover_serving/ samples nvidia-smi) | gpu | gpu |
 
 During a canary only the backend being moved to is on trial: its own alarms roll back, the old
 backend's only notify. Rollback alarms measure the release, not the traffic: a backlog or an old
 dead letter says nothing about the code being deployed, so they notify but never roll back. Alarm names are fixed
-(``<stack>-<signal>``): the deploy tool finds the live ones by name to pass CloudFormation as
-rollback triggers.
+(``<name>-<signal>``, ``name`` unique to the model in its account and region): the deploy tool finds the live
+ones by name to pass CloudFormation as rollback triggers.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -36,7 +36,7 @@ from constructs import Construct
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from crossover.cost.band import Band
-from serving.names import NAMESPACE, SERVICE
+from crossover_serving.names import NAMESPACE, SERVICE
 
 MINUTE = Duration.minutes(1)
 GPU_BUSY_PERCENT = 90
@@ -44,19 +44,21 @@ FAILED_MESSAGES_PERCENT = 10  # a bad release fails every message; hostile input
 
 
 class ModelMonitoring(Construct):
-    def __init__(self, scope: Construct, id: str, *, model: str, topic_arn: str | None = None) -> None:
+    """``name``: what the alarms and the dashboard are named after; ``topic``: where alarms go (None: a topic of
+    the model's own, encrypted)."""
+
+    def __init__(self, scope: Construct, id: str, *, model: str, name: str, topic: sns.ITopic | None = None) -> None:
         super().__init__(scope, id)
-        self.model = model
-        self.topic = (sns.Topic.from_topic_arn(self, "Topic", topic_arn) if topic_arn else
-                      sns.Topic(self, "Topic", enforce_ssl=True, display_name=f"crossover {model} alarms",
-                                master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns")))
+        self.model, self.name = model, name
+        self.topic = topic or sns.Topic(self, "Topic", enforce_ssl=True, display_name=f"crossover {model} alarms",
+                                        master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"))
         self.alarms: list[cloudwatch.Alarm] = []
         self.rollback_alarms: list[cloudwatch.Alarm] = []
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard",
-                                              dashboard_name=f"crossover-{Stack.of(self).stack_name}")
+                                              dashboard_name=f"crossover-{name}")
 
     def alarm_name(self, id: str) -> str:
-        return f"{Stack.of(self).stack_name}-{id}"
+        return f"{self.name}-{id}"
 
     def _alarm(self, id: str, metric: cloudwatch.Metric | cloudwatch.MathExpression, threshold: float, what: str,
                periods: int = 3, rollback: bool = False, graph: bool = True,
@@ -170,7 +172,7 @@ class ModelMonitoring(Construct):
                     f"more than {FAILED_MESSAGES_PERCENT}% of messages failing", rollback=True)
 
     def _serving_metric(self, name: str, statistic: str = "Sum") -> cloudwatch.Metric:
-        """What serving/ publishes, under the same dimensions in Lambda and on instances."""
+        """What crossover_serving/ publishes, under the same dimensions in Lambda and on instances."""
         return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, period=MINUTE, statistic=statistic,
                                  dimensions_map={"Model": self.model, "service": SERVICE})
 

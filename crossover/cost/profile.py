@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crossover import ROOT, capacity
+from crossover import PROJECT, capacity
 from crossover.config import GRAVITON_FAMILIES, LoadedConfig, ModelConfig, vcpus
 
-PROFILES = ROOT / "profiles"
+PROFILES = PROJECT / "profiles"
 LAMBDA_MIB_PER_VCPU = 1769
 MULTI_THREAD_EFFICIENCY = 0.85  # measured 2-thread speed-ups on these machines were 1.6-1.8x
 
@@ -91,6 +91,19 @@ class LoadFigure:
         path = folder / f"{name}.load.json"
         path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
         return path
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What was measured for one model, passed to the constructs (synth never reads profiles/ itself): the
+    `crossover bench` profile and the bench/load.py load test; either may be missing."""
+
+    bench: BenchProfile | None = None
+    load: LoadFigure | None = None
+
+    @classmethod
+    def read(cls, name: str, folder: Path = PROFILES) -> Measured:
+        return cls(BenchProfile.read(name, folder), LoadFigure.read(name, folder))
 
 
 def on_host_cpus(config: ModelConfig, backend: str) -> bool:

@@ -1,12 +1,13 @@
 """ImageStack-<backend>: an EC2 Image Builder pipeline that bakes the serving runtime into an AMI.
 
 The recipe starts from the backend's default image (the same public SSM parameter its fleet uses),
-applies the component documents in ami/components/, and runs weekly so drivers and packages stay
+applies the component documents in crossover/ami/components/, and runs weekly so drivers and packages stay
 current. Set the resulting AMI as ``<backend>.ami_id`` to boot instances without first-boot installs.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_imagebuilder as imagebuilder
 from constructs import Construct
 
-from crossover import ROOT
+from crossover.compliance import acknowledge
 from crossover.constructs.instance_backends import GPU_AMI
 
-COMPONENTS = ROOT / "ami" / "components"
+COMPONENTS = Path(str(files("crossover") / "ami" / "components"))
 # backend -> (parent image SSM parameter, onnxruntime flavour, build instance type)
 IMAGES = {
     "gpu": (GPU_AMI, "onnxruntime-gpu", "g4dn.xlarge"),
@@ -53,6 +54,12 @@ class ImageStack(Stack):
         role = iam.Role(self, "BuildRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"), managed_policies=[
             iam.ManagedPolicy.from_aws_managed_policy_name("EC2InstanceProfileForImageBuilder"),
             iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore")])
+        for policy, why in (("EC2InstanceProfileForImageBuilder", "EC2 Image Builder requires this AWS-maintained "
+                             "policy on its build instances; it follows the service's own needs as they change."),
+                            ("AmazonSSMManagedInstanceCore", "Image Builder drives its build instances through Systems "
+                             "Manager, which needs this AWS-maintained policy; build instances take no inbound "
+                             "connection.")):
+            acknowledge(role, f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]", why)
         profile = iam.CfnInstanceProfile(self, "BuildProfile", roles=[role.role_name])
         security_group = ec2.SecurityGroup(self, "BuildSecurityGroup", vpc=vpc,
                                            description="Image builds: outbound only, no inbound")
