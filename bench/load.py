@@ -1,4 +1,4 @@
-"""Load test: serving/'s HTTP server on loopback, driven by locust with real photos.
+"""Load test: crossover_serving/'s HTTP server on loopback, driven by locust with real photos.
 
     python bench/load.py [models/efficientnet_lite0.yaml] [--quick]     (make load)
 
@@ -150,7 +150,7 @@ def start_server(config: Path) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "serving.server", "--config", str(config), "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "crossover_serving.server", "--config", str(config), "--host", "127.0.0.1",
                "--port", str(port)]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     host = f"http://127.0.0.1:{port}"

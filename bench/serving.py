@@ -29,10 +29,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from graphs import mobilenet_v2, resnet50  # noqa: E402
 
-from serving.images import Preprocessor  # noqa: E402
-from serving.model import Model, session_options  # noqa: E402
-from serving.server import InferenceServer, Limits  # noqa: E402
-from serving.spec import InputSpec, Spec  # noqa: E402
+from crossover_serving.images import Preprocessor  # noqa: E402
+from crossover_serving.model import Model, session_options  # noqa: E402
+from crossover_serving.server import InferenceServer, Limits  # noqa: E402
+from crossover_serving.spec import InputSpec, Spec  # noqa: E402
 
 QUICK = "--quick" in sys.argv
 
@@ -117,7 +117,7 @@ def cold_start(folder: Path) -> None:
     print("\n== Lambda handler cold start: imports + model load (fresh process) ==")
     for name in ("MobileNetV2", "ResNet-50"):
         spec = json.dumps({"name": name, "artifact": str(folder / f"{name}.onnx")})
-        code = ("import time; t=time.perf_counter(); import serving.lambda_handler as h; "
+        code = ("import time; t=time.perf_counter(); import crossover_serving.lambda_handler as h; "
                 "print(f'{(time.perf_counter()-t)*1000:.0f}')")
         runs = [float(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                                      env={**os.environ, "CROSSOVER_SPEC": spec,

@@ -81,10 +81,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.errors import ModelLoadError
-    from serving.model import Model
-    from serving.server import InferenceServer
-    from serving.spec import Spec
+    from crossover_serving.errors import ModelLoadError
+    from crossover_serving.model import Model
+    from crossover_serving.server import InferenceServer
+    from crossover_serving.spec import Spec
 
     item = _model(args)
     artifact = args.artifact or item.artifact_path
@@ -318,8 +318,8 @@ def _usd(value: float | None) -> str:
 
 def _bench(args: argparse.Namespace) -> int:
     from crossover.cost.bench import run
-    from serving.errors import ModelLoadError
-    from serving.spec import Spec
+    from crossover_serving.errors import ModelLoadError
+    from crossover_serving.spec import Spec
 
     item = _model(args)
     artifact = args.artifact or item.artifact_path

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from crossover import ROOT
+from crossover import PROJECT
 from crossover.config import ConfigError, LoadedConfig, Problem, is_s3_uri, load
 from crossover.errors import UserError
 from crossover.switch import rewrite_value
 
-ENV = ROOT / ".venv-mxnet"
-REQUIREMENTS = ROOT / "requirements-mxnet.txt"
+ENV = PROJECT / ".venv-mxnet"
+REQUIREMENTS = PROJECT / "requirements-mxnet.txt"
 WORKER = Path(__file__).with_name("mxnet_worker.py")
 
 

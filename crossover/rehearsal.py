@@ -23,10 +23,10 @@ from typing import Any
 
 from rich.table import Table
 
-from crossover import ROOT, rollout
+from crossover import PROJECT, rollout
 from crossover.emulator import ACCOUNT, REGION
 
-CDK = str(ROOT / "node_modules" / ".bin" / "cdk")
+CDK = str(PROJECT / "node_modules" / ".bin" / "cdk")
 
 
 class RehearsalError(Exception):
@@ -66,7 +66,7 @@ def emulator(log: Path) -> Iterator[Emulator]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as output:
         process = subprocess.Popen([sys.executable, "-m", "crossover.emulator", "--port", str(port)],
-                                   stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
+                                   stdout=output, stderr=subprocess.STDOUT, cwd=PROJECT)
     try:
         deadline = time.monotonic() + 60
         while "listening" not in log.read_text():
@@ -87,7 +87,7 @@ def emulator(log: Path) -> Iterator[Emulator]:
 def cdk(emu: Emulator, *args: str, models: Path | None = None) -> None:
     """Run the CDK CLI against the emulator, showing its output; on failure, raise with its error lines."""
     extra = {"CROSSOVER_MODELS": str(models)} if models else {}
-    process = subprocess.Popen([CDK, *args, "--no-notices"], cwd=ROOT, env=emu.env(**extra), text=True,
+    process = subprocess.Popen([CDK, *args, "--no-notices"], cwd=PROJECT, env=emu.env(**extra), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert process.stdout is not None
     errors = []
@@ -107,7 +107,7 @@ def deploy(emu: Emulator, stack: str, *, models: Path | None = None, outdir: Pat
            monitor_minutes: int = 10, canary: bool = False) -> list[str]:
     """Synthesize, then deploy with the rollback triggers a real deploy gets; returns their ARNs (of the
     last update: a canary's first deploy takes two, see crossover.rollout.staged)."""
-    assembly = outdir or ROOT / "cdk.out"
+    assembly = outdir or PROJECT / "cdk.out"
     cdk(emu, "synth", stack, "--quiet", "--output", str(assembly), models=models)
     names = rollout.rollback_alarm_names(assembly, stack)
     arns = rollout.triggers(names, emu.client("cloudwatch"))

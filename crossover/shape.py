@@ -2,4 +2,4 @@
 (no CDK imports)."""
 
 AZS = 2  # subnets in two availability zones; interface endpoints are billed per AZ
-NAT_GATEWAYS = 1  # one for the VPC: instances reach the package index at boot through it (ami/bootstrap.sh)
+NAT_GATEWAYS = 1  # one for the VPC: instances reach the package index at boot through it (crossover/ami/bootstrap.sh)

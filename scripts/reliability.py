@@ -141,9 +141,23 @@ def tool_of(finding: str) -> str:
     return next(tool for prefix, tool in TOOLS.items() if finding.startswith(prefix))
 
 
+def acknowledgements(templates: list[Path]) -> dict[tuple[str, str], str]:
+    """(construct path inside its stack, finding) -> reason, for every acknowledgement in ``templates``: each
+    construct writes its own into the resource's Metadata."""
+    found: dict[tuple[str, str], str] = {}
+    for path in templates:
+        for resource in json.loads(path.read_text())["Resources"].values():
+            metadata = resource.get("Metadata", {})
+            where = metadata.get("aws:cdk:path", "").split("/", 1)[-1]
+            for entry in metadata.get(compliance.METADATA_KEY, []):
+                found.setdefault((where, entry["finding"]), entry["reason"])
+    return dict(sorted(found.items()))
+
+
 def page(*, templates: list[Path], synth_s: float, rules: dict[str, int], lint: Counter[str],
          scan: dict[str, Any], fuzzed: dict[str, Any], examples: int) -> str:
-    acks = Counter(tool_of(a.finding) for a in compliance.ACKNOWLEDGEMENTS)
+    accepted = acknowledgements(templates)
+    acks = Counter(tool_of(finding) for _, finding in accepted)
     lines = [
         "# Reliability figures",
         "",
@@ -180,7 +194,7 @@ def page(*, templates: list[Path], synth_s: float, rules: dict[str, int], lint: 
     lines += ["", "Every acknowledgement names one resource and one finding, and is written into that "
               "resource's Metadata (`crossover:acknowledged`; `checkov.skip` and `cfn-lint` for those tools):", "",
               "| resource (path in the stack) | finding | reason |", "|---|---|---|"]
-    lines += [f"| `{a.path}` | `{a.finding}` | {a.reason} |" for a in compliance.ACKNOWLEDGEMENTS]
+    lines += [f"| `{where}` | `{finding}` | {reason} |" for (where, finding), reason in accepted.items()]
     lines += ["", "## Fuzzing", "",
               f"`tests/test_fuzz.py` (hypothesis, seeded with real images), up to {examples} examples per "
               f"target, {fuzzed['seconds']:.0f} s; pytest said: {fuzzed['summary']}.", "",
@@ -203,7 +217,7 @@ def load_section() -> list[str]:
     overload = f["overload"]
     return [*lines,
             f"`bench/load.py` (locust; open-loop random arrivals, one request a second per user on average) "
-            f"against `serving/`'s HTTP "
+            f"against `crossover_serving/`'s HTTP "
             f"server on loopback, model {f['model']}, real photos, on {f['machine']} "
             f"(the load generator shares these CPUs), {f['measured_at']}.", "",
             "| figure | value |", "|---|---|",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from aws_cdk.assertions import Template
 
-from crossover import ROOT
+from tests import ROOT
 
 # The pinned Node 22 runs jsii, as under make (Node 20 is end-of-life and prints a banner).
 os.environ["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{os.environ['PATH']}"
@@ -117,14 +117,14 @@ CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat
 
 @pytest.fixture(scope="session")
 def lite0_spec():  # type: ignore[no-untyped-def]
-    from serving.spec import load
+    from crossover_serving.spec import load
 
     return load(ROOT / "models" / "efficientnet_lite0.yaml")
 
 
 @pytest.fixture(scope="session")
 def lite0(lite0_spec):  # type: ignore[no-untyped-def]
-    from serving.model import Model
+    from crossover_serving.model import Model
 
     return Model(lite0_spec)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.addresses import embedded_ipv4, is_public
+from crossover_serving.addresses import embedded_ipv4, is_public
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address

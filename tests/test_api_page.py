@@ -1,4 +1,4 @@
-"""docs/api.md's error table is the contract: every error code serving/ can answer, with its status."""
+"""docs/api.md's error table is the contract: every error code crossover_serving/ can answer, with its status."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 from tests.conftest import ROOT
 
-ERRORS = {"InputError", "_Refused"}  # serving.errors.InputError and its subclasses: status=, code= keywords
+ERRORS = {"InputError", "_Refused"}  # crossover_serving.errors.InputError and its subclasses: status=, code= keywords
 
 
 def _dicts(tree: ast.Module) -> dict[str, ast.Dict]:
@@ -27,10 +27,10 @@ def _error_code(node: ast.expr | None, named: dict[str, ast.Dict]) -> str | None
 
 
 def answers_in_the_code() -> set[tuple[str, int]]:
-    """(code, status) of every error answer serving/ builds: InputError(..., status=, code=) and every call
+    """(code, status) of every error answer crossover_serving/ builds: InputError(..., status=, code=) and every call
     given a literal status and an ``{"error": code}`` body (``_json``, ``_respond``)."""
     found: set[tuple[str, int]] = set()
-    for source in sorted((ROOT / "serving").glob("*.py")):
+    for source in sorted((ROOT / "crossover_serving").glob("*.py")):
         tree = ast.parse(source.read_text())
         named = _dicts(tree)
         for node in ast.walk(tree):
@@ -55,16 +55,16 @@ def test_the_api_page_lists_exactly_the_errors_serving_answers() -> None:
     page = (ROOT / "docs" / "api.md").read_text()
     documented = {(code, int(status)) for code, status in re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", page, re.M)}
     in_code = answers_in_the_code()
-    assert len(in_code) > 20  # the scan finds the answers (it would find none if serving/ changed shape)
+    assert len(in_code) > 20  # the scan finds the answers (it would find none if crossover_serving/ changed shape)
     assert documented - in_code == set(), "documented but never answered"
     assert in_code - documented == set(), "answered but not in docs/api.md"
 
 
 def test_the_api_page_states_the_limits_serving_enforces() -> None:
-    from serving.api import MAX_JSON_BYTES
-    from serving.fetch import FetchPolicy
-    from serving.images import MAX_PIXELS
-    from serving.server import Limits
+    from crossover_serving.api import MAX_JSON_BYTES
+    from crossover_serving.fetch import FetchPolicy
+    from crossover_serving.images import MAX_PIXELS
+    from crossover_serving.server import Limits
 
     page = (ROOT / "docs" / "api.md").read_text()
     assert f"{FetchPolicy().max_bytes // 2**20} MiB" in page and f"{MAX_JSON_BYTES // 1024} KiB" in page

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from crossover import ROOT, bundle
+from crossover import bundle
+from tests import ROOT
 
 pytestmark = pytest.mark.slow
 NO_AWS = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and not k.startswith("CDK_")}
@@ -48,10 +49,10 @@ def test_lambda_bundle_holds_serving_and_its_dependencies_within_lambda_limits(c
     template = json.loads((cdk_out / "ModelStack-resnet152.template.json").read_text())
     (function,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
     asset = cdk_out / f"asset.{function['Metadata']['aws:asset:path'].removeprefix('asset.')}"
-    assert (asset / "serving" / "lambda_handler.py").is_file()
-    assert (asset / "serving" / "labels" / "imagenet.txt").is_file()
+    assert (asset / "crossover_serving" / "lambda_handler.py").is_file()
+    assert (asset / "crossover_serving" / "labels" / "imagenet.txt").is_file()
     assert (asset / "onnxruntime").is_dir() and (asset / "PIL").is_dir() and (asset / "numpy").is_dir()
-    assert not list(asset.glob("serving/**/__pycache__"))
+    assert not list(asset.glob("crossover_serving/**/__pycache__"))
     # Nothing that depends on where the checkout is: the same commit must give the same asset (and so
     # the same Lambda version) everywhere, or every deploy from a new clone would shift traffic.
     assert not (asset / "bin").exists() and not list(asset.glob("*.dist-info/RECORD"))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from crossover import ROOT
 from crossover.cli import main
 from crossover.config import ConfigError, load, load_all, model_files
+from tests import ROOT
 from tests.conftest import EXAMPLES, write_config
 
 GOOD = "name: good\nbackend: lambda\nmodel: {artifact: s3://my-models/good/model.onnx}\n"

@@ -1,6 +1,6 @@
 """Decoding within known CPU and memory: scan bombs refused up front, decode estimates that hold.
 
-The estimate (serving.images.decode_bytes) is what the servers admit images by, so it is checked
+The estimate (crossover_serving.images.decode_bytes) is what the servers admit images by, so it is checked
 against the real peak: each image is decoded in a fresh interpreter, and its peak resident memory
 (VmHWM) above what it held before decoding is compared with the estimate.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from serving.errors import InputError
-from serving.images import MAX_SCANS, Preprocessor
-from serving.spec import InputSpec
+from crossover_serving.errors import InputError
+from crossover_serving.images import MAX_SCANS, Preprocessor
+from crossover_serving.spec import InputSpec
 from tests import bombs
 from tests.conftest import ROOT
 
@@ -25,8 +25,8 @@ PREPROCESS = Preprocessor(InputSpec())
 PEAK = """
 import sys
 from pathlib import Path
-from serving.images import Preprocessor
-from serving.spec import InputSpec
+from crossover_serving.images import Preprocessor
+from crossover_serving.spec import InputSpec
 
 def status(key):
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key))

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from serving.deadline import Deadline
-from serving.errors import InputError
-from serving.fetch import FetchPolicy, fetch
+from crossover_serving.deadline import Deadline
+from crossover_serving.errors import InputError
+from crossover_serving.fetch import FetchPolicy, fetch
 from tests.origin import origin
 
 # Test-only: the local origin lives on 127.0.0.2 over plain HTTP. Production allows neither.

@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from crossover.config import ConfigError, load
-from serving.api import image_bytes
-from serving.deadline import Deadline
-from serving.errors import InputError
-from serving.fetch import FetchPolicy
-from serving.images import MAX_PIXELS, MAX_SCANS, Preprocessor
-from serving.spec import InputSpec, Spec
+from crossover_serving.api import image_bytes
+from crossover_serving.deadline import Deadline
+from crossover_serving.errors import InputError
+from crossover_serving.fetch import FetchPolicy
+from crossover_serving.images import MAX_PIXELS, MAX_SCANS, Preprocessor
+from crossover_serving.spec import InputSpec, Spec
 from tests import bombs
 
 settings.register_profile("ci", max_examples=150, deadline=None,
@@ -99,7 +99,7 @@ def test_json_requests_never_fail_with_anything_but_an_input_error(value: Any) -
                                               "requestContext"]), json_values, max_size=7))
 def test_lambda_http_events_never_raise(event: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
                                         lite0_spec: Any) -> None:
-    from serving import lambda_handler
+    from crossover_serving import lambda_handler
 
     monkeypatch.setattr(lambda_handler, "model", lambda: _Stub(lite0_spec))
     try:
@@ -137,7 +137,7 @@ def test_sqs_events_report_every_bad_record_and_never_raise(records: list[tuple[
     cannot succeed is reported by its own id, so SQS retries or dead-letters exactly those."""
     import boto3
 
-    from serving import lambda_handler
+    from crossover_serving import lambda_handler
     from tests.test_lambda_handler import Context, sqs_record
 
     boto3.client("s3").create_bucket(Bucket="crossover-fuzz")
@@ -174,7 +174,7 @@ def test_config_loader_survives_arbitrary_bytes(tmp_path_factory: pytest.TempPat
 
 
 def test_base64_bodies_are_checked() -> None:
-    from serving import lambda_handler
+    from crossover_serving import lambda_handler
 
     event = {"httpMethod": "POST", "path": "/predict", "body": base64.b64encode(b"x").decode() + "!",
              "isBase64Encoded": True}
@@ -183,7 +183,7 @@ def test_base64_bodies_are_checked() -> None:
 
 @given(body=st.one_of(st.text(max_size=200), json_values.map(json.dumps)))
 def test_pipeline_messages_never_fail_with_anything_but_an_input_error(body: str) -> None:
-    from serving.pipeline import parse
+    from crossover_serving.pipeline import parse
 
     try:
         message_id, image = parse(body)
@@ -197,15 +197,17 @@ def test_pipeline_messages_never_fail_with_anything_but_an_input_error(body: str
 
 @pytest.fixture(scope="module")
 def raw_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    from serving.server import InferenceServer, Limits
+    from crossover_serving.server import InferenceServer, Limits
     from tests.graphs import tiny_classifier
 
     artifact = tiny_classifier(tmp_path_factory.mktemp("fuzz") / "tiny.onnx")
     server = InferenceServer(Spec(name="fuzz", artifact=str(artifact), input=InputSpec(size=32, resize=32)),
                              limits=Limits(deadline_s=0.5)).start()
-    while not server.ready:
-        import time
+    import time
 
+    started = time.monotonic()
+    while not server.ready:  # a model that fails to load never gets ready: fail, never hang
+        assert time.monotonic() - started < 60, "the fuzz server did not load its model"
         time.sleep(0.02)
     yield server.port
     server.drain()
@@ -249,7 +251,7 @@ def test_raw_requests_always_get_an_answer_and_never_a_500(raw_server: int, meth
 
 @given(depth=st.integers(1, 6000), digits=st.integers(1, 6000), shape=st.sampled_from(["list", "object", "number"]))
 def test_deep_or_long_json_is_a_4xx(depth: int, digits: int, shape: str) -> None:
-    from serving.pipeline import parse
+    from crossover_serving.pipeline import parse
 
     number = "1" + "0" * digits
     text = {"list": "[" * depth + "]" * depth, "object": '{"a":' * depth + "1" + "}" * depth,

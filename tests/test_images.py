@@ -1,4 +1,4 @@
-"""ami/: the Image Builder component documents are well-formed, and ImageStack-* synthesizes them."""
+"""crossover/ami/: the Image Builder component documents are well-formed, and ImageStack-* synthesizes them."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from crossover import ROOT
 from crossover.stacks.image import component_files
+from tests import ROOT
 from tests.conftest import Synth
+
+SERVING, AMI = ROOT / "crossover_serving", ROOT / "crossover" / "ami"
 
 # Image Builder's step actions (component document reference); anything else is a typo.
 ACTIONS = {"ExecuteBash", "ExecuteBinary", "ExecuteDocument", "ExecutePowerShell", "UpdateOS", "Reboot",
@@ -55,9 +57,9 @@ def test_component_document_is_well_formed(path: Path, tmp_path: Path) -> None:
 
 def test_runtime_component_pins_match_serving_requirements() -> None:
     pins = {name: version for requirements in ("requirements.txt", "requirements-server.txt")
-            for name, version in re.findall(r"^([a-z0-9-]+)==([0-9.]+)", (ROOT / "serving" / requirements).read_text(),
+            for name, version in re.findall(r"^([a-z0-9-]+)==([0-9.]+)", (SERVING / requirements).read_text(),
                                             re.M)}
-    baked = "\n".join(c for p in load(ROOT / "ami" / "components" / "crossover-serving-runtime.yaml")["phases"]
+    baked = "\n".join(c for p in load(AMI / "components" / "crossover-serving-runtime.yaml")["phases"]
                       for s in p["steps"] for c in s.get("inputs", {}).get("commands", []))
     found = dict(re.findall(r"([a-z0-9-]+|\{\{ Runtime \}\})\"?==([0-9.]+)", baked))
     found["onnxruntime"] = found.pop("{{ Runtime }}")

@@ -149,7 +149,7 @@ def invoke(unpacked: tuple[Path, dict[str, Any]], synth: Synth, aws: str) -> Ite
     results = "crossover-bundle-results"
     for bucket in (results, BUNDLE_INPUTS):
         s3.create_bucket(Bucket=bucket)
-    variables = {k: resolve(v, {"FrontDoorResults12853F62": results})
+    variables = {k: resolve(v, {"ModelFrontDoorResultsD8909F87": results})
                  for k, v in function["Environment"]["Variables"].items()}
     spec = json.loads(variables["CROSSOVER_SPEC"])
     # The model as the deploy publishes it: the template's asset, in the bootstrap bucket under its hash.
@@ -231,5 +231,5 @@ def test_the_bundle_runs_in_a_clean_interpreter_with_the_real_model(invoke: Any,
 def test_the_bundle_holds_nothing_from_the_checkout(unpacked: tuple[Path, dict[str, Any]]) -> None:
     task, _ = unpacked
     names = {p.name for p in task.iterdir()}
-    assert "serving" in names and not names & {"crossover", "tests", "models", ".venv", "bin"}
+    assert "crossover_serving" in names and not names & {"crossover", "tests", "models", ".venv", "bin"}
     assert not list(task.rglob("__pycache__")) and not list(task.rglob("requirements*.txt"))

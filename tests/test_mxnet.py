@@ -1,4 +1,4 @@
-"""MXNet models in: converted with MXNet's own exporter, checked against MXNet, served by serving/.
+"""MXNet models in: converted with MXNet's own exporter, checked against MXNet, served by crossover_serving/.
 
 Uses the isolated .venv-mxnet that `crossover convert` builds (cached in the checkout between runs).
 """
@@ -14,8 +14,8 @@ from rich.console import Console
 from crossover.cli import main
 from crossover.config import load
 from crossover.convert import environment
-from serving.model import Model
-from serving.spec import Spec
+from crossover_serving.model import Model
+from crossover_serving.spec import Spec
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving import lambda_handler
-from serving.fetch import FetchPolicy
-from serving.model import Model
-from serving.worker import Worker
+from crossover_serving import lambda_handler
+from crossover_serving.fetch import FetchPolicy
+from crossover_serving.model import Model
+from crossover_serving.worker import Worker
 from tests.test_lambda_handler import Context
 
 MAX_RECEIVES = 2

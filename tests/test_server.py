@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from serving.fetch import FetchPolicy
-from serving.metrics import Recorder
-from serving.server import FAULT, InferenceServer, Limits
-from serving.spec import InputSpec, Spec
+from crossover_serving.fetch import FetchPolicy
+from crossover_serving.metrics import Recorder
+from crossover_serving.server import FAULT, InferenceServer, Limits
+from crossover_serving.spec import InputSpec, Spec
 from tests import bombs
 from tests.conftest import CAT_CLASSES, ROOT
 from tests.graphs import tiny_classifier
@@ -489,11 +489,11 @@ def test_a_fault_is_a_json_500_counted_as_a_server_fault_and_client_errors_are_n
 
 @contextlib.contextmanager
 def _server_process(spec: Path, *args: str, file_limit: int | None = None) -> Iterator[tuple[int, int]]:
-    """``python -m serving.server`` in its own process; yields its port and pid once it is ready."""
+    """``python -m crossover_serving.server`` in its own process; yields its port and pid once it is ready."""
     limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, resource.getrlimit(
         resource.RLIMIT_NOFILE)[1]))) if file_limit else None
-    process = subprocess.Popen([sys.executable, "-m", "serving.server", "--config", str(spec), "--host", "127.0.0.1",
-                                "--port", "0", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen([sys.executable, "-m", "crossover_serving.server", "--config", str(spec), "--host",
+                                "127.0.0.1", "--port", "0", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True,
                                preexec_fn=limit)
     try:
         assert process.stderr is not None

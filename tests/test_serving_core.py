@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.errors import InputError, ModelLoadError
-from serving.images import Preprocessor
-from serving.model import Model, available_cpus
-from serving.spec import InputSpec, Spec
+from crossover_serving.errors import InputError, ModelLoadError
+from crossover_serving.images import Preprocessor
+from crossover_serving.model import Model, available_cpus
+from crossover_serving.spec import InputSpec, Spec
 from tests.conftest import CAT_CLASSES, ROOT
 from tests.graphs import tiny_classifier
 
@@ -93,7 +93,7 @@ def test_instance_threads_follow_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_spec_reads_the_yaml_config_with_its_backend_batch(tmp_path: Path) -> None:
-    from serving.spec import load
+    from crossover_serving.spec import load
 
     text = (ROOT / "models" / "resnet152.yaml").read_text().replace("backend: lambda", "backend: gpu")
     (tmp_path / "r.yaml").write_text(text)

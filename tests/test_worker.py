@@ -7,10 +7,10 @@ import uuid
 
 import boto3
 
-from serving import pipeline
-from serving.fetch import FetchPolicy
-from serving.model import Model
-from serving.worker import Worker
+from crossover_serving import pipeline
+from crossover_serving.fetch import FetchPolicy
+from crossover_serving.model import Model
+from crossover_serving.worker import Worker
 
 
 def test_worker_deletes_only_what_succeeded_and_dead_letters_the_rest(aws: str, lite0: Model,

