@@ -16,9 +16,9 @@ import onnxruntime as ort
 from crossover_serving.budget import Budget, available_memory
 from crossover_serving.errors import ModelLoadError
 from crossover_serving.images import Preprocessor
+from crossover_serving.names import LAMBDA_MIB_PER_VCPU
 from crossover_serving.spec import Spec
 
-LAMBDA_MIB_PER_VCPU = 1769  # Lambda allocates one vCPU per 1,769 MB, up to 6
 DECODE_SHARE = 0.75  # of the memory left after the model loads, for one image at a time
 
 

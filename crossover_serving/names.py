@@ -1,5 +1,6 @@
-"""Names the serving side and the stacks agree on, in a module that imports nothing: the CDK side reads
-them without loading the runtime's dependencies (powertools costs ~90 ms at every synth)."""
+"""What the serving side and the kit agree on, in a module that imports nothing: the CDK side and the cost
+model read it without loading the runtime's dependencies (powertools costs ~90 ms at every synth)."""
 
 NAMESPACE = "crossover"  # the CloudWatch namespace of every model's metrics
 SERVICE = "crossover"  # their `service` dimension: powertools' POWERTOOLS_SERVICE_NAME in Lambda
+LAMBDA_MIB_PER_VCPU = 1769  # Lambda allocates one vCPU per 1,769 MB of memory, up to 6

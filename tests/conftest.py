@@ -104,7 +104,7 @@ def synth(variants_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth
     from crossover.config import load_all, model_files
 
     outdir = tmp_path_factory.mktemp("cdk.out")
-    app = new_app(outdir=str(outdir))
+    app = new_app(outdir=str(outdir), validation=True)  # CDK's own template validation too, once, over all
     stacks = build(app, load_all(model_files(variants_dir)))
     assembly = app.synth()
     templates = {name: Template.from_stack(stack) for name, stack in stacks.items()}

@@ -162,13 +162,13 @@ def test_a_placeholder_scaling_target_is_a_synth_warning(tmp_path) -> None:  # t
             "gpu: no throughput figure for g4dn.xlarge, so its scaling target assumes a placeholder 200 images/s"))
 
 
-def test_synth_does_not_load_the_serving_runtime() -> None:
+def test_synth_loads_neither_the_serving_runtime_nor_the_cli_s_libraries() -> None:
     import subprocess
     import sys
 
-    # The stacks share names with the serving side (metric namespace, service dimension) through
-    # crossover_serving.names alone.
+    # The stacks share names and the input defaults with the serving side through two modules that import
+    # nothing, and never load what only the CLI uses (tables, plots).
     code = "import sys, crossover.app; print(sorted(m for m in sys.modules if m.startswith(('aws_lambda_powertools', " \
-           "'crossover_serving'))))"
+           "'crossover_serving', 'rich', 'matplotlib'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "['crossover_serving', 'crossover_serving.names']"
+    assert loaded.strip() == "['crossover_serving', 'crossover_serving.names', 'crossover_serving.spec']"

@@ -12,6 +12,10 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from crossover_serving.spec import InputSpec as ServedInput
+
+SERVED_INPUT = ServedInput()
+
 Backend = Literal["lambda", "gpu", "eia", "inferentia", "cpu"]
 Service = Literal["realtime", "pipeline"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
@@ -54,12 +58,13 @@ Channels = Annotated[list[float], Field(min_length=3, max_length=3)]
 
 
 class InputSpec(_Strict):
-    """Preprocessing: resize the short side, centre-crop a square, then (pixel/255 - mean) / std."""
+    """Preprocessing: resize the short side, centre-crop a square, then (pixel/255 - mean) / std. The defaults
+    are the serving side's own (crossover_serving.spec), so a config and a spec that omit them agree."""
 
-    size: PositiveInt = 224
-    resize: PositiveInt = 256
-    mean: Channels = Field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: Channels = Field(default_factory=lambda: [0.229, 0.224, 0.225])
+    size: PositiveInt = SERVED_INPUT.size
+    resize: PositiveInt = SERVED_INPUT.resize
+    mean: Channels = Field(default_factory=lambda: list(SERVED_INPUT.mean))
+    std: Channels = Field(default_factory=lambda: list(SERVED_INPUT.std))
     layout: Literal["nchw", "nhwc"] = "nchw"
 
     @model_validator(mode="after")

@@ -13,9 +13,9 @@ from typing import Any
 
 from crossover import PROJECT, capacity
 from crossover.config import GRAVITON_FAMILIES, LoadedConfig, ModelConfig, vcpus
+from crossover_serving.names import LAMBDA_MIB_PER_VCPU
 
 PROFILES = PROJECT / "profiles"
-LAMBDA_MIB_PER_VCPU = 1769
 MULTI_THREAD_EFFICIENCY = 0.85  # measured 2-thread speed-ups on these machines were 1.6-1.8x
 
 # Effective fp32 GFLOP/s of one x86 core running a convolutional network with ONNX Runtime: one
