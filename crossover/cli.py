@@ -14,7 +14,7 @@ from rich.console import Console
 from crossover.config import ConfigError, LoadedConfig, Problem, find, load, load_all, model_files
 from crossover.cost import profile
 from crossover.cost.catalog import Catalog
-from crossover.errors import UserError
+from crossover.errors import UserError, extra
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -81,10 +81,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from crossover_serving.errors import ModelLoadError
-    from crossover_serving.model import Model
-    from crossover_serving.server import InferenceServer
-    from crossover_serving.spec import Spec
+    with extra("serve", "crossover serve"):
+        from crossover_serving.errors import ModelLoadError
+        from crossover_serving.model import Model
+        from crossover_serving.server import InferenceServer
+        from crossover_serving.spec import Spec
 
     item = _model(args)
     artifact = args.artifact or item.artifact_path
@@ -317,9 +318,10 @@ def _usd(value: float | None) -> str:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from crossover.cost.bench import run
-    from crossover_serving.errors import ModelLoadError
-    from crossover_serving.spec import Spec
+    with extra("serve", "crossover bench"):
+        from crossover.cost.bench import run
+        from crossover_serving.errors import ModelLoadError
+        from crossover_serving.spec import Spec
 
     item = _model(args)
     artifact = args.artifact or item.artifact_path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,17 @@ def test_cost_json_document_and_plot(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert best == min(data["backends"][b]["monthly_usd"] for b in viable)
     assert all({"below", "above", "images_per_month"} <= set(x) for x in data["crossovers"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
+
+
+def test_a_missing_extra_is_named_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN the kit installed without its plot extra (matplotlib cannot be imported)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    # WHEN a plot is asked for THEN one line says which extra to install, and nothing is drawn
+    assert main(["cost", str(ROOT / "models" / "resnet152.yaml"), "--plot", str(tmp_path / "p.png")]) == 1
+    assert "--plot needs matplotlib, which comes with the 'plot' extra: pip install 'crossover[plot]'" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "p.png").exists()
 
 
 def _write_catalog(tmp_path: Path, change) -> Path:  # type: ignore[no-untyped-def]

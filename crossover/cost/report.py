@@ -14,6 +14,7 @@ from crossover.config import BACKENDS, RETIRED, LoadedConfig
 from crossover.cost import model
 from crossover.cost.catalog import Catalog
 from crossover.cost.profile import PROFILES, BenchProfile, LoadFigure
+from crossover.errors import extra
 from crossover.shape import NAT_GATEWAYS
 
 
@@ -160,11 +161,12 @@ def notes(report: Report) -> list[str]:
 
 
 def plot(report: Report, path: Path) -> None:
-    import matplotlib
+    with extra("plot", "--plot"):
+        import matplotlib
 
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-    import numpy as np
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+        import numpy as np
 
     volumes = np.logspace(np.log10(model.RANGE[0]), np.log10(model.RANGE[1]), 600)
     figure, axes = plt.subplots(figsize=(9, 5.5))
