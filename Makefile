@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # The Lambda bundle's dependency cache stays in the checkout (crossover.bundle; elsewhere ~/.cache/crossover).
 export CROSSOVER_CACHE := $(CURDIR)/.cache
 
-.PHONY: setup test lint synth deploy rehearse destroy artifacts bench load fuzz reliability clean
+.PHONY: setup test lint synth deploy rehearse destroy artifacts bench load fuzz reliability lock clean
 .DEFAULT_GOAL := test
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt crossover_serving/requirements.txt crossover_serving/requirements-server.txt pyproject.toml
@@ -37,8 +37,8 @@ build/models/efficientnet_lite0.onnx: crossover/examples/efficientnet_lite0.py |
 
 artifacts: build/models/efficientnet_lite0.onnx
 
-# Lambda dependencies for the Lambda platform, cached by requirements hash (first run downloads).
-.cache/lambda-deps/.warm: crossover_serving/requirements.txt requirements-lambda-runtime.txt | $(VENV)/.installed
+# Lambda dependencies for the Lambda platform, cached by lock hash (first run downloads).
+.cache/lambda-deps/.warm: crossover_serving/locks/lambda-x86_64.txt requirements-lambda-runtime.txt | $(VENV)/.installed
 	$(PY) -m crossover.bundle x86_64
 	@touch $@
 
@@ -72,6 +72,10 @@ bench: setup
 # Load test of the HTTP server on loopback (bench/load.py): capacity at the p99 target, 2x overload, recovery.
 load: setup
 	$(PY) bench/load.py models/efficientnet_lite0.yaml
+
+# Re-resolve the serving runtime's hashed locks from crossover_serving/requirements*.txt (needs PyPI).
+lock: $(VENV)/.installed
+	$(PY) scripts/lock.py
 
 # The fuzz harness, long (20,000 examples per target unless FUZZ_EXAMPLES says otherwise).
 fuzz: setup

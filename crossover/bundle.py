@@ -1,7 +1,8 @@
 """The Lambda bundle: crossover_serving/ plus its pinned dependencies for the Lambda platform, built without Docker.
 
 pip downloads manylinux wheels for the function's Python and architecture into a cache keyed by the
-requirements file, so only the first build touches the network; each bundle after that is hard links.
+lock (crossover_serving/locks/lambda-<architecture>.txt: every transitive dependency, hashed), so only the
+first build touches the network; each bundle after that is hard links.
 Run ``python -m crossover.bundle [x86_64|arm64 ...]`` to warm the cache ahead of a synth (``make`` does);
 it also installs what Lambda's runtime itself provides, with which the tests run the real bundle.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from crossover import PROJECT
 
 SERVING = Path(str(files("crossover_serving")))
-REQUIREMENTS = SERVING / "requirements.txt"
+LOCKS = SERVING / "locks"  # every transitive dependency, with its hashes, per platform (scripts/lock.py)
 RUNTIME_REQUIREMENTS = PROJECT / "requirements-lambda-runtime.txt"  # the checkout's tests only
 # Outside the installed package and the team's project: CROSSOVER_CACHE (make keeps it in the checkout's
 # .cache/), else the user's cache folder.
@@ -31,7 +32,7 @@ PLATFORMS = {
     "arm64": ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"],
 }
 LAYOUT = b"no-bin-no-record"  # part of the cache key: caches built before that change are rebuilt
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "requirements*.txt")
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "requirements*.txt", "locks")
 
 
 class BundleError(Exception):
@@ -66,8 +67,9 @@ def _installed(requirements: Path, architecture: str, name: str) -> Path:
 
 
 def dependencies(architecture: str) -> Path:
-    """The folder of installed dependencies for ``architecture``, built once per requirements file."""
-    return _installed(REQUIREMENTS, architecture, "")
+    """The folder of installed dependencies for ``architecture``, built once per lock: pip checks every
+    file against the lock's hashes (a requirement with --hash turns hash-checking on for all)."""
+    return _installed(LOCKS / f"lambda-{architecture}.txt", architecture, "")
 
 
 def runtime(architecture: str = "x86_64") -> Path:

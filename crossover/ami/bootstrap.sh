@@ -34,18 +34,19 @@ mkdir -p "$home"
 aws s3 cp --only-show-errors "$CROSSOVER_BUNDLE" "$home/bundle.zip"
 rm -rf "$home/app" && mkdir -p "$home/app/crossover_serving"
 unzip -q -o "$home/bundle.zip" -d "$home/app/crossover_serving"
+serving="$home/app/crossover_serving"
 if [[ "$CROSSOVER_RUNTIME" == neuron ]]; then
-  # Keep the Neuron environment's own numpy and torch; add only what crossover_serving/ needs beside them.
-  grep -hvE '^(#|-r|onnxruntime|numpy)' "$home/app/crossover_serving/requirements.txt" "$home/app/crossover_serving/requirements-server.txt" \
-    | "$venv/bin/pip" install --quiet --disable-pip-version-check -r /dev/stdin boto3
+  # Keep the Neuron environment's own numpy and torch; add only what crossover_serving/ needs beside them
+  # (pinned, not locked: the DLAMI's environment decides their dependencies).
+  grep -hvE '^(#|-r|onnxruntime|numpy)' "$serving/requirements.txt" "$serving/requirements-server.txt" \
+    | "$venv/bin/pip" install --quiet --disable-pip-version-check -r /dev/stdin
 else
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$home/app/crossover_serving/requirements-server.txt" boto3
-fi
-if [[ "$CROSSOVER_RUNTIME" == onnxruntime-gpu ]]; then
-  # Same version as the pinned CPU build, in its accelerator flavour.
-  version=$(sed -n 's/^onnxruntime==\([0-9.]*\).*/\1/p' "$home/app/crossover_serving/requirements.txt")
-  "$venv/bin/pip" uninstall --quiet --yes onnxruntime
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "$CROSSOVER_RUNTIME==$version"
+  # Every package, transitive ones included, at the version and with the hashes of the lock for this
+  # machine's platform and flavour (scripts/lock.py): every instance of a fleet runs the same code.
+  flavour=instance
+  [[ "$CROSSOVER_RUNTIME" == onnxruntime-gpu ]] && flavour=gpu
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
+    -r "$serving/locks/$flavour-$(uname -m).txt"
 fi
 
 aws s3 cp --only-show-errors "$CROSSOVER_MODEL" "$home/model"

@@ -21,11 +21,18 @@ from crossover.compliance import acknowledge
 from crossover.constructs.instance_backends import GPU_AMI
 
 COMPONENTS = Path(str(files("crossover") / "ami" / "components"))
-# backend -> (parent image SSM parameter, onnxruntime flavour, build instance type)
+# backend -> (parent image SSM parameter, where its ONNX Runtime build is pinned, build instance type)
 IMAGES = {
-    "gpu": (GPU_AMI, "onnxruntime-gpu", "g4dn.xlarge"),
-    "cpu": ("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64", "onnxruntime", "c7i.large"),
+    "gpu": (GPU_AMI, "requirements-gpu.txt", "g4dn.xlarge"),
+    "cpu": ("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64", "requirements.txt", "c7i.large"),
 }
+
+
+def runtime_requirement(source: str) -> str:
+    """The ONNX Runtime build an image bakes, as the serving side pins it: ``onnxruntime==...`` in
+    requirements.txt, its CUDA build ``onnxruntime-gpu==...`` in requirements-gpu.txt (their versions differ)."""
+    lines = (files("crossover_serving") / source).read_text().splitlines()
+    return next(line.split()[0] for line in lines if line.startswith("onnxruntime"))
 
 
 def component_files() -> list[Path]:
@@ -36,7 +43,8 @@ class ImageStack(Stack):
     def __init__(self, scope: Construct, id: str, *, backend: str, vpc: ec2.IVpc, version: str = "1.0.0",
                  **kwargs: Any) -> None:
         super().__init__(scope, id, description=f"crossover image pipeline for the {backend} backend", **kwargs)
-        parent_parameter, runtime, build_type = IMAGES[backend]
+        parent_parameter, pinned_in, build_type = IMAGES[backend]
+        runtime = runtime_requirement(pinned_in)
         components = [imagebuilder.CfnComponent(
             self, path.stem, name=f"{path.stem}-{backend}", platform="Linux", version=version, data=path.read_text())
             for path in component_files()]
