@@ -48,8 +48,9 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy crossover crossover_serving
 
+# One worker per CPU, each taking whole files: a module's emulator and synth fixtures stay in one process.
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n auto --dist loadfile
 
 synth: setup
 	cdk synth --quiet
