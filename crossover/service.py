@@ -67,6 +67,9 @@ class ModelService(Construct):
                  allowed_peer: ec2.IPeer | None = None, throughput: float | None = None,
                  measured: profile.Measured | None = None, name: str | None = None) -> None:
         super().__init__(scope, id)
+        if throughput is not None and config.backend == "lambda":
+            raise ValueError(f"{self.node.path}: throughput is one instance's images/s, and lambda has no instances; "
+                             "give lambda.latency_ms in the config instead")
         self.config = config
         self.name = name or f"{Stack.of(self).stack_name}-{config.name}"
         for warning in config.warnings():

@@ -181,6 +181,9 @@ def test_an_unmeasured_fleet_says_so_and_a_measured_one_does_not(tmp_path: Path)
     ModelService(stack, "Known", config=unmeasured.model_copy(update={"name": "known"}), vpc=vpc, throughput=120.0)
     warnings = Annotations.from_stack(stack).find_warning("*", Match.string_like_regexp("placeholder"))
     assert [w.id for w in warnings] == ["/Team/Guess"]  # where the fleet is built: its ModelService
+    # AND a throughput for a backend with no instances is refused, with what to give instead
+    with pytest.raises(ValueError, match="Team/Fn: throughput is one instance's images/s, and lambda has no"):
+        ModelService(stack, "Fn", config=tagger(), vpc=vpc, throughput=10.0)
 
 
 def test_load_config_makes_local_artifacts_absolute(tmp_path: Path) -> None:
