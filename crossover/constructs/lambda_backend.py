@@ -59,7 +59,7 @@ class LambdaBackend(Construct):
     to ``front_door`` on construction.
 
     The function loads the model from S3 at init (a ResNet-sized file does not fit beside ONNX Runtime
-    in a 250 MB zip), runs on the newest Python runtime with X-Ray tracing, logs as JSON to a log group
+    in a 250 MB zip), runs on python3.13 (RUNTIME_CHOICE says why) with X-Ray tracing, logs as JSON to a log group
     kept for ``log_retention``, keeps ``provisioned_concurrency`` environments initialised on its live alias
     (None: none), and has a role that can read exactly the model object and the S3 inputs
     requests may name (``input_prefixes``: ``bucket/`` or ``bucket/prefix/``), nothing else.
