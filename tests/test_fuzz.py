@@ -82,7 +82,10 @@ def test_request_bodies_never_fail_with_anything_but_an_input_error(body: bytes,
         assert 400 <= e.status < 500 and str(e)
 
 
-scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+# No subnormal floats: they take no path a normal float does not, and a library that another test module
+# loads into the same pytest worker can set the CPU's flush-to-zero mode, in which hypothesis refuses them.
+scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_subnormal=False)
+           | st.text(max_size=20))
 json_values = st.recursive(scalars, lambda children: st.lists(children, max_size=4)
                            | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=10)
 
