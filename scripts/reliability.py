@@ -70,6 +70,8 @@ def synthesize(outdir: Path) -> tuple[list[Path], float]:
         configs = load_all(variants(Path(models)))
         started = time.perf_counter()
         app = new_app(outdir=str(outdir))
+        # Construct paths in each resource's Metadata, as `cdk synth` writes them: the page names resources so.
+        app.node.set_context("aws:cdk:enable-path-metadata", True)
         build(app, configs)
         app.synth()
         seconds = time.perf_counter() - started
@@ -146,9 +148,9 @@ def acknowledgements(templates: list[Path]) -> dict[tuple[str, str], str]:
     construct writes its own into the resource's Metadata."""
     found: dict[tuple[str, str], str] = {}
     for path in templates:
-        for resource in json.loads(path.read_text())["Resources"].values():
+        for logical, resource in json.loads(path.read_text())["Resources"].items():
             metadata = resource.get("Metadata", {})
-            where = metadata.get("aws:cdk:path", "").split("/", 1)[-1]
+            where = metadata["aws:cdk:path"].split("/", 1)[-1] if "aws:cdk:path" in metadata else logical
             for entry in metadata.get(compliance.METADATA_KEY, []):
                 found.setdefault((where, entry["finding"]), entry["reason"])
     return dict(sorted(found.items()))
