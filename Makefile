@@ -37,12 +37,13 @@ build/models/efficientnet_lite0.onnx: crossover/examples/efficientnet_lite0.py |
 
 artifacts: build/models/efficientnet_lite0.onnx
 
-# Lambda dependencies for the Lambda platform, cached by lock hash (first run downloads).
-.cache/lambda-deps/.warm: crossover_serving/locks/lambda-x86_64.txt requirements-lambda-runtime.txt | $(VENV)/.installed
-	$(PY) -m crossover.bundle x86_64
+# What synths bundle, cached by lock hash (the first run downloads): Lambda's dependencies for its platforms,
+# the instances' locked wheels for theirs.
+.cache/.warm: $(wildcard crossover_serving/locks/*.txt) crossover/ami/install-runtime.sh requirements-lambda-runtime.txt | $(VENV)/.installed
+	$(PY) -m crossover.bundle
 	@touch $@
 
-setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed artifacts .cache/lambda-deps/.warm
+setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed artifacts .cache/.warm
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -28,7 +28,7 @@ def pins(path: Path) -> dict[str, str]:
 
 def test_every_platform_crossover_ships_has_a_lock() -> None:
     assert {p.stem for p in LOCKS} == {"lambda-x86_64", "lambda-arm64", "instance-x86_64", "instance-aarch64",
-                                      "gpu-x86_64"}
+                                      "gpu-x86_64", "neuron-x86_64"}
 
 
 @pytest.mark.parametrize("lock", LOCKS, ids=lambda p: p.stem)
@@ -41,6 +41,10 @@ def test_a_lock_holds_every_pin_of_its_requirements_at_the_same_version_with_has
         wanted.pop("onnxruntime")
         wanted |= pins(SERVING / "requirements-gpu.txt")
     locked = pins(lock)
+    if lock.stem.startswith("neuron-"):  # the Neuron DLAMI's environment keeps its own numpy; torch runs the model
+        wanted.pop("onnxruntime")
+        wanted.pop("numpy")
+        assert not {"onnxruntime", "numpy"} & set(locked)
     differ = {name: (version, locked.get(name)) for name, version in wanted.items() if locked.get(name) != version}
     assert differ == {}, f"{lock.name} disagrees with {source[1]} (requirement, lock): run `make lock`"
     # Every package in it, transitive ones too, carries at least one hash (pip then checks them all).
@@ -60,9 +64,14 @@ def test_the_lambda_bundle_installs_exactly_its_lock() -> None:
     assert {normal(n): v for n, v in installed.items()} == {normal(n): v for n, v in lock.items()}
 
 
-def test_instances_install_the_lock_of_their_platform_and_flavour() -> None:
+def test_instances_install_the_lock_of_their_platform_and_flavour_with_no_index() -> None:
+    for runtime in bundle.FLAVOURS:  # every fleet runtime on its machines names a lock that exists
+        machines = ("x86_64", "aarch64") if runtime == "onnxruntime" else ("x86_64",)
+        for machine in machines:
+            assert (SERVING / "locks" / f"{bundle.instance_lock(runtime, machine)}.txt").is_file()
+    with pytest.raises(bundle.BundleError, match="no gpu runtime for aarch64"):
+        bundle.instance_lock("onnxruntime-gpu", "aarch64")
+    install = (ROOT / "crossover" / "ami" / "install-runtime.sh").read_text()
+    assert "--no-index" in install and "--require-hashes" in install
     bootstrap = (ROOT / "crossover" / "ami" / "bootstrap.sh").read_text()
-    assert "--require-hashes" in bootstrap and '"$serving/locks/$flavour-$(uname -m).txt"' in bootstrap
-    for flavour, machines in (("instance", ("x86_64", "aarch64")), ("gpu", ("x86_64",))):
-        for machine in machines:  # every lock the script can name exists
-            assert (SERVING / "locks" / f"{flavour}-{machine}.txt").is_file()
+    assert 'bash "$home/runtime/install.sh" "$venv"' in bootstrap and "pip install" not in bootstrap

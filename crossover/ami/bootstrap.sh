@@ -5,7 +5,9 @@
 # created (and a rolling update moves on) only once the server answers /ready.
 set -euo pipefail
 
-: "${CROSSOVER_BUNDLE:?s3:// URI of the serving bundle (zip)}"
+: "${CROSSOVER_BUNDLE:?s3:// URI of the serving bundle (zip of crossover_serving/)}"
+: "${CROSSOVER_RUNTIME_BUNDLE:?s3:// URI of the runtime bundle (zip: locked wheels, install.sh)}"
+: "${CROSSOVER_RUNTIME_DIGEST:?the runtime bundle digest (crossover.bundle.runtime_digest)}"
 : "${CROSSOVER_MODEL:?s3:// URI of the model artifact}"
 : "${CROSSOVER_SPEC_JSON:?serving spec (JSON)}"
 : "${AWS_DEFAULT_REGION:?the region, for the metrics and queue clients}"
@@ -23,31 +25,25 @@ if [[ "$CROSSOVER_RUNTIME" == neuron ]]; then
 fi
 readonly venv
 
-# Baked images (crossover/ami/components) already hold the runtime; a stock AMI gets it here.
-if [[ ! -x "$venv/bin/python" ]]; then
-  dnf install -y -q python3.11 python3.11-pip unzip
-  python3.11 -m venv "$venv"
-fi
 id crossover >/dev/null 2>&1 || useradd --system --home-dir "$home" --shell /sbin/nologin crossover
 mkdir -p "$home"
 
-aws s3 cp --only-show-errors "$CROSSOVER_BUNDLE" "$home/bundle.zip"
-rm -rf "$home/app" && mkdir -p "$home/app/crossover_serving"
-unzip -q -o "$home/bundle.zip" -d "$home/app/crossover_serving"
-serving="$home/app/crossover_serving"
-if [[ "$CROSSOVER_RUNTIME" == neuron ]]; then
-  # Keep the Neuron environment's own numpy and torch; add only what crossover_serving/ needs beside them
-  # (pinned, not locked: the DLAMI's environment decides their dependencies).
-  grep -hvE '^(#|-r|onnxruntime|numpy)' "$serving/requirements.txt" "$serving/requirements-server.txt" \
-    | "$venv/bin/pip" install --quiet --disable-pip-version-check -r /dev/stdin
-else
-  # Every package, transitive ones included, at the version and with the hashes of the lock for this
-  # machine's platform and flavour (scripts/lock.py): every instance of a fleet runs the same code.
-  flavour=instance
-  [[ "$CROSSOVER_RUNTIME" == onnxruntime-gpu ]] && flavour=gpu
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
-    -r "$serving/locks/$flavour-$(uname -m).txt"
+# The runtime: the locked wheels the deploy published for this platform and flavour, installed with no
+# package index by the bundle's own install.sh (crossover/ami/install-runtime.sh). A baked image
+# (ImageStack) ran the same script on the same bundle and stamped its digest: then there is nothing to do.
+if [[ "$(cat "$venv/crossover-runtime" 2>/dev/null)" != "$CROSSOVER_RUNTIME_DIGEST" ]]; then
+  if [[ ! -x "$venv/bin/python" ]]; then
+    dnf install -y -q python3.11  # from the Amazon Linux repositories in S3, through the VPC's S3 endpoint
+    python3.11 -m venv "$venv"
+  fi
+  aws s3 cp --only-show-errors "$CROSSOVER_RUNTIME_BUNDLE" "$home/runtime.zip"
+  rm -rf "$home/runtime" && "$venv/bin/python" -m zipfile -e "$home/runtime.zip" "$home/runtime"
+  bash "$home/runtime/install.sh" "$venv"
+  rm -rf "$home/runtime" "$home/runtime.zip"
 fi
+
+aws s3 cp --only-show-errors "$CROSSOVER_BUNDLE" "$home/bundle.zip"
+rm -rf "$home/app" && "$venv/bin/python" -m zipfile -e "$home/bundle.zip" "$home/app/crossover_serving"
 
 aws s3 cp --only-show-errors "$CROSSOVER_MODEL" "$home/model"
 printf '%s\n' "$CROSSOVER_SPEC_JSON" > "$home/spec.json"

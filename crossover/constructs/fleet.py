@@ -30,11 +30,12 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+import crossover.bundle
 from crossover.capacity import per_minute
 from crossover.compliance import INLINE, NIST, acknowledge, acknowledge_logs, policy_of
 from crossover.config import FleetSpec, ModelConfig
 from crossover.constructs.artifact import ModelArtifact
-from crossover.constructs.backend import BACKEND_IDS, FrontDoor, artifact_location, model_artifact, subnets
+from crossover.constructs.backend import BACKEND_IDS, FrontDoor, artifact_location, built_here, model_artifact, subnets
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.inputs import grant_read_inputs
 from crossover.constructs.monitoring import ModelMonitoring
@@ -42,10 +43,9 @@ from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from crossover.cost import profile
 from crossover_serving.names import NAMESPACE
 
-# Package data, installed beside the code (the serving package is a folder: the instance bundle asset).
-BOOTSTRAP = files("crossover") / "ami" / "bootstrap.sh"
-SERVING = str(files("crossover_serving"))
+BOOTSTRAP = files("crossover") / "ami" / "bootstrap.sh"  # package data, installed beside the code
 PORT = 8080
+MACHINES = {ec2.InstanceArchitecture.X86_64: "x86_64", ec2.InstanceArchitecture.ARM_64: "aarch64"}  # `uname -m`
 
 
 @jsii.implements(ec2.IMachineImage)
@@ -99,9 +99,16 @@ class InstanceFleet(Construct):
         acknowledge_logs(log_group)
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
                              description="Model instances: read the model and the serving bundle, write logs")
-        bundle = s3_assets.Asset(self, "Bundle", path=SERVING, exclude=["__pycache__", "*.pyc", ".*"])
+        bundle = s3_assets.Asset(self, "Bundle", path=str(crossover.bundle.SERVING),
+                                 exclude=crossover.bundle.SERVING_EXCLUDE)
+        # The locked wheels of this platform and flavour: instances install them with no package index.
+        lock = crossover.bundle.instance_lock(image.runtime, MACHINES[instance_type.architecture])
+        runtime = s3_assets.Asset(self, "Runtime", path=str(crossover.bundle.LOCKS),
+                                  asset_hash=crossover.bundle.runtime_digest(lock),
+                                  bundling=built_here(lambda output: crossover.bundle.link(
+                                      crossover.bundle.wheels(lock), output)))
         self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
-            f"arn:{Aws.PARTITION}:s3:::{bundle.s3_bucket_name}/{bundle.s3_object_key}"]))
+            f"arn:{Aws.PARTITION}:s3:::{asset.s3_bucket_name}/{asset.s3_object_key}" for asset in (bundle, runtime)]))
         artifact.grant_read(self.role)
         grant_read_inputs(self.role, input_prefixes)
         log_group.grant_write(self.role)
@@ -139,7 +146,7 @@ class InstanceFleet(Construct):
             notifications=[autoscaling.NotificationConfiguration(topic=notifications)],
             group_metrics=[autoscaling.GroupMetrics.all()],
         )
-        self._write_user_data(bundle, artifact, spec, image.runtime, int(health_grace.to_seconds()))
+        self._write_user_data(bundle, runtime, lock, artifact, spec, image.runtime, int(health_grace.to_seconds()))
         self.route: elbv2.ApplicationTargetGroup | None = None
         if isinstance(front_door, RealtimeFrontDoor):
             self.route = self._serve_realtime(front_door)
@@ -198,14 +205,16 @@ class InstanceFleet(Construct):
         if self.route is not None:
             monitoring.watch_targets(self.route, BACKEND_IDS[self.KIND], rollback=rollback)
 
-    def _write_user_data(self, bundle: s3_assets.Asset, artifact: ModelArtifact, spec: Mapping[str, Any],
-                         runtime: str, ready_timeout_s: int) -> None:
+    def _write_user_data(self, bundle: s3_assets.Asset, runtime_bundle: s3_assets.Asset, lock: str,
+                         artifact: ModelArtifact, spec: Mapping[str, Any], runtime: str, ready_timeout_s: int) -> None:
         # On instances the model is a local file that bootstrap.sh downloads; the spec carries no tokens.
         local_spec = json.dumps({**spec, "artifact": "/opt/crossover/model"}, separators=(",", ":"))
         self.user_data.add_signal_on_exit_command(self.group)
         self.user_data.add_commands(
             "dnf install -y -q aws-cfn-bootstrap",  # cfn-signal, which the exit trap above calls
             f"export CROSSOVER_BUNDLE=s3://{bundle.s3_bucket_name}/{bundle.s3_object_key}",
+            f"export CROSSOVER_RUNTIME_BUNDLE=s3://{runtime_bundle.s3_bucket_name}/{runtime_bundle.s3_object_key}",
+            f"export CROSSOVER_RUNTIME_DIGEST={crossover.bundle.runtime_digest(lock)}",
             f"export CROSSOVER_MODEL={artifact.s3_uri}",
             f"export CROSSOVER_SPEC_JSON={shlex.quote(local_spec)}",
             f"export CROSSOVER_RUNTIME={runtime} CROSSOVER_PORT={PORT} CROSSOVER_READY_TIMEOUT_S={ready_timeout_s}",

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
-import jsii
-from aws_cdk import BundlingOptions, CfnResource, DockerImage, Duration, ILocalBundling, RemovalPolicy, Size
+from aws_cdk import CfnResource, Duration, RemovalPolicy, Size
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
@@ -24,7 +22,7 @@ from crossover import bundle
 from crossover.compliance import CHECKOV, INLINE, NIST, acknowledge, acknowledge_logs, policy_of
 from crossover.config import ModelConfig
 from crossover.constructs.artifact import ModelArtifact
-from crossover.constructs.backend import BACKEND_IDS, FrontDoor, artifact_location, model_artifact, subnets
+from crossover.constructs.backend import BACKEND_IDS, FrontDoor, artifact_location, built_here, model_artifact, subnets
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.inputs import grant_read_inputs
 from crossover.constructs.monitoring import ModelMonitoring
@@ -40,18 +38,6 @@ SYNC_LAMBDA = ("Nothing invokes the function asynchronously: the load balancer c
 RUNTIME_CHOICE = ("python3.13, not the newest runtime: it is the newest whose exact bundle these build machines "
                   "can execute before it ships (tests/test_lambda_bundle.py runs it under the runtime interface "
                   "client); AWS supports it for years yet, and it supports SnapStart.")
-
-
-@jsii.implements(ILocalBundling)
-class _LocalPip:
-    """Bundles on this machine with pip's cross-platform wheel download instead of a Docker image."""
-
-    def __init__(self, architecture: lambda_.Architecture) -> None:
-        self.architecture = architecture.name  # x86_64 | arm64
-
-    def try_bundle(self, output_dir: str, _options: Any = None) -> bool:
-        bundle.build(Path(output_dir), self.architecture)
-        return True
 
 
 class LambdaBackend(Construct):
@@ -101,8 +87,7 @@ class LambdaBackend(Construct):
             runtime=RUNTIME, handler=HANDLER, architecture=architecture,
             code=lambda_.Code.from_asset(
                 str(bundle.SERVING), exclude=["__pycache__", "*.pyc", ".*"],
-                bundling=BundlingOptions(image=DockerImage.from_registry("unused-local-bundling"),
-                                         local=_LocalPip(architecture))),  # type: ignore[arg-type]
+                bundling=built_here(lambda output: bundle.build(output, architecture.name))),
             memory_size=int(memory_size.to_mebibytes()), timeout=timeout,
             reserved_concurrent_executions=reserved_concurrency,
             environment={"CROSSOVER_SPEC": json.dumps(spec, separators=(",", ":")), "POWERTOOLS_SERVICE_NAME": SERVICE},
