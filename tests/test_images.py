@@ -12,9 +12,10 @@ from ruamel.yaml import YAML
 
 from crossover.stacks.image import component_files
 from tests import ROOT
-from tests.conftest import Synth
+from tests.conftest import Synth, stack_of
+from tests.test_boot import user_data
 
-SERVING, AMI = ROOT / "crossover_serving", ROOT / "crossover" / "ami"
+AMI = ROOT / "crossover" / "ami"
 
 # Image Builder's step actions (component document reference); anything else is a typo.
 ACTIONS = {"ExecuteBash", "ExecuteBinary", "ExecuteDocument", "ExecutePowerShell", "UpdateOS", "Reboot",
@@ -55,25 +56,33 @@ def test_component_document_is_well_formed(path: Path, tmp_path: Path) -> None:
                 assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
 
 
-def test_runtime_component_pins_match_serving_requirements() -> None:
-    pins = {name: version for requirements in ("requirements.txt", "requirements-server.txt")
-            for name, version in re.findall(r"^([a-z0-9-]+)==([0-9.]+)", (SERVING / requirements).read_text(),
-                                            re.M)}
-    baked = "\n".join(c for p in load(AMI / "components" / "crossover-serving-runtime.yaml")["phases"]
-                      for s in p["steps"] for c in s.get("inputs", {}).get("commands", []))
-    found = dict(re.findall(r"([a-z0-9-]+)==([0-9.]+)", baked))
-    # ONNX Runtime comes in through the Runtime parameter, in the build each image runs (tested below)
-    assert '"{{ Runtime }}"' in baked and found == {k: v for k, v in pins.items() if k != "onnxruntime"}
+def test_the_runtime_component_installs_the_bundle_with_its_own_install_script() -> None:
+    commands = [c for p in load(AMI / "components" / "crossover-serving-runtime.yaml")["phases"] for s in p["steps"]
+                for c in s.get("inputs", {}).get("commands", [])]
+    # No pins of its own and no index: what fleets install at boot (tests/test_boot.py runs that script)
+    assert not [c for c in commands if "pip install" in c or "==" in c]
+    assert 'aws s3 cp --only-show-errors "{{ RuntimeBundle }}" /tmp/crossover-runtime.zip' in commands
+    assert "bash /tmp/crossover-runtime/install.sh /opt/crossover/venv" in commands
 
 
-@pytest.mark.parametrize(("backend", "runtime"), [("gpu", "onnxruntime-gpu==1.31.1"), ("cpu", "onnxruntime==1.32.0")])
-def test_each_image_bakes_the_onnx_runtime_build_its_fleet_runs(synth: Synth, backend: str, runtime: str) -> None:
-    pinned = (SERVING / ("requirements-gpu.txt" if backend == "gpu" else "requirements.txt")).read_text()
-    assert runtime in [line.split()[0] for line in pinned.splitlines() if line and not line.startswith("#")]
+def runtime_bundle_key(value: object) -> str:
+    """The S3 object key of a ``s3://<assets bucket>/<key>`` string that CloudFormation joins."""
+    joined = "".join(p if isinstance(p, str) else "<token>" for p in value["Fn::Join"][1])  # type: ignore[index]
+    match = re.fullmatch(r"s3://<token>/(\w+\.zip)", joined)
+    assert match, joined
+    return match[1]
+
+
+@pytest.mark.parametrize("backend", ["gpu", "cpu"])
+def test_each_image_bakes_the_very_runtime_bundle_its_fleet_installs(synth: Synth, backend: str) -> None:
     (recipe,) = [r["Properties"] for r in synth.raw[f"ImageStack-{backend}"]["Resources"].values()
                  if r["Type"] == "AWS::ImageBuilder::ImageRecipe"]
-    parameters = [p for c in recipe["Components"] for p in c.get("Parameters", [])]
-    assert parameters == [{"Name": "Runtime", "Value": [runtime]}]
+    (parameter,) = [p for c in recipe["Components"] for p in c.get("Parameters", [])]
+    assert parameter["Name"] == "RuntimeBundle"
+    baked = runtime_bundle_key(parameter["Value"][0])
+    script = user_data(synth.raw[stack_of("resnet152", backend)])
+    booted = re.search(r"^export CROSSOVER_RUNTIME_BUNDLE=s3://<token>/(\w+\.zip)$", script, re.M)
+    assert booted and booted[1] == baked  # one asset: the same lock, wheels and install.sh
 
 
 @pytest.mark.parametrize("backend", ["gpu", "cpu"])

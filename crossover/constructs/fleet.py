@@ -48,6 +48,16 @@ PORT = 8080
 MACHINES = {ec2.InstanceArchitecture.X86_64: "x86_64", ec2.InstanceArchitecture.ARM_64: "aarch64"}  # `uname -m`
 
 
+def runtime_bundle(scope: Construct, lock: str) -> s3_assets.Asset:
+    """The runtime bundle of ``lock`` as an asset (``Runtime``): its locked wheels for one platform and flavour,
+    and the install.sh that installs them with no package index (crossover.bundle.wheels). Its hash is the
+    bundle's digest, so neither a synth nor a deploy rereads the wheels to know it unchanged."""
+    return s3_assets.Asset(scope, "Runtime", path=str(crossover.bundle.LOCKS),
+                           asset_hash=crossover.bundle.runtime_digest(lock),
+                           bundling=built_here(lambda output: crossover.bundle.link(crossover.bundle.wheels(lock),
+                                                                                    output)))
+
+
 @jsii.implements(ec2.IMachineImage)
 class PinnedImage:
     """A fixed AMI id (``<backend>.ami_id``): no lookup, no region map; the id must exist where deployed."""
@@ -101,12 +111,8 @@ class InstanceFleet(Construct):
                              description="Model instances: read the model and the serving bundle, write logs")
         bundle = s3_assets.Asset(self, "Bundle", path=str(crossover.bundle.SERVING),
                                  exclude=crossover.bundle.SERVING_EXCLUDE)
-        # The locked wheels of this platform and flavour: instances install them with no package index.
         lock = crossover.bundle.instance_lock(image.runtime, MACHINES[instance_type.architecture])
-        runtime = s3_assets.Asset(self, "Runtime", path=str(crossover.bundle.LOCKS),
-                                  asset_hash=crossover.bundle.runtime_digest(lock),
-                                  bundling=built_here(lambda output: crossover.bundle.link(
-                                      crossover.bundle.wheels(lock), output)))
+        runtime = runtime_bundle(self, lock)
         self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
             f"arn:{Aws.PARTITION}:s3:::{asset.s3_bucket_name}/{asset.s3_object_key}" for asset in (bundle, runtime)]))
         artifact.grant_read(self.role)

@@ -2,7 +2,9 @@
 
 The recipe starts from the backend's default image (the same public SSM parameter its fleet uses),
 applies the component documents in crossover/ami/components/, and runs weekly so drivers and packages stay
-current. Set the resulting AMI as ``<backend>.ami_id`` to boot instances without first-boot installs.
+current. The runtime component installs the runtime bundle this stack publishes, the same asset (same lock,
+same wheels, same install.sh) that the backend's fleet names. Set the resulting AMI as ``<backend>.ami_id`` to
+boot instances without first-boot installs.
 """
 
 from __future__ import annotations
@@ -11,28 +13,24 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Stack
+from aws_cdk import Aws, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_imagebuilder as imagebuilder
 from constructs import Construct
 
-from crossover.compliance import acknowledge
+from crossover import bundle
+from crossover.compliance import INLINE, NIST, acknowledge, policy_of
+from crossover.constructs.fleet import runtime_bundle
 from crossover.constructs.instance_backends import GPU_AMI
 
 COMPONENTS = Path(str(files("crossover") / "ami" / "components"))
-# backend -> (parent image SSM parameter, where its ONNX Runtime build is pinned, build instance type)
+# backend -> (parent image SSM parameter, the lock its fleet installs, build instance type)
 IMAGES = {
-    "gpu": (GPU_AMI, "requirements-gpu.txt", "g4dn.xlarge"),
-    "cpu": ("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64", "requirements.txt", "c7i.large"),
+    "gpu": (GPU_AMI, bundle.instance_lock("onnxruntime-gpu", "x86_64"), "g4dn.xlarge"),
+    "cpu": ("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+            bundle.instance_lock("onnxruntime", "x86_64"), "c7i.large"),
 }
-
-
-def runtime_requirement(source: str) -> str:
-    """The ONNX Runtime build an image bakes, as the serving side pins it: ``onnxruntime==...`` in
-    requirements.txt, its CUDA build ``onnxruntime-gpu==...`` in requirements-gpu.txt (their versions differ)."""
-    lines = (files("crossover_serving") / source).read_text().splitlines()
-    return next(line.split()[0] for line in lines if line.startswith("onnxruntime"))
 
 
 def component_files() -> list[Path]:
@@ -43,8 +41,8 @@ class ImageStack(Stack):
     def __init__(self, scope: Construct, id: str, *, backend: str, vpc: ec2.IVpc, version: str = "1.0.0",
                  **kwargs: Any) -> None:
         super().__init__(scope, id, description=f"crossover image pipeline for the {backend} backend", **kwargs)
-        parent_parameter, pinned_in, build_type = IMAGES[backend]
-        runtime = runtime_requirement(pinned_in)
+        parent_parameter, lock, build_type = IMAGES[backend]
+        runtime = runtime_bundle(self, lock)
         components = [imagebuilder.CfnComponent(
             self, path.stem, name=f"{path.stem}-{backend}", platform="Linux", version=version, data=path.read_text())
             for path in component_files()]
@@ -53,7 +51,8 @@ class ImageStack(Stack):
             self, "Recipe", name=f"crossover-{backend}", version=version, parent_image=parent,
             components=[imagebuilder.CfnImageRecipe.ComponentConfigurationProperty(
                 component_arn=c.attr_arn,
-                parameters=[imagebuilder.CfnImageRecipe.ComponentParameterProperty(name="Runtime", value=[runtime])]
+                parameters=[imagebuilder.CfnImageRecipe.ComponentParameterProperty(
+                    name="RuntimeBundle", value=[f"s3://{runtime.s3_bucket_name}/{runtime.s3_object_key}"])]
                 if c.name.startswith("crossover-serving-runtime") else None) for c in components],
             block_device_mappings=[imagebuilder.CfnImageRecipe.InstanceBlockDeviceMappingProperty(
                 device_name="/dev/xvda", ebs=imagebuilder.CfnImageRecipe.EbsInstanceBlockDeviceSpecificationProperty(
@@ -68,6 +67,9 @@ class ImageStack(Stack):
                              "Manager, which needs this AWS-maintained policy; build instances take no inbound "
                              "connection.")):
             acknowledge(role, f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]", why)
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
+            f"arn:{Aws.PARTITION}:s3:::{runtime.s3_bucket_name}/{runtime.s3_object_key}"]))
+        acknowledge(policy_of(role), NIST + "IAMNoInlinePolicy", INLINE)
         profile = iam.CfnInstanceProfile(self, "BuildProfile", roles=[role.role_name])
         security_group = ec2.SecurityGroup(self, "BuildSecurityGroup", vpc=vpc,
                                            description="Image builds: outbound only, no inbound")
