@@ -12,6 +12,7 @@ from aws_cdk import App, Environment
 from crossover import PROJECT, compliance
 from crossover.config import LoadedConfig
 from crossover.cost.profile import Measured
+from crossover.shape import NAT_GATEWAYS
 from crossover.stacks.image import IMAGES, ImageStack
 from crossover.stacks.model import ModelStack
 from crossover.stacks.network import NetworkStack
@@ -42,11 +43,15 @@ def new_app(*, validation: bool = False, **kwargs: Any) -> App:
 
 def build(app: App, configs: list[LoadedConfig]) -> dict[str, ModelStack]:
     env = environment()
-    network = NetworkStack(app, "NetworkStack", env=env, description="crossover shared network")
+    nat_gateways = configs[0].config.network.nat_gateways if configs else NAT_GATEWAYS  # load_all: all agree
+    network = NetworkStack(app, "NetworkStack", env=env, description="crossover shared network",
+                           nat_gateways=nat_gateways)
     stacks = {item.config.name: ModelStack(app, item.config.stack_name, config=item.resolved, network=network,
                                            measured=Measured.read(item.config.name), env=env)
               for item in configs}
-    for backend in IMAGES:  # deployed only when asked for: cdk deploy ImageStack-gpu
+    # Deployed only when asked for (cdk deploy ImageStack-gpu). Image builds reach Image Builder, Systems Manager
+    # and the OS repositories: a NAT-free network has no way out for them (fleets there boot from the bundle).
+    for backend in IMAGES if nat_gateways else ():
         ImageStack(app, f"ImageStack-{backend}", backend=backend, vpc=network.vpc, env=env)
     compliance.apply(app)
     return stacks

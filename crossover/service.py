@@ -25,7 +25,7 @@ from constructs import Construct
 
 from crossover.config import ModelConfig
 from crossover.constructs.artifact import ModelArtifact
-from crossover.constructs.backend import BACKEND_IDS, Backend, artifact_location, model_artifact
+from crossover.constructs.backend import BACKEND_IDS, Backend, PrivateEgress, artifact_location, model_artifact
 from crossover.constructs.fleet import InstanceFleet
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
@@ -56,7 +56,8 @@ class ModelService(Construct):
     images/s, measured; ``measured``: the `crossover bench` profile and load test (synth reads no files but the
     config's artifact: without a figure the scaling target rests on a placeholder, with a synth warning).
     ``name``: what the alarms and the dashboard are named after (default: ``<stack>-<model>``), unique in the
-    account and region.
+    account and region. ``private_egress``: in a NAT-free network, its endpoints and S3 prefix list, to which
+    every backend's security group limits its way out (NetworkStack.private_egress; default: any outbound).
 
     During a canary (``config.canary``) the backend it moves from stays, untouched, and the listener splits
     requests between the two by weight.
@@ -65,7 +66,8 @@ class ModelService(Construct):
     def __init__(self, scope: Construct, id: str, *, config: ModelConfig, vpc: ec2.IVpc,
                  vpc_subnets: ec2.SubnetSelection | None = None, alarm_topic: sns.ITopic | None = None,
                  allowed_peer: ec2.IPeer | None = None, throughput: float | None = None,
-                 measured: profile.Measured | None = None, name: str | None = None) -> None:
+                 measured: profile.Measured | None = None, name: str | None = None,
+                 private_egress: PrivateEgress | None = None) -> None:
         super().__init__(scope, id)
         if throughput is not None and config.backend == "lambda":
             raise ValueError(f"{self.node.path}: throughput is one instance's images/s, and lambda has no instances; "
@@ -99,12 +101,13 @@ class ModelService(Construct):
             if kind == "lambda":
                 self.backends[kind] = LambdaBackend.from_config(
                     self, BACKEND_IDS[kind], config=config, vpc=vpc, front_door=self.front_door,
-                    artifact=artifacts[location], vpc_subnets=vpc_subnets)
+                    artifact=artifacts[location], vpc_subnets=vpc_subnets, private_egress=private_egress)
             else:
                 self.backends[kind] = FLEETS[kind].from_config(
                     self, BACKEND_IDS[kind], config=config, vpc=vpc, front_door=self.front_door,
                     artifact=artifacts[location], vpc_subnets=vpc_subnets,
-                    throughput=throughput if kind == config.backend else None, measured=measured)
+                    throughput=throughput if kind == config.backend else None, measured=measured,
+                    private_egress=private_egress)
         self.backend = self.backends[config.backend]
         if isinstance(self.front_door, RealtimeFrontDoor):
             self.front_door.forward([(self._route(kind), weight) for kind, weight in self.weights().items()],
@@ -158,9 +161,10 @@ class ModelService(Construct):
             return ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
         if vpc.isolated_subnets:
             Annotations.of(self).add_warning_v2("crossover:isolated-subnets", (
-                "the VPC's private subnets are isolated: backends need VPC endpoints for S3, CloudWatch and "
-                "(pipelines) SQS, and instances must boot from a baked image (ImageStack), which installs nothing "
-                "at first boot; or pass vpc_subnets"))
+                "the VPC's private subnets are isolated: backends need a gateway endpoint for S3 and interface "
+                "endpoints for CloudWatch, Elastic Load Balancing, CloudFormation and (pipelines) SQS "
+                "(crossover.shape.PRIVATE_ENDPOINTS); pass private_egress to keep their security groups to those, "
+                "or vpc_subnets"))
             return ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
         raise ValueError(f"{self.node.path}: the VPC has no private subnets, and crossover never places a model in "
                          "public ones; add private subnets or pass vpc_subnets")

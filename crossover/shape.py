@@ -2,4 +2,12 @@
 (no CDK imports)."""
 
 AZS = 2  # subnets in two availability zones; interface endpoints are billed per AZ
-NAT_GATEWAYS = 1  # one for the VPC: instances reach the package index at boot through it (crossover/ami/bootstrap.sh)
+# One NAT gateway by default: the cheapest way out for a small deployment (about $33 a month against about
+# $58 for the endpoints below). Nothing at boot needs it any more (instances install from the deploy's bundle).
+NAT_GATEWAYS = 1
+# What instances call when the network has no NAT (`network: {nat_gateways: 0}`), each an interface endpoint
+# in every AZ: CloudWatch metrics, the pipeline's queue, the load balancer's target health (an instance waits
+# to be healthy before it signals), and CloudFormation (that signal). S3 (model, bundles, results, the Amazon
+# Linux package repositories) goes through the free gateway endpoint. Nothing on an instance calls CloudWatch
+# Logs (the server logs to the journal), so there is no logs endpoint.
+PRIVATE_ENDPOINTS = ("monitoring", "sqs", "elasticloadbalancing", "cloudformation")

@@ -24,6 +24,12 @@ def load_all(paths: Iterable[Path], *, converting: bool = False) -> list[LoadedC
             problems.append(Problem(str(item.path), "name",
                                     f"expected a name unique across configs; got {item.config.name!r}, "
                                     f"also used by {first}"))
+    # One NetworkStack serves every model of the app: its shape cannot differ between them.
+    for item in loaded[1:]:
+        if item.config.network != loaded[0].config.network:
+            problems.append(Problem(str(item.path), "network", (
+                f"expected the same network as {loaded[0].path} (every model shares NetworkStack); got "
+                f"nat_gateways {item.config.network.nat_gateways}, there {loaded[0].config.network.nat_gateways}")))
     if problems:
         raise ConfigError(problems)
     return loaded

@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from crossover.shape import AZS, NAT_GATEWAYS
 from crossover_serving.spec import InputSpec as ServedInput
 
 SERVED_INPUT = ServedInput()
@@ -150,6 +151,17 @@ class Endpoint(_Strict):
     allowed_cidr: Annotated[str, Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")] | None = None
     # The endpoint is the model's stable address: deleting it takes a deliberate step.
     deletion_protection: bool = True
+
+
+class NetworkSpec(_Strict):
+    """The shared VPC's way out to AWS. Every model of an app shares NetworkStack, so their configs must agree.
+
+    ``nat_gateways: 0`` builds a NAT-free network: isolated private subnets, interface endpoints for what
+    instances call (crossover.shape.PRIVATE_ENDPOINTS), and instance security groups that allow HTTPS to
+    those and to S3 alone. Instances then reach no internet address at all, so requests cannot name images
+    by http(s) URL there (S3 inputs and request bodies still work)."""
+
+    nat_gateways: int = Field(default=NAT_GATEWAYS, ge=0, le=AZS)
 
 
 class AlarmsSpec(_Strict):
@@ -326,6 +338,7 @@ class ModelConfig(_Strict):
     endpoint: Endpoint = Field(default_factory=Endpoint)
     pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
     alarms: AlarmsSpec = Field(default_factory=AlarmsSpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     canary: Canary | None = None
     lambda_: LambdaSpec = Field(default_factory=LambdaSpec, alias="lambda")

@@ -9,6 +9,7 @@ no backend object can synthesize half-built. Each is also constructible from the
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -61,6 +62,23 @@ class Backend(Protocol):
     def watch(self, monitoring: ModelMonitoring, *, rollback: bool) -> None:
         """Add the alarms only this kind of backend has; ``rollback``: they judge the release being deployed."""
         ...
+
+
+@dataclass(frozen=True)
+class PrivateEgress:
+    """A NAT-free network's only ways out, to which a backend's security group then allows HTTPS and nothing
+    else: the interface endpoints inside ``cidr`` (CloudWatch, SQS, ...), and S3 through the gateway endpoint,
+    whose addresses are the managed prefix list ``s3_prefix_list_id`` (NetworkStack looks it up at deploy)."""
+
+    cidr: str
+    s3_prefix_list_id: str
+
+    def allow_from(self, security_group: ec2.SecurityGroup) -> None:
+        """``security_group`` must have been created with ``allow_all_outbound=False``."""
+        security_group.add_egress_rule(ec2.Peer.ipv4(self.cidr), ec2.Port.tcp(443),
+                                       "HTTPS to the VPC's interface endpoints")
+        security_group.add_egress_rule(ec2.Peer.prefix_list(self.s3_prefix_list_id), ec2.Port.tcp(443),
+                                       "HTTPS to S3 through the gateway endpoint")
 
 
 def subnets(vpc_subnets: ec2.SubnetSelection | None) -> ec2.SubnetSelection:

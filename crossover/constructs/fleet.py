@@ -35,7 +35,15 @@ from crossover.capacity import per_minute
 from crossover.compliance import INLINE, NIST, acknowledge, acknowledge_logs, policy_of
 from crossover.config import FleetSpec, ModelConfig
 from crossover.constructs.artifact import ModelArtifact
-from crossover.constructs.backend import BACKEND_IDS, FrontDoor, artifact_location, built_here, model_artifact, subnets
+from crossover.constructs.backend import (
+    BACKEND_IDS,
+    FrontDoor,
+    PrivateEgress,
+    artifact_location,
+    built_here,
+    model_artifact,
+    subnets,
+)
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.inputs import grant_read_inputs
 from crossover.constructs.monitoring import ModelMonitoring
@@ -88,7 +96,9 @@ class InstanceFleet(Construct):
     (crossover.capacity); on a pipeline the fleet tracks ``backlog`` worth of messages per instance at
     ``images_per_second`` each. ``input_prefixes`` (``bucket/`` or ``bucket/prefix/``) are the S3 inputs
     requests may name; ``health_grace`` bounds both the load balancer's grace and how long a new instance may
-    take to signal ready. There is deliberately no desired capacity: a deploy never resets the fleet's size.
+    take to signal ready. ``private_egress``: the only ways out of a NAT-free network, to which the instances'
+    security group then limits them (default: any outbound, through the NAT). There is deliberately no
+    desired capacity: a deploy never resets the fleet's size.
     """
 
     KIND: ClassVar[str]
@@ -98,13 +108,16 @@ class InstanceFleet(Construct):
                  max_capacity: int, images_per_second: float, requests_per_minute: int,
                  vpc_subnets: ec2.SubnetSelection | None = None, root_volume: Size = Size.gibibytes(30),
                  health_grace: Duration = Duration.minutes(15), backlog: Duration = Duration.minutes(5),
-                 input_prefixes: Sequence[str] = ()) -> None:
+                 input_prefixes: Sequence[str] = (), private_egress: PrivateEgress | None = None) -> None:
         super().__init__(scope, id)
         self.vpc, self.requests_per_minute, self.images_per_second = vpc, requests_per_minute, images_per_second
         load_balanced = isinstance(front_door, RealtimeFrontDoor)
         self.subnets = subnets(vpc_subnets)
-        self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc,
-                                                description="Model instances: inference port from the front door")
+        self.security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=vpc, allow_all_outbound=private_egress is None,
+            description="Model instances: inference port from the front door")
+        if private_egress is not None:
+            private_egress.allow_from(self.security_group)
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH)
         acknowledge_logs(log_group)
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
@@ -167,7 +180,8 @@ class InstanceFleet(Construct):
     @classmethod
     def from_config(cls, scope: Construct, id: str, *, config: ModelConfig, vpc: ec2.IVpc, front_door: FrontDoor,
                     artifact: ModelArtifact | None = None, vpc_subnets: ec2.SubnetSelection | None = None,
-                    throughput: float | None = None, measured: profile.Measured | None = None) -> Self:
+                    throughput: float | None = None, measured: profile.Measured | None = None,
+                    private_egress: PrivateEgress | None = None) -> Self:
         """This kind's section of the shared config, behind ``front_door``. ``throughput``: one instance's
         images/s, measured (else the config's figure, ``measured``'s bench profile, an estimate from
         ``model.gmacs``, or a placeholder with a synth warning); ``measured`` also holds the load test that
@@ -189,7 +203,7 @@ class InstanceFleet(Construct):
                    vpc_subnets=vpc_subnets, root_volume=Size.gibibytes(fleet.root_volume_gib),
                    health_grace=Duration.seconds(fleet.health_grace_s),
                    backlog=Duration.seconds(config.pipeline.backlog_s), input_prefixes=config.inputs.s3,
-                   **cls._options(config))
+                   private_egress=private_egress, **cls._options(config))
 
     @classmethod
     def _options(cls, config: ModelConfig) -> dict[str, Any]:

@@ -22,7 +22,15 @@ from crossover import bundle
 from crossover.compliance import CHECKOV, INLINE, NIST, acknowledge, acknowledge_logs, policy_of
 from crossover.config import ModelConfig
 from crossover.constructs.artifact import ModelArtifact
-from crossover.constructs.backend import BACKEND_IDS, FrontDoor, artifact_location, built_here, model_artifact, subnets
+from crossover.constructs.backend import (
+    BACKEND_IDS,
+    FrontDoor,
+    PrivateEgress,
+    artifact_location,
+    built_here,
+    model_artifact,
+    subnets,
+)
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.inputs import grant_read_inputs
 from crossover.constructs.monitoring import ModelMonitoring
@@ -67,7 +75,8 @@ class LambdaBackend(Construct):
                  architecture: lambda_.Architecture = lambda_.Architecture.X86_64,
                  provisioned_concurrency: int | None = None, input_prefixes: Sequence[str] = (),
                  batch_size: int = 10, max_batching_window: Duration = Duration.seconds(0), max_concurrency: int = 10,
-                 log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH) -> None:
+                 log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+                 private_egress: PrivateEgress | None = None) -> None:
         super().__init__(scope, id)
         log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
         acknowledge_logs(log_group)
@@ -80,8 +89,11 @@ class LambdaBackend(Construct):
         log_group.grant_write(self.role)
         artifact.grant_read(self.role)
         grant_read_inputs(self.role, input_prefixes)
-        self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc,
-                                                description="Model function: outbound to S3 and HTTPS origins")
+        self.security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=vpc, allow_all_outbound=private_egress is None,
+            description="Model function: outbound to S3 and HTTPS origins")
+        if private_egress is not None:
+            private_egress.allow_from(self.security_group)
         self.function = lambda_.Function(
             self, "Function",
             runtime=RUNTIME, handler=HANDLER, architecture=architecture,
@@ -110,14 +122,15 @@ class LambdaBackend(Construct):
 
     @classmethod
     def from_config(cls, scope: Construct, id: str, *, config: ModelConfig, vpc: ec2.IVpc, front_door: FrontDoor,
-                    artifact: ModelArtifact | None = None,
-                    vpc_subnets: ec2.SubnetSelection | None = None) -> LambdaBackend:
+                    artifact: ModelArtifact | None = None, vpc_subnets: ec2.SubnetSelection | None = None,
+                    private_egress: PrivateEgress | None = None) -> LambdaBackend:
         """The ``lambda`` section of the shared config, behind ``front_door`` (``artifact``: the model file when
         the caller already published it; else it is published here)."""
         spec, pipe = config.lambda_, config.pipeline
         artifact = artifact or model_artifact(scope, f"{id}Artifact", artifact_location(config, cls.KIND))
         return cls(scope, id, vpc=vpc, artifact=artifact, spec=config.serving_spec(artifact.s3_uri, cls.KIND),
-                   front_door=front_door, vpc_subnets=vpc_subnets, memory_size=Size.mebibytes(spec.memory_mib),
+                   front_door=front_door, vpc_subnets=vpc_subnets, private_egress=private_egress,
+                   memory_size=Size.mebibytes(spec.memory_mib),
                    timeout=Duration.seconds(spec.timeout_s), reserved_concurrency=spec.reserved_concurrency,
                    architecture=ARCHITECTURES[spec.architecture], provisioned_concurrency=spec.provisioned_concurrency,
                    input_prefixes=config.inputs.s3, batch_size=pipe.batch_size,

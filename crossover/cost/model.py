@@ -29,7 +29,7 @@ from crossover.config import RETIRED, ModelConfig
 from crossover.cost import profile
 from crossover.cost.catalog import Catalog, MissingPrice, hourly
 from crossover.cost.profile import BenchProfile, Figure, LoadFigure
-from crossover.shape import AZS, NAT_GATEWAYS
+from crossover.shape import AZS, PRIVATE_ENDPOINTS
 
 LAMBDA_GB_PER_LCU_HOUR = 0.4  # ALB capacity units: 0.4 GB/h of Lambda-target traffic, 1 GB/h otherwise
 INSTANCE_GB_PER_LCU_HOUR = 1.0
@@ -148,10 +148,12 @@ def front_door(catalog: Catalog, config: ModelConfig, backend: str) -> Part:
                 per_image=lcu_hours_per_image * catalog.alb.lcu_hourly_usd.usd, shared=True)
 
 
-def network(catalog: Catalog, shared_by: int) -> Part:
-    """This model's share of the shared network's NAT gateway hours (split evenly by ``shared_by`` models)."""
-    return Part("network", fixed=catalog.nat.hourly_usd.usd * NAT_GATEWAYS * catalog.hours_per_month / shared_by,
-                shared=True)
+def network(catalog: Catalog, nat_gateways: int, shared_by: int) -> Part:
+    """This model's share of the shared network's way out: its NAT gateways' hours or, in a NAT-free network,
+    an interface endpoint per service instances call in every AZ (split evenly by ``shared_by`` models)."""
+    hourly = (catalog.nat.hourly_usd.usd * nat_gateways if nat_gateways
+              else catalog.vpc_endpoint.hourly_usd_per_az.usd * AZS * len(PRIVATE_ENDPOINTS))
+    return Part("network", fixed=hourly * catalog.hours_per_month / shared_by, shared=True)
 
 
 def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchProfile | None = None, *,
@@ -166,7 +168,8 @@ def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchPr
         result.problem = str(e)
     if result.problem is not None:
         return result
-    items = result.items = [front_door(catalog, config, backend), network(catalog, shared_by), *result.items]
+    items = result.items = [front_door(catalog, config, backend),
+                            network(catalog, config.network.nat_gateways, shared_by), *result.items]
     line = Line(fixed=sum(p.fixed for p in items), per_image=sum(p.per_image for p in items),
                 per_instance=sum(p.per_instance for p in items), capacity=per_instance_capacity,
                 minimum=0 if backend == "lambda" else config.scaling.min)

@@ -15,7 +15,7 @@ from crossover.cost import model
 from crossover.cost.catalog import Catalog
 from crossover.cost.profile import PROFILES, BenchProfile, LoadFigure
 from crossover.errors import extra
-from crossover.shape import NAT_GATEWAYS
+from crossover.shape import AZS, PRIVATE_ENDPOINTS
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Report:
     catalog: Catalog
     catalog_name: str
     shared_by: int
+    nat_gateways: int  # the network's (0: NAT-free, interface endpoints instead)
 
     @property
     def prices(self) -> str:
@@ -63,7 +64,8 @@ def build(loaded: LoadedConfig, catalog: Catalog, *, volume: float | None = None
     # up to the volume its limits allow.
     lines = {e.backend: e.line for e in estimates if e.line is not None and e.meets_slo and e.backend not in RETIRED}
     return Report(config.name, config.backend, v, config.traffic.p99_ms, config.service, estimates,
-                  model.crossovers(lines), model.cheapest(estimates, v), catalog, prices_name, shared_by)
+                  model.crossovers(lines), model.cheapest(estimates, v), catalog, prices_name, shared_by,
+                  config.network.nat_gateways)
 
 
 def _scale(e: model.Estimate, volume: float) -> tuple[int, str] | None:
@@ -109,11 +111,13 @@ def as_json(report: Report) -> dict[str, Any]:
             "retired": e.backend in RETIRED,
         }
     c = report.catalog
-    nat = model.network(c, shared_by=1).fixed  # the whole NAT gateway, before it is shared
+    whole = model.network(c, report.nat_gateways, shared_by=1).fixed  # before it is shared
     return {"model": report.name, "backend": report.backend, "volume": v,
             "prices": {"region": c.region, "currency": c.currency, "catalog_date": str(c.date),
                        "catalog": report.catalog_name},
-            "network": {"nat_gateways": NAT_GATEWAYS, "monthly_usd": round(nat, 2), "shared_by": report.shared_by},
+            "network": {"nat_gateways": report.nat_gateways,
+                        "interface_endpoints": 0 if report.nat_gateways else len(PRIVATE_ENDPOINTS),
+                        "monthly_usd": round(whole, 2), "shared_by": report.shared_by},
             "backends": backends,
             "crossovers": [{"below": x.below, "above": x.above, "images_per_month": round(x.images_per_month),
                             "kind": x.kind} for x in report.crossovers],
@@ -154,8 +158,11 @@ def notes(report: Report) -> list[str]:
             source += f"; planned {e.planned.value:,.1f} req/s per instance: {e.planned.source}"
         lines.append(f"{e.backend}: {cost}{limit}{source}")
     c = report.catalog
-    nat = model.network(c, shared_by=1).fixed  # the whole NAT gateway, before it is shared
-    lines.append(f"network: the shared NAT gateway, {nat:,.2f} a month, split by {report.shared_by} model stack(s) "
+    whole = model.network(c, report.nat_gateways, shared_by=1).fixed  # before it is shared
+    way_out = (f"{report.nat_gateways} NAT gateway(s)" if report.nat_gateways else
+               f"NAT-free, {len(PRIVATE_ENDPOINTS)} interface endpoints in {AZS} AZs "
+               f"(one NAT gateway: {model.network(c, 1, shared_by=1).fixed:,.2f})")
+    lines.append(f"network: {way_out}, {whole:,.2f} a month, split by {report.shared_by} model stack(s) "
                  "(--shared-by); not included: data transfer, NAT and endpoint GB, CloudWatch, KMS, S3, logs")
     return lines
 

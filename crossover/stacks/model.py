@@ -33,8 +33,9 @@ class ModelStack(Stack):
                          **kwargs)
         # The network's CIDR as a literal: cdk-nag checks the ingress rule (a cross-stack token it could not).
         peer = None if config.endpoint.allowed_cidr else ec2.Peer.ipv4(network.cidr)
-        self.service = ModelService(self, SERVICE_ID, config=config, vpc=network.vpc, allowed_peer=peer,
-                                    measured=measured, name=self.stack_name)
+        self.service = ModelService(self, SERVICE_ID, config=config, vpc=network.vpc,
+                                    vpc_subnets=network.private_subnets, allowed_peer=peer, measured=measured,
+                                    name=self.stack_name, private_egress=network.private_egress)
         front_door = self.service.front_door
         if isinstance(front_door, PipelineFrontDoor):
             CfnOutput(self, "QueueUrl", value=front_door.queue.queue_url,
