@@ -343,7 +343,8 @@ def test_the_whole_bill_is_itemised_with_its_floor(tmp_path: Path, capsys: pytes
     assert main(["cost", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     # THEN with no traffic the gpu stack costs its load balancer, half the NAT gateway and 2 instances with volumes
-    assert data["network"] == {"nat_gateways": 1, "interface_endpoints": 0, "monthly_usd": round(NAT, 2), "shared_by": 2}
+    assert data["network"] == {"nat_gateways": 1, "interface_endpoints": 0, "monthly_usd": round(NAT, 2),
+                               "shared_by": 2}
     assert data["backends"]["gpu"]["floor_usd"] == pytest.approx(
         ALB_FIXED + NAT / 2 + 2 * (0.526 * HOURS + 100 * GP3), abs=0.01)
     # AND Lambda's floor holds 5 provisioned environments of 2 GiB for the month
