@@ -1,13 +1,15 @@
-"""The `crossover` command: validate configs, price backends and find the crossovers, switch a
-model's backend, measure a model, and serve it locally."""
+"""The `crossover` command: validate configs, price backends and find the crossovers, advise from a deployed
+model's metrics, switch a model's backend, measure a model, and serve it locally."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -15,6 +17,9 @@ from crossover.config import ConfigError, LoadedConfig, Problem, find, load, loa
 from crossover.cost import profile
 from crossover.cost.catalog import Catalog
 from crossover.errors import UserError, extra
+
+if TYPE_CHECKING:
+    from crossover.cost.report import Report
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -142,24 +147,7 @@ def _cost(args: argparse.Namespace) -> int:
     if args.json:
         out.print_json(data=report.as_json(result))
     else:
-        out.print(report.table(result))
-        for line in report.notes(result):
-            out.print(line, markup=False)
-        for backend, most, limit in result.limits():
-            out.print(f"limit: {backend} carries at most {most:,.0f} images/month within {limit.setting} "
-                      f"({limit.value:,.0f})", markup=False)
-        for c in result.crossovers:
-            how = {"equal": "both cost the same there", "step": f"{c.below} adds an instance there",
-                   "limit": f"{c.below} reaches its limit there"}[c.kind]
-            out.print(f"crossover: {c.below} is cheaper below {c.images_per_month:,.0f} images/month, "
-                      f"{c.above} above ({how})", markup=False)
-        if not result.crossovers:
-            out.print("crossover: none between 1e3 and 1e10 images/month among the backends that meet p99")
-        rule = ("the cheapest within its limits; a pipeline has no latency target" if result.service == "pipeline"
-                else f"the cheapest that meets p99 {result.p99_ms} ms within its limits")
-        best = result.recommended.backend if result.recommended else "none at this volume"
-        out.print(f"recommended: {best} ({rule}; * in the table); the config's backend: {result.backend}",
-                  markup=False)
+        _show(result)
     if args.plot:
         report.plot(result, Path(args.plot))
         err.print(f"plot written to {args.plot}", markup=False)
@@ -167,6 +155,73 @@ def _cost(args: argparse.Namespace) -> int:
     if selected.problem:
         err.print(f"{item.path}: backend {selected.backend} cannot be priced: {selected.problem}", markup=False)
         return 1
+    return 0
+
+
+def _show(result: Report) -> None:
+    """A cost report as `crossover cost` prints it: the table, notes, limits, crossovers, the recommendation."""
+    from crossover.cost import report
+
+    out.print(report.table(result))
+    for line in report.notes(result):
+        out.print(line, markup=False)
+    for backend, most, limit in result.limits():
+        out.print(f"limit: {backend} carries at most {most:,.0f} images/month within {limit.setting} "
+                  f"({limit.value:,.0f})", markup=False)
+    for c in result.crossovers:
+        how = {"equal": "both cost the same there", "step": f"{c.below} adds an instance there",
+               "limit": f"{c.below} reaches its limit there"}[c.kind]
+        out.print(f"crossover: {c.below} is cheaper below {c.images_per_month:,.0f} images/month, "
+                  f"{c.above} above ({how})", markup=False)
+    if not result.crossovers:
+        out.print("crossover: none between 1e3 and 1e10 images/month among the backends that meet p99")
+    rule = ("the cheapest within its limits; a pipeline has no latency target" if result.service == "pipeline"
+            else f"the cheapest that meets p99 {result.p99_ms} ms within its limits")
+    best = result.recommended.backend if result.recommended else "none at this volume"
+    out.print(f"recommended: {best} ({rule}; * in the table); the config's backend: {result.backend}",
+              markup=False)
+
+
+def _advise(args: argparse.Namespace) -> int:
+    import boto3
+
+    from crossover import advise
+    from crossover.cost import report
+
+    item = _model(args)
+    catalog, shown = _catalog(args.prices)
+    session = boto3.Session()
+    observed = advise.observe(session.client("cloudwatch"), session.client("cloudformation"), item.config,
+                              days=args.days, now=datetime.now(UTC))
+    shared_by = _shared_by(item.path, args.shared_by)
+    guessed = report.build(item, catalog, prices_name=shown, shared_by=shared_by)
+    assumed = next(e.performance for e in guessed.estimates if e.backend == observed.backend)
+    calibrated = LoadedConfig(item.path, advise.recalibrate(item.config, observed))
+    result = report.build(calibrated, catalog, prices_name=shown, shared_by=shared_by)
+    notes = advise.differences(item.config, observed, None if assumed is None else assumed.value)
+    best = result.recommended.backend if result.recommended else None
+    action = (f"stay on {observed.backend}" if best in (None, observed.backend)
+              else f"crossover switch {item.config.name} {best}")
+    if args.json:
+        out.print_json(data={**report.as_json(result), "observed": dataclasses.asdict(observed),
+                             "differences": notes, "action": action})
+        return 0
+    out.print(f"observed on {observed.backend} over {observed.days:g} days: {observed.images:,.0f} images "
+              f"({observed.images_per_month:,.0f} a month), busiest hour {observed.busiest_hour:,.0f} "
+              f"(peak-to-average {observed.peak_to_average:.1f})", markup=False)
+    for name, value, unit in (("p99", observed.p99_ms, " ms"), ("Lambda duration per image", observed.lambda_ms,
+                              " ms"), ("instance hours", observed.instance_hours, ""),
+                              ("images/s per instance served", observed.images_per_second, ""),
+                              ("utilisation", observed.utilisation, "%"),
+                              ("images/s per instance at full utilisation", observed.capacity, "")):
+        if value is not None:
+            out.print(f"  {name}: {value:,.1f}{unit}", markup=False)
+    if observed.p99_ms is None and item.config.service == "realtime":
+        out.print("  p99: not available (CloudWatch returned no percentile)", markup=False)
+    for line in notes:
+        out.print(f"differs: {line}", markup=False)
+    _show(result)
+    out.print(f"advice: {action}", markup=False)
     return 0
 
 
@@ -390,6 +445,14 @@ def parser() -> argparse.ArgumentParser:
     cost.add_argument("--shared-by", type=_whole, metavar="N",
                       help="model stacks sharing the network's NAT gateway (default: the configs in the config's "
                            "folder)")
+    advise_ = command("advise", _advise, "recalibrate the cost model with the deployed model's own metrics and "
+                                         "say whether to switch")
+    advise_.add_argument("--days", type=_positive, default=14.0, help="how many days back to read (default 14)")
+    advise_.add_argument("--prices", help="a price catalog (default: the bundled, dated one)")
+    advise_.add_argument("--json", action="store_true", help="print JSON: crossover cost --json's keys, plus "
+                                                            "observed, differences and action")
+    advise_.add_argument("--shared-by", type=_whole, metavar="N",
+                         help="model stacks sharing the network (default: the configs in the config's folder)")
     switch = command("switch", _switch, "move a model to another backend, at once or as a canary")
     switch.add_argument("backend", nargs="?", help="lambda | gpu | eia | inferentia | cpu")
     switch.add_argument("--canary", type=_percent, metavar="PERCENT",
