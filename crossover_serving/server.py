@@ -49,6 +49,7 @@ from crossover_serving.deadline import Deadline
 from crossover_serving.errors import InputError, ModelLoadError, Overloaded
 from crossover_serving.fetch import FetchPolicy, fetch, parse_networks
 from crossover_serving.images import Opened
+from crossover_serving.interruption import SpotWatch
 from crossover_serving.metrics import MetricUnit, Recorder
 from crossover_serving.model import Model
 from crossover_serving.spec import Spec, load
@@ -164,6 +165,7 @@ class InferenceServer:
         self.metrics = Recorder(spec.name)
         self.metrics.watch_gpus()
         self.in_flight = 0
+        self.leaving: str | None = None  # why this instance is going away (a spot notice): it is not ready
         self.bodies = Budget(limits.body_budget_mib * MIB, "request bodies")
         self.decoding: Budget | None = None  # sized once the model is loaded
         self._decoders = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="decode")
@@ -186,6 +188,12 @@ class InferenceServer:
     @property
     def ready(self) -> bool:
         return self.batcher is not None
+
+    def leave(self, reason: str) -> None:
+        """The instance is going away (crossover_serving.interruption): fail the readiness check from now on, so
+        the load balancer stops sending requests here and drains this target, while every request that still
+        arrives, and each one in flight, is answered as before."""
+        self.leaving = reason
 
     def _load(self) -> None:
         started = time.perf_counter()
@@ -227,6 +235,8 @@ class InferenceServer:
         return _json(200, {"status": "alive"})
 
     async def _ready(self, _request: Request) -> Response:
+        if self.leaving is not None:
+            return _json(503, {"status": "leaving"})
         if self.ready:
             return _json(200, {"status": "ready", "model": self.spec.name})
         return _json(503, {"status": "loading" if self.load_error is None else "failed"}, {"Retry-After": "5"})
@@ -371,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free one)")
     parser.add_argument("--decode-budget-mib", type=int,
                         help="memory image decoding may hold at once (default: half of what is free after loading)")
+    parser.add_argument("--watch-spot", action="store_true",
+                        help="leave (fail /ready) on a spot interruption notice or rebalance recommendation")
     parser.add_argument("--allow-network", action="append", default=[],
                         help="TESTING ONLY: let URL fetches reach this private network (CIDR), over HTTP too; "
                              "repeatable")
@@ -387,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = InferenceServer(spec, policy=policy, host=args.host, port=args.port,
                              limits=Limits(decode_budget_mib=args.decode_budget_mib))
     print(f"serving {spec.name} on http://{args.host}:{server.port}", file=sys.stderr, flush=True)
+    if args.watch_spot:
+        SpotWatch(server.leave).start()
     server.serve()
     return 0
 

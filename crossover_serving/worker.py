@@ -5,7 +5,8 @@ Long-polls the queue, runs each message (crossover_serving.pipeline) under its o
 only after its result is written, and leaves failures for SQS to redeliver and, past the receive
 limit, move to the dead-letter queue. No message can stop it: each one's failure is caught and
 recorded, the messages of a batch that succeeded are deleted whatever happened to the others, and a
-queue or S3 outage is waited out. SIGTERM stops polling; the batch in hand is finished first.
+queue or S3 outage is waited out. SIGTERM, or a spot interruption notice (``--watch-spot``), stops it: the
+message in hand is finished, the rest of its batch released to the queue at once, for another worker.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from crossover_serving import pipeline
 from crossover_serving.deadline import Deadline
 from crossover_serving.errors import ModelLoadError
 from crossover_serving.fetch import FetchPolicy
+from crossover_serving.interruption import SpotWatch
 from crossover_serving.metrics import MetricUnit, Recorder
 from crossover_serving.model import Model
 from crossover_serving.spec import load
@@ -38,6 +40,7 @@ class Worker:
         self.sqs, self.s3, self.wait_s, self.deadline_s = sqs, s3, wait_s, deadline_s
         self.metrics = metrics or Recorder(model.spec.name)
         self.stop = threading.Event()
+        self.leaving: str | None = None  # why this instance is going away (a spot notice)
 
     def _handle(self, message: dict[str, Any]) -> bool:
         """Run one message; True if its result is written. Never raises."""
@@ -60,14 +63,20 @@ class Worker:
                                             WaitTimeSeconds=self.wait_s,
                                             AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
         done: list[dict[str, str]] = []
+        handled = 0
         try:
             for message in messages:
+                if self.stop.is_set():
+                    break
+                handled += 1
                 if self._handle(message):
                     done.append({"Id": str(len(done)), "ReceiptHandle": message["ReceiptHandle"]})
         finally:  # whatever stopped the batch, what succeeded is not run again
             if done:
                 self._delete(done)
-        failed = len(messages) - len(done)
+            if handled < len(messages):
+                self._release(messages[handled:])
+        failed = handled - len(done)
         # The same two counts the Lambda handler writes: the FailedMessages alarm reads them.
         if messages:
             self.metrics.add("PipelineResults", MetricUnit.Count, len(done))
@@ -82,6 +91,20 @@ class Worker:
             return
         for failure in response.get("Failed", []):
             print(f"worker: could not delete a finished message: {failure}", file=sys.stderr, flush=True)
+
+    def _release(self, messages: list[dict[str, Any]]) -> None:
+        """Make messages this worker will not run visible again now, rather than when their timeout ends."""
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                   for i, m in enumerate(messages)]
+        try:
+            self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception as e:  # they become visible when their visibility timeout ends: later, not lost
+            print(f"worker: could not release {len(entries)} message(s): {e!r}", file=sys.stderr, flush=True)
+
+    def leave(self, reason: str) -> None:
+        """The instance is going away (crossover_serving.interruption): take no more messages."""
+        self.leaving = reason
+        self.stop.set()
 
     def run(self) -> None:
         pause = 1.0
@@ -101,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queue-url", required=True, help="the queue to consume")
     parser.add_argument("--results-bucket", required=True, help="where results/ and errors/ are written")
     parser.add_argument("--max-receive-count", type=int, default=1, help="the queue's redrive limit")
+    parser.add_argument("--watch-spot", action="store_true",
+                        help="stop taking messages on a spot interruption notice or rebalance recommendation")
     args = parser.parse_args(argv)
     import boto3
 
@@ -112,9 +137,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = Worker(model, queue_url=args.queue_url, bucket=args.results_bucket, sqs=boto3.client("sqs"),
                     s3=boto3.client("s3"), max_receive_count=args.max_receive_count)
     worker.metrics.watch_gpus()
+    terminated = threading.Event()
+
+    def stop(*_: object) -> None:
+        terminated.set()
+        worker.stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: worker.stop.set())
+        signal.signal(sig, stop)
+    if args.watch_spot:
+        SpotWatch(worker.leave).start()
     worker.run()
+    if worker.leaving is not None:  # exiting now would only have systemd start a worker that takes messages
+        terminated.wait()
     worker.metrics.close()
     return 0
 

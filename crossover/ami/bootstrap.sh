@@ -15,6 +15,7 @@ set -euo pipefail
 : "${CROSSOVER_MODE:=server}"                # server (HTTP behind the load balancer) | worker (SQS)
 : "${CROSSOVER_PORT:=8080}"
 : "${CROSSOVER_READY_TIMEOUT_S:=600}"
+: "${CROSSOVER_SPOT:=0}"                     # 1: a spot group; the process leaves cleanly on an interruption notice
 
 readonly home=/opt/crossover
 venv="$home/venv"
@@ -55,6 +56,7 @@ case "$CROSSOVER_MODE" in
   worker) command="-m crossover_serving.worker --config $home/spec.json --queue-url ${CROSSOVER_QUEUE_URL:?} --results-bucket ${CROSSOVER_RESULTS_BUCKET:?} --max-receive-count ${CROSSOVER_MAX_RECEIVE_COUNT:-1}" ;;
   *) echo "unknown CROSSOVER_MODE: $CROSSOVER_MODE" >&2; exit 1 ;;
 esac
+[[ "$CROSSOVER_SPOT" == 1 ]] && command+=" --watch-spot"
 
 cat > /etc/systemd/system/crossover.service <<UNIT
 [Unit]

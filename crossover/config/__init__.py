@@ -17,10 +17,11 @@ from crossover.config.schema import (
                                       LambdaSpec,
                                       ModelConfig,
                                       ModelSpec,
+                                      SpotSpec,
                                       is_s3_uri,
                                       vcpus,
 )
 
 __all__ = ["BACKENDS", "GRAVITON_FAMILIES", "RETIRED", "STACK_PREFIX", "Backend", "Canary", "ConfigError",
-           "FleetSpec", "LambdaSpec", "LoadedConfig", "ModelConfig", "ModelSpec", "Problem", "describe", "find",
-           "is_s3_uri", "load", "load_all", "load_config", "model_files", "vcpus", "yaml_mapping"]
+           "FleetSpec", "LambdaSpec", "LoadedConfig", "ModelConfig", "ModelSpec", "Problem", "SpotSpec", "describe",
+           "find", "is_s3_uri", "load", "load_all", "load_config", "model_files", "vcpus", "yaml_mapping"]

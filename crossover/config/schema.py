@@ -225,6 +225,18 @@ class LambdaSpec(_Strict):
         return self
 
 
+class SpotSpec(_Strict):
+    """Spot instances above an on-demand floor: ``on_demand_base`` instances always on demand, then
+    ``on_demand_percent_above_base`` percent of the rest; spot from ``instance_type`` and ``instance_types``
+    (more types, more spot pools to draw from), chosen by ``allocation``. The group rebalances capacity
+    ahead of interruptions, and an instance told it will be interrupted leaves cleanly (docs/backends.md)."""
+
+    on_demand_base: Annotated[int, Field(ge=0)] = 0
+    on_demand_percent_above_base: Annotated[int, Field(ge=0, le=100)] = 0
+    instance_types: list[str] = Field(default_factory=list)  # besides instance_type, which is always one
+    allocation: Literal["price-capacity-optimized", "capacity-optimized", "lowest-price"] = "price-capacity-optimized"
+
+
 class FleetSpec(_Strict):
     """What every instance backend shares. ``images_per_second`` is one instance's throughput (measure
     it with `crossover bench`); it and ``traffic.p99_ms`` set the scaling target unless
@@ -238,6 +250,7 @@ class FleetSpec(_Strict):
     root_volume_gib: Annotated[int, Field(ge=8, le=2048)] = 30
     images_per_second: Annotated[float, Field(gt=0)] | None = None
     requests_per_minute_per_instance: PositiveInt | None = None
+    spot: SpotSpec | None = None
 
     @field_validator("instance_type")
     @classmethod
@@ -250,6 +263,33 @@ class FleetSpec(_Strict):
             raise ValueError(f"expected {cls.KIND} instance type ({', '.join(cls.FAMILIES)}); got {value!r}{hint}")
         vcpus(value)  # a size it cannot count is refused here, not in the middle of a synth
         return value
+
+    @model_validator(mode="after")
+    def _spot_types_fit(self) -> FleetSpec:
+        """Every spot type runs what ``instance_type`` runs: the same kind of instance, the same architecture
+        (one image per group), for Inferentia the same family (a Neuron model is compiled for inf1 or inf2),
+        and at least as many vCPUs (memory grows with size within a family: a smaller size may not hold
+        the model and its batch)."""
+        if self.spot is None:
+            return self
+        family = self.instance_type.split(".", 1)[0]
+        for other in self.spot.instance_types:
+            try:
+                self._family(other)
+            except ValueError as e:
+                raise ValueError(f"spot.instance_types: {e}") from None
+            theirs = other.split(".", 1)[0]
+            if (theirs in GRAVITON_FAMILIES) != (family in GRAVITON_FAMILIES):
+                raise ValueError(f"spot.instance_types: {other} is not the architecture of {self.instance_type} "
+                                 "(one image serves the group: Graviton and x86 types cannot mix)")
+            if family in _FLEET_KINDS["inferentia"][1] and theirs != family:
+                raise ValueError(f"spot.instance_types: {other} is not {family}: a model compiled with Neuron "
+                                 f"for {family} does not run on {theirs}")
+            if vcpus(other) < vcpus(self.instance_type):
+                raise ValueError(f"spot.instance_types: {other} has fewer vCPUs ({vcpus(other)}) than "
+                                 f"{self.instance_type} ({vcpus(self.instance_type)}), and less memory for the "
+                                 "model and its batch")
+        return self
 
 
 _SIZE = re.compile(r"(?:(\d*)xlarge|metal-(\d+)xl|(large)|(medium))")
@@ -446,6 +486,15 @@ class ModelConfig(_Strict):
             warnings.append("backend 'inferentia' without inferentia.neuron_artifact: the ONNX model runs on the "
                             "instance's CPUs, not its NeuronCores (see docs/backends.md: compiling a model for "
                             "Inferentia)")
+        fleet = self.fleet
+        if fleet is not None and fleet.spot is not None and fleet.spot.on_demand_base < self.scaling.min:
+            spot = fleet.spot
+            warnings.append(f"{self.backend}.spot.on_demand_base {spot.on_demand_base} is below scaling.min "
+                            f"{self.scaling.min}: spot makes the instances above the base cheaper, but AWS can "
+                            "take them back with two minutes' notice, and then the fleet runs below its minimum "
+                            f"until a replacement has booted and loaded the model (up to {self.backend}."
+                            f"health_grace_s, {fleet.health_grace_s} s). Set on_demand_base: {self.scaling.min} to "
+                            "keep the minimum on demand")
         if self.backend == "lambda" and self.lambda_.reserved_concurrency is None:
             warnings.append("lambda.reserved_concurrency is unset: one model can use the region's whole "
                             "Lambda concurrency and throttle every other function")

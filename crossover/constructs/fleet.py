@@ -33,7 +33,7 @@ from constructs import Construct
 import crossover.bundle
 from crossover.capacity import per_minute
 from crossover.compliance import INLINE, NIST, acknowledge, acknowledge_logs, policy_of
-from crossover.config import FleetSpec, ModelConfig
+from crossover.config import FleetSpec, ModelConfig, SpotSpec
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.backend import (
     BACKEND_IDS,
@@ -53,6 +53,10 @@ from crossover_serving.names import NAMESPACE
 
 BOOTSTRAP = files("crossover") / "ami" / "bootstrap.sh"  # package data, installed beside the code
 PORT = 8080
+LEAVE_S = 90  # after a notice: the load balancer's 2 failed checks 15 s apart, then what is in flight
+SPOT_ALLOCATION = {"price-capacity-optimized": autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED,
+                   "capacity-optimized": autoscaling.SpotAllocationStrategy.CAPACITY_OPTIMIZED,
+                   "lowest-price": autoscaling.SpotAllocationStrategy.LOWEST_PRICE}
 MACHINES = {ec2.InstanceArchitecture.X86_64: "x86_64", ec2.InstanceArchitecture.ARM_64: "aarch64"}  # `uname -m`
 
 
@@ -97,8 +101,9 @@ class InstanceFleet(Construct):
     ``images_per_second`` each. ``input_prefixes`` (``bucket/`` or ``bucket/prefix/``) are the S3 inputs
     requests may name; ``health_grace`` bounds both the load balancer's grace and how long a new instance may
     take to signal ready. ``private_egress``: the only ways out of a NAT-free network, to which the instances'
-    security group then limits them (default: any outbound, through the NAT). There is deliberately no
-    desired capacity: a deploy never resets the fleet's size.
+    security group then limits them (default: any outbound, through the NAT). ``spot``: spot instances above an
+    on-demand base, from several types, with capacity rebalancing, and instances that leave cleanly on a notice.
+    There is deliberately no desired capacity: a deploy never resets the fleet's size.
     """
 
     KIND: ClassVar[str]
@@ -108,7 +113,8 @@ class InstanceFleet(Construct):
                  max_capacity: int, images_per_second: float, requests_per_minute: int,
                  vpc_subnets: ec2.SubnetSelection | None = None, root_volume: Size = Size.gibibytes(30),
                  health_grace: Duration = Duration.minutes(15), backlog: Duration = Duration.minutes(5),
-                 input_prefixes: Sequence[str] = (), private_egress: PrivateEgress | None = None) -> None:
+                 input_prefixes: Sequence[str] = (), private_egress: PrivateEgress | None = None,
+                 spot: SpotSpec | None = None) -> None:
         super().__init__(scope, id)
         self.vpc, self.requests_per_minute, self.images_per_second = vpc, requests_per_minute, images_per_second
         load_balanced = isinstance(front_door, RealtimeFrontDoor)
@@ -150,9 +156,11 @@ class InstanceFleet(Construct):
         )
         notifications = sns.Topic(self, "Events", enforce_ssl=True,
                                   master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"))
+        self.spot = spot
         self.group = autoscaling.AutoScalingGroup(
-            self, "Group", vpc=vpc, launch_template=self.launch_template,
-            vpc_subnets=self.subnets,
+            self, "Group", vpc=vpc, vpc_subnets=self.subnets,
+            **({"launch_template": self.launch_template} if spot is None else
+               {"mixed_instances_policy": self._mixed(instance_type, spot), "capacity_rebalance": True}),
             min_capacity=min_capacity, max_capacity=max_capacity,
             # Behind a load balancer, its /ready checks decide health; a pipeline worker has only EC2's.
             health_checks=autoscaling.HealthChecks.with_additional_checks(
@@ -165,6 +173,17 @@ class InstanceFleet(Construct):
             notifications=[autoscaling.NotificationConfiguration(topic=notifications)],
             group_metrics=[autoscaling.GroupMetrics.all()],
         )
+        if spot is not None:
+            group = self.group.node.default_child
+            nested = ("the group's launch template (inside its MixedInstancesPolicy, which this rule does not "
+                      "read) ")
+            acknowledge(group, "AwsSolutions-EC26", nested + "encrypts every EBS volume it creates.")
+            acknowledge(group, NIST + "EC2IMDSv2Enabled", nested + "requires IMDSv2 tokens, hop limit 1.")
+            # A replaced or scaled-in instance gets the time to drain before it is terminated: the load
+            # balancer's checks find it leaving within LEAVE_S, and what it holds finishes.
+            self.group.add_lifecycle_hook("Leave", lifecycle_transition=autoscaling.LifecycleTransition.
+                                          INSTANCE_TERMINATING, heartbeat_timeout=Duration.seconds(LEAVE_S),
+                                          default_result=autoscaling.DefaultResult.CONTINUE)
         self._write_user_data(bundle, runtime, lock, artifact, spec, image.runtime, int(health_grace.to_seconds()))
         self.route: elbv2.ApplicationTargetGroup | None = None
         if isinstance(front_door, RealtimeFrontDoor):
@@ -203,7 +222,7 @@ class InstanceFleet(Construct):
                    vpc_subnets=vpc_subnets, root_volume=Size.gibibytes(fleet.root_volume_gib),
                    health_grace=Duration.seconds(fleet.health_grace_s),
                    backlog=Duration.seconds(config.pipeline.backlog_s), input_prefixes=config.inputs.s3,
-                   private_egress=private_egress, **cls._options(config))
+                   private_egress=private_egress, spot=fleet.spot, **cls._options(config))
 
     @classmethod
     def _options(cls, config: ModelConfig) -> dict[str, Any]:
@@ -225,6 +244,17 @@ class InstanceFleet(Construct):
         if self.route is not None:
             monitoring.watch_targets(self.route, BACKEND_IDS[self.KIND], rollback=rollback)
 
+    def _mixed(self, instance_type: ec2.InstanceType, spot: SpotSpec) -> autoscaling.MixedInstancesPolicy:
+        """On-demand up to the base (and the percentage above it), spot for the rest, from every listed type."""
+        return autoscaling.MixedInstancesPolicy(
+            launch_template=self.launch_template,
+            launch_template_overrides=[autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
+                                       for t in dict.fromkeys([instance_type.to_string(), *spot.instance_types])],
+            instances_distribution=autoscaling.InstancesDistribution(
+                on_demand_base_capacity=spot.on_demand_base,
+                on_demand_percentage_above_base_capacity=spot.on_demand_percent_above_base,
+                spot_allocation_strategy=SPOT_ALLOCATION[spot.allocation]))
+
     def _write_user_data(self, bundle: s3_assets.Asset, runtime_bundle: s3_assets.Asset, lock: str,
                          artifact: ModelArtifact, spec: Mapping[str, Any], runtime: str, ready_timeout_s: int) -> None:
         # On instances the model is a local file that bootstrap.sh downloads; the spec carries no tokens.
@@ -239,6 +269,7 @@ class InstanceFleet(Construct):
             f"export CROSSOVER_SPEC_JSON={shlex.quote(local_spec)}",
             f"export CROSSOVER_RUNTIME={runtime} CROSSOVER_PORT={PORT} CROSSOVER_READY_TIMEOUT_S={ready_timeout_s}",
             f"export AWS_DEFAULT_REGION={Aws.REGION}",  # boto3 in the server and worker: metrics, SQS, S3
+            f"export CROSSOVER_SPOT={int(self.spot is not None)}",  # watch for interruption notices
         )
 
     def _boot(self, *exports: str) -> None:
