@@ -174,7 +174,7 @@ class InstanceFleet(Construct):
             group_metrics=[autoscaling.GroupMetrics.all()],
         )
         if spot is not None:
-            group = self.group.node.default_child
+            group = self.ready  # the L1 Auto Scaling group
             nested = ("the group's launch template (inside its MixedInstancesPolicy, which this rule does not "
                       "read) ")
             acknowledge(group, "AwsSolutions-EC26", nested + "encrypts every EBS volume it creates.")
