@@ -57,8 +57,8 @@ def deployed(cloudformation: Any, config: ModelConfig) -> tuple[str, str]:
         resources = [r for page in pages for r in page["StackResourceSummaries"]]
     except cloudformation.exceptions.ClientError as e:
         if "does not exist" in str(e):
-            raise UserError(f"{config.stack_name} is not deployed in this account and region: nothing to observe "
-                            "(deploy it, or price the config's guesses with crossover cost)") from None
+            raise UserError(f"{config.stack_name} is not deployed here (this account and region): nothing to "
+                            "observe (deploy it, or price the config's guesses with crossover cost)") from None
         raise
     found = {}
     for kind, id in BACKEND_IDS.items():

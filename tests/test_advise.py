@@ -216,4 +216,4 @@ def test_a_stack_that_is_not_deployed_gets_a_clear_error(aws: str, tmp_path: Pat
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["advise", str(config(tmp_path, "advise-nowhere"))])
     assert code == 1
-    assert "ModelStack-advise-nowhere is not deployed in this account and region" in capsys.readouterr().err
+    assert "ModelStack-advise-nowhere is not deployed here (this account and region)" in capsys.readouterr().err

@@ -13,9 +13,9 @@ from crossover.cli import MODEL_HELP, main, parser
 from tests.conftest import ROOT
 
 # Every command that acts on one model, with the arguments it needs besides the model.
-MODEL_COMMANDS = {"serve": [], "cost": [], "switch": [], "bench": [], "smoke": [], "watch": ["--duration", "1"],
-                  "enqueue": ["s3://my-images/cat.jpg"], "results": [], "convert": []}
-AWS_COMMANDS = ["smoke", "watch", "enqueue", "results"]
+MODEL_COMMANDS = {"serve": [], "cost": [], "advise": [], "switch": [], "bench": [], "smoke": [],
+                  "watch": ["--duration", "1"], "enqueue": ["s3://my-images/cat.jpg"], "results": [], "convert": []}
+AWS_COMMANDS = ["advise", "smoke", "watch", "enqueue", "results"]
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
