@@ -214,6 +214,16 @@ class LambdaSpec(_Strict):
     # Execution environments kept initialised (model loaded) on the live alias: a deploy that adds them
     # completes only once they are ready, so a move into Lambda meets them warm. Billed while configured.
     provisioned_concurrency: PositiveInt | None = None
+    # New execution environments resume from a snapshot taken after init (the model loaded) instead of
+    # running init: cold starts skip the model's download and load. Versions only (the live alias is one).
+    snapstart: bool = False
+
+    @model_validator(mode="after")
+    def _snapstart_or_provisioned(self) -> LambdaSpec:
+        if self.snapstart and self.provisioned_concurrency:
+            raise ValueError("snapstart and provisioned_concurrency: Lambda does not combine them; choose "
+                             "snapshots (a restore on each cold start) or environments kept warm (billed always)")
+        return self
 
     @model_validator(mode="after")
     def _provisioned_within_reserved(self) -> LambdaSpec:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from aws_cdk import CfnResource, Duration, RemovalPolicy, Size
+from aws_cdk import Annotations, CfnResource, Duration, RemovalPolicy, Size
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
@@ -55,8 +55,9 @@ class LambdaBackend(Construct):
     The function loads the model from S3 at init (a ResNet-sized file does not fit beside ONNX Runtime
     in a 250 MB zip), runs on python3.13 (RUNTIME_CHOICE says why) with X-Ray tracing, logs as JSON to a log group
     kept for ``log_retention``, keeps ``provisioned_concurrency`` environments initialised on its live alias
-    (None: none), and has a role that can read exactly the model object and the S3 inputs
-    requests may name (``input_prefixes``: ``bucket/`` or ``bucket/prefix/``), nothing else.
+    (None: none) or, with ``snapstart``, starts new environments from a snapshot taken after init, and has a
+    role that can read exactly the model object and the S3 inputs requests may name (``input_prefixes``:
+    ``bucket/`` or ``bucket/prefix/``), nothing else.
     ``reserved_concurrency`` caps (and guarantees) its share of the region's concurrency; None leaves
     it unreserved. On a pipeline it consumes the queue in batches of ``batch_size``, gathered for up to
     ``max_batching_window``, with at most ``max_concurrency`` concurrent batches.
@@ -76,7 +77,7 @@ class LambdaBackend(Construct):
                  provisioned_concurrency: int | None = None, input_prefixes: Sequence[str] = (),
                  batch_size: int = 10, max_batching_window: Duration = Duration.seconds(0), max_concurrency: int = 10,
                  log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
-                 private_egress: PrivateEgress | None = None) -> None:
+                 private_egress: PrivateEgress | None = None, snapstart: bool = False) -> None:
         super().__init__(scope, id)
         log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
         acknowledge_logs(log_group)
@@ -105,8 +106,14 @@ class LambdaBackend(Construct):
             environment={"CROSSOVER_SPEC": json.dumps(spec, separators=(",", ":")), "POWERTOOLS_SERVICE_NAME": SERVICE},
             role=self.role, log_group=log_group, logging_format=lambda_.LoggingFormat.JSON,
             tracing=lambda_.Tracing.ACTIVE, vpc=vpc, vpc_subnets=subnets(vpc_subnets),
+            # The snapshot is taken after init, which loads the model and creates no SDK client or connection
+            # (crossover_serving.lambda_handler): nothing in it is stale or must be unique after a restore.
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snapstart else None,
             security_groups=[self.security_group],
         )
+        if snapstart:
+            Annotations.of(self.function).acknowledge_warning(
+                "@aws-cdk/aws-lambda:snapStartRequirePublish", "every deploy publishes a version: the live alias")
         self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version,
                                    provisioned_concurrent_executions=provisioned_concurrency)
         self.route: elbv2.ApplicationTargetGroup | None = None
@@ -130,6 +137,7 @@ class LambdaBackend(Construct):
         artifact = artifact or model_artifact(scope, f"{id}Artifact", artifact_location(config, cls.KIND))
         return cls(scope, id, vpc=vpc, artifact=artifact, spec=config.serving_spec(artifact.s3_uri, cls.KIND),
                    front_door=front_door, vpc_subnets=vpc_subnets, private_egress=private_egress,
+                   snapstart=spec.snapstart,
                    memory_size=Size.mebibytes(spec.memory_mib),
                    timeout=Duration.seconds(spec.timeout_s), reserved_concurrency=spec.reserved_concurrency,
                    architecture=ARCHITECTURES[spec.architecture], provisioned_concurrency=spec.provisioned_concurrency,
