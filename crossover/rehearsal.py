@@ -202,6 +202,14 @@ def _fleet_checks(emu: Emulator, by_type: dict[str, list[str]], backend: str) ->
         "AutoScalingGroups"] if names else []
     checks.append(Check("Auto Scaling group", ", ".join(f"min {g['MinSize']} max {g['MaxSize']}" for g in groups)
                         or "missing", len(groups) == 1))
+    for group in groups:
+        # A spot group: its types and on-demand floor (the emulator drops CloudFormation's CapacityRebalance,
+        # so the template tests check that).
+        if "MixedInstancesPolicy" in group:
+            policy = group["MixedInstancesPolicy"]
+            types = [o["InstanceType"] for o in policy["LaunchTemplate"].get("Overrides", [])]
+            base = policy.get("InstancesDistribution", {}).get("OnDemandBaseCapacity", 0)
+            checks.append(Check("spot", f"{', '.join(types)}; on-demand base {base}", bool(types)))
     templates = by_type.get("AWS::EC2::LaunchTemplate", [])
     data: dict[str, Any] = {}
     if templates:

@@ -166,6 +166,18 @@ def test_eia_rehearsal_keeps_the_accelerator(emu: Emulator, models: Path, tmp_pa
     assert accelerator.found == "eia1.medium" and all(c.ok for c in checks), checks
 
 
+def test_spot_rehearsal_deploys_the_mixed_group(emu: Emulator, models: Path, tmp_path: Path) -> None:
+    config = models / "resnet152.yaml"
+    config.write_text(rewrite_backend(config.read_text(), "cpu")[0].replace(
+        "cpu: {instance_type: c7i.large}",
+        "cpu: {instance_type: c7i.large, spot: {on_demand_base: 2, instance_types: [c6i.large, c7a.large]}}"))
+    deploy(emu, "ModelStack-resnet152", models=models, outdir=tmp_path / "out")
+    _, checks = check(emu, "ModelStack-resnet152", "cpu")
+    spot = next(c for c in checks if c.what == "spot")
+    assert spot.found == "c7i.large, c6i.large, c7a.large; on-demand base 2"
+    assert all(c.ok for c in checks), checks
+
+
 def test_failed_create_names_the_resource_and_the_reason(emu: Emulator, models: Path, tmp_path: Path) -> None:
     # GIVEN a public endpoint whose ACM certificate does not exist in the account
     with pytest.raises(RehearsalError) as caught:
