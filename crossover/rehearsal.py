@@ -205,8 +205,8 @@ def _fleet_checks(emu: Emulator, by_type: dict[str, list[str]], backend: str) ->
     for group in groups:
         # A spot group: its types and on-demand floor (the emulator drops CloudFormation's CapacityRebalance,
         # so the template tests check that).
-        if "MixedInstancesPolicy" in group:
-            policy = group["MixedInstancesPolicy"]
+        policy = group.get("MixedInstancesPolicy") or {}  # the emulator shows an empty one on other groups
+        if policy.get("LaunchTemplate"):
             types = [o["InstanceType"] for o in policy["LaunchTemplate"].get("Overrides", [])]
             base = policy.get("InstancesDistribution", {}).get("OnDemandBaseCapacity", 0)
             checks.append(Check("spot", f"{', '.join(types)}; on-demand base {base}", bool(types)))
