@@ -177,9 +177,10 @@ def _show(result: Report) -> None:
         out.print("crossover: none between 1e3 and 1e10 images/month among the backends that meet p99")
     rule = ("the cheapest within its limits; a pipeline has no latency target" if result.service == "pipeline"
             else f"the cheapest that meets p99 {result.p99_ms} ms within its limits")
-    best = result.recommended.backend if result.recommended else "none at this volume"
-    out.print(f"recommended: {best} ({rule}; * in the table); the config's backend: {result.backend}",
+    best = result.recommended.name if result.recommended else "none at this volume"
+    out.print(f"recommended: {best} ({rule}; * in the table); the config's backend: {result.selected.name}",
               markup=False)
+    out.print(f"action: {report.action(result)}", markup=False)
 
 
 def _advise(args: argparse.Namespace) -> int:
@@ -199,12 +200,9 @@ def _advise(args: argparse.Namespace) -> int:
     calibrated = LoadedConfig(item.path, advise.recalibrate(item.config, observed))
     result = report.build(calibrated, catalog, prices_name=shown, shared_by=shared_by)
     notes = advise.differences(item.config, observed, None if assumed is None else assumed.value)
-    best = result.recommended.backend if result.recommended else None
-    action = (f"stay on {observed.backend}" if best in (None, observed.backend)
-              else f"crossover switch {item.config.name} {best}")
-    if args.json:
+    if args.json:  # as_json carries the action
         out.print_json(data={**report.as_json(result), "observed": dataclasses.asdict(observed),
-                             "differences": notes, "action": action})
+                             "differences": notes})
         return 0
     out.print(f"observed on {observed.backend} over {observed.days:g} days: {observed.images:,.0f} images "
               f"({observed.images_per_month:,.0f} a month), busiest hour {observed.busiest_hour:,.0f} "
@@ -221,7 +219,7 @@ def _advise(args: argparse.Namespace) -> int:
     for line in notes:
         out.print(f"differs: {line}", markup=False)
     _show(result)
-    out.print(f"advice: {action}", markup=False)
+    out.print(f"advice: {report.action(result)}", markup=False)
     return 0
 
 
@@ -255,7 +253,7 @@ def _switch(args: argparse.Namespace) -> int:
     for step in plan(move):
         out.print(f"  - {step}", markup=False)
     result = report.build(move.after, catalog, prices_name=shown, shared_by=_shared_by(item.path))
-    estimates = {e.backend: e for e in result.estimates}
+    estimates = {e.backend: e for e in result.estimates if e.configured}
     months = [(label, model.split_usd(estimates, shares(state), result.volume))
               for label, state in (("before", move.before), ("after", move.after))]
     monthly = "; ".join(f"{label} {_usd(usd)}" for label, usd in months)
@@ -406,9 +404,10 @@ def _refresh(args: argparse.Namespace) -> int:
     session = boto3.Session()  # a fresh one: credentials are looked up now, not reused from earlier calls
     try:
         if session.get_credentials() is None:
-            raise RefreshError("no AWS credentials: the Price List API needs them (any account can read it); "
-                               "the bundled catalog is unchanged")
-        written = refresh(session.client("pricing", region_name="us-east-1"), out_path)
+            raise RefreshError("no AWS credentials: the Price List API and the spot price history need them (any "
+                               "account can read them); the bundled catalog is unchanged")
+        written = refresh(session.client("pricing", region_name="us-east-1"), out_path,
+                          ec2=session.client("ec2", region_name="us-east-1"))
     except RefreshError as e:
         err.print(f"[red]error[/red]: {e}")
         return 1
@@ -482,7 +481,8 @@ def parser() -> argparse.ArgumentParser:
                          help="largest MXNet vs ONNX Runtime difference allowed, relative to the output scale")
     prices = commands.add_parser("prices", help="the price catalog")
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)
-    refresh = prices_commands.add_parser("refresh", help="fetch current EC2 prices into a new dated catalog")
+    refresh = prices_commands.add_parser("refresh",
+                                         help="fetch current EC2 on-demand and spot prices into a new dated catalog")
     refresh.add_argument("--out", help="where to write it (default: prices-<date>.yaml)")
     refresh.set_defaults(run=_refresh)
     return root

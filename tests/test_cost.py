@@ -109,10 +109,13 @@ def test_a_load_tests_capacity_plans_the_cpu_fleet(tmp_path: Path) -> None:
 def test_crossovers_are_exact_and_agree_with_the_costs() -> None:
     c = load(ROOT / "models" / "resnet152.yaml")
     result = report.build(c, CATALOG, volume=1e6)
-    lines = {e.backend: e.line for e in result.estimates if e.line is not None}
+    lines = {e.name: e.line for e in result.estimates if e.line is not None}
     assert result.crossovers
     for x in result.crossovers:
         below, above, v = lines[x.below], lines[x.above], x.images_per_month
+        if x.kind == "limit":  # below carries no more: above takes over whatever it costs
+            assert below.max_volume == pytest.approx(v)
+            continue
         assert below.cost(v * 0.999) < above.cost(v * 0.999)
         assert above.cost(v * 1.001) < below.cost(v * 1.001)
         if x.kind == "equal":
@@ -148,12 +151,14 @@ def test_backends_without_price_or_profile_are_reported_not_dropped(tmp_path: Pa
     # THEN every backend is listed with its reason, and only the selected one decides the exit status
     assert main(["cost", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data["backends"]) == {"lambda", "gpu", "eia", "inferentia", "cpu"}
+    # (and the spot fleets of the types with a spot price: not g5.2xlarge)
+    assert set(data["backends"]) == {"lambda", "gpu", "eia", "inferentia", "cpu", "inferentia (spot)", "cpu (spot)"}
     assert data["backends"]["gpu"]["problem"].endswith("no price for ec2.g5.2xlarge; add it (with its source and "
                                                        "date) or pick a priced type")
     assert "no price for eia.eia1.large" in data["backends"]["eia"]["problem"]
     assert "set lambda.latency_ms to a measured figure, or model.gmacs" in data["backends"]["lambda"]["problem"]
-    assert data["backends"]["inferentia"]["monthly_usd"] is None and data["recommended"] == "cpu"
+    assert data["backends"]["inferentia"]["monthly_usd"] is None and data["recommended"] == "cpu (spot)"
+    assert data["action"] == "set cpu.spot: {on_demand_base: 1}"
 
 
 def test_cost_json_document_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,7 +217,7 @@ def test_fails_when_the_price_file_is_bad(tmp_path: Path, capsys: pytest.Capture
 
 def test_bundled_catalog_names_a_source_and_date_for_every_price() -> None:
     c = catalog_module.load()
-    assert len(c.prices()) == len(c.ec2) + len(c.eia) + 10
+    assert len(c.prices()) == len(c.ec2) + len(c.spot) + len(c.eia) + 10
     assert all(p.source in c.sources and str(p.date) for p in c.prices())
 
 

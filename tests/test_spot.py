@@ -20,6 +20,8 @@ import boto3
 import pytest
 
 from crossover.config import ConfigError, load
+from crossover.cost import catalog as prices
+from crossover.cost import model, report
 from crossover_serving.fetch import FetchPolicy
 from crossover_serving.interruption import SpotWatch
 from crossover_serving.model import Model
@@ -233,3 +235,66 @@ def test_a_spot_group_mixes_types_rebalances_and_drains(tmp_path: Path) -> None:
         script = "".join(p for p in launch["LaunchTemplateData"]["UserData"]["Fn::Base64"]["Fn::Join"][1]
                          if isinstance(p, str))
         assert "export CROSSOVER_SPOT=1" in script and 'command+=" --watch-spot"' in script
+        # AND the realtime fleet plans as if one instance were lost (the spare the cost model prices), at the
+        # per-instance rate the cost model plans for; the pipeline tracks its backlog as before
+        (scaling,) = [r["Properties"]["TargetTrackingConfiguration"] for r in resources
+                      if r["Type"] == "AWS::AutoScaling::ScalingPolicy"
+                      and r["Properties"].get("PolicyType") == "TargetTrackingScaling"]
+        (tracked,) = [m for m in scaling["CustomizedMetricSpecification"]["Metrics"] if m["ReturnData"]]
+        if stack == "ModelStack-spot-gpu":
+            assert tracked["Expression"] == "requests / IF(instances > 1, instances - 1, 1)"
+            priced = report.as_json(report.build(load(folder / "spot-gpu.yaml"), prices.load()))
+            assert scaling["TargetValue"] == priced["backends"]["gpu (spot)"]["planned_requests_per_minute"]
+        else:
+            assert tracked["Expression"] == "visible / IF(instances > 0, instances, 1)"
+
+
+def test_a_spot_fleet_is_priced_on_demand_up_to_its_floor_and_holds_a_spare(tmp_path: Path) -> None:
+    # GIVEN a realtime gpu fleet planned at 10 requests/s per instance (peak-to-average 3), spot above a
+    # floor of 2 with 25% of the rest on demand
+    path = variant(EXAMPLE, tmp_path, "priced", backend="gpu", gpu="{instance_type: g4dn.xlarge, "
+                   "requests_per_minute_per_instance: 600, "
+                   "spot: {on_demand_base: 2, on_demand_percent_above_base: 25}}")
+    c = load(path).config
+    catalog = prices.load()
+    capacity = 10 * 730 * 3600 / 3  # images a month one instance carries, sized for the peak
+    spot = model.estimate(c, "gpu", catalog, spot=c.gpu.spot)
+    assert spot.line is not None and spot.line.capacity == pytest.approx(capacity)
+    # WHEN the volume needs 4.5 instances' capacity THEN 5 + 1 spare run: 2 (base) + ceil(4 x 25%) = 3 on
+    # demand at 0.526 $/h, 3 spot at 0.3196 $/h, each with its 100 GiB volume at 0.08 $/GiB-month
+    volume = 4.5 * capacity
+    assert spot.line.instances(volume) == 6
+    parts = spot.parts(volume)
+    assert parts["on-demand instances"] == pytest.approx(3 * 0.526 * 730)  # 1,151.94
+    assert parts["spot instances"] == pytest.approx(3 * 0.3196 * 730)  # 699.92
+    assert parts["volumes"] == pytest.approx(6 * 100 * 0.08)
+    assert spot.monthly_usd(volume) == pytest.approx(sum(parts.values()))
+    # AND on demand the same volume runs 5, all at the on-demand price
+    on_demand = model.estimate(c, "gpu", catalog)
+    assert on_demand.parts(volume)["instances"] == pytest.approx(5 * 0.526 * 730)
+    # AND one instance's worth needs no spare; the spare counts against scaling.max (6): 5 carry the load
+    assert spot.line.instances(0.5 * capacity) == c.scaling.min == 2
+    assert spot.line.max_volume == pytest.approx(5 * capacity)
+    # AND a pipeline's queue absorbs a lost instance: no spare
+    pipe = variant(EXAMPLE, tmp_path, "pipe", backend="cpu", service="pipeline", scaling="{min: 0, max: 6}",
+                   inputs="{s3: [my-images]}", cpu="{instance_type: c7i.large, images_per_second: 10, spot: {}}")
+    queue = model.estimate(load(pipe).config, "cpu", catalog, spot=load(pipe).config.cpu.spot)
+    assert queue.line is not None and queue.line.instances(2.5 * queue.line.capacity) == 3
+    assert queue.parts(2.5 * queue.line.capacity)["spot instances"] == pytest.approx(3 * 0.0303 * 730)
+
+
+def test_cost_shows_spot_rows_and_the_command_to_get_them(tmp_path: Path) -> None:
+    # GIVEN resnet152 on gpu at a volume that needs 5 of its fleet's instances (and a Lambda too slow for p99)
+    path = variant(EXAMPLE, tmp_path, "rows", backend="gpu", gpu="{instance_type: g4dn.xlarge, "
+                   "requests_per_minute_per_instance: 600}", scaling="{min: 2, max: 10}",
+                   **{"lambda": "{memory_mib: 3008, reserved_concurrency: 100, latency_ms: 900}"})
+    result = report.build(load(path), prices.load(), volume=4.5 * 10 * 730 * 3600 / 3)
+    data = report.as_json(result)
+    # THEN gpu (spot), spot above an on-demand floor of scaling.min, is a row of its own, not the config's
+    row = data["backends"]["gpu (spot)"]
+    assert row["configured"] is False and row["spot"]["on_demand_base"] == 2
+    assert (row["instances"], row["spot"]["on_demand_instances"], row["spot"]["spot_instances"]) == (6, 2, 4)
+    assert row["monthly_usd"] < data["backends"]["gpu"]["monthly_usd"]
+    # AND it is recommended, with what to add to the config
+    assert data["recommended"] == "gpu (spot)" and data["action"] == "set gpu.spot: {on_demand_base: 2}"
+    assert any("(spot)" in (x["below"] + x["above"]) for x in data["crossovers"])

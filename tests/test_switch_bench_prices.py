@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import boto3
 import pytest
-from botocore.stub import Stubber
+from botocore.stub import ANY, Stubber
 
 from crossover.cli import main
 from crossover.cost import catalog as catalog_module
@@ -172,16 +172,39 @@ def _stubbed_pricing() -> tuple[object, Stubber]:
     return client, stubber
 
 
+def _stubbed_spot() -> tuple[object, Stubber]:
+    """Spot price history answers of the documented shape: each zone's price in effect now, and an older,
+    lower one for us-east-1c that is no longer in effect."""
+    template = json.loads((DATA / "pricing" / "describe_spot_price_history_g4dn.xlarge.json").read_text())
+    client = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    for i, instance_type in enumerate(catalog_module.load().spot):
+        history = [{**entry, "InstanceType": instance_type,
+                    "SpotPrice": f"{float(entry['SpotPrice']) + i / 1000:.6f}"}
+                   for entry in template["g4dn.xlarge"]["SpotPriceHistory"]]
+        stubber.add_response("describe_spot_price_history", {"SpotPriceHistory": history, "NextToken": ""}, {
+            "InstanceTypes": [instance_type], "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY,
+            "EndTime": ANY})
+    return client, stubber
+
+
 def test_prices_refresh_writes_a_new_dated_catalog_from_the_price_list(tmp_path: Path) -> None:
-    # GIVEN Price List responses of the documented shape WHEN refreshed THEN a valid catalog with those prices
+    # GIVEN Price List and spot price history responses of the documented shape WHEN refreshed THEN a valid
+    # catalog with those prices
     bundled = hashlib.sha256(catalog_module.BUNDLED.read_bytes()).hexdigest()
     client, stubber = _stubbed_pricing()
-    with stubber:
-        out = refresh(client, tmp_path / "prices.yaml")
+    ec2, spot_stubber = _stubbed_spot()
+    with stubber, spot_stubber:
+        out = refresh(client, tmp_path / "prices.yaml", ec2=ec2)
     stubber.assert_no_pending_responses()
+    spot_stubber.assert_no_pending_responses()
     fresh = catalog_module.load(out)
     first = next(iter(fresh.ec2))
     assert fresh.ec2[first].usd == 0.5 and fresh.ec2[first].source == "pricelist"
+    # the cheapest zone's price in effect: us-east-1b's 0.3196, not 1c's older 0.3015
+    first_spot = next(iter(fresh.spot))
+    assert fresh.spot[first_spot].usd == 0.3196 and fresh.spot[first_spot].source == "spot-history"
+    assert "describe_spot_price_history" in fresh.sources["spot-history"]
     assert fresh.lambda_ == catalog_module.load().lambda_  # carried over with its source
     assert hashlib.sha256(catalog_module.BUNDLED.read_bytes()).hexdigest() == bundled
 

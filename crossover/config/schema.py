@@ -94,6 +94,7 @@ class ModelSpec(_Strict):
     mxnet: MxnetSource | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     load_s: Annotated[float, Field(gt=0)] | None = None  # measured model load time (crossover bench)
+    size_mb: Annotated[float, Field(gt=0)] | None = None  # the artifact's size: each Lambda cold start downloads it
     gmacs: Annotated[float, Field(gt=0)] | None = None  # billions of multiply-adds per image (cost estimates)
     input: InputSpec = Field(default_factory=InputSpec)
     labels: str = "imagenet"
@@ -211,6 +212,8 @@ class LambdaSpec(_Strict):
     reserved_concurrency: PositiveInt | None = 100
     architecture: Literal["x86_64", "arm64"] = "x86_64"
     latency_ms: Annotated[float, Field(gt=0)] | None = None  # measured warm latency at memory_mib
+    # Measured cold start: the Init Duration of a REPORT log line (imports, model download and load).
+    init_ms: Annotated[float, Field(gt=0)] | None = None
     # Execution environments kept initialised (model loaded) on the live alias: a deploy that adds them
     # completes only once they are ready, so a move into Lambda meets them warm. Billed while configured.
     provisioned_concurrency: PositiveInt | None = None

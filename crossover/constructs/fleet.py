@@ -27,7 +27,6 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 import crossover.bundle
@@ -295,7 +294,20 @@ class InstanceFleet(Construct):
         self.role.add_to_policy(iam.PolicyStatement(actions=["elasticloadbalancing:DescribeTargetHealth"],
                                                     resources=["*"]))
         self._boot("export CROSSOVER_MODE=server", f"export CROSSOVER_TARGET_GROUP={group.target_group_arn}")
-        self.group.scale_on_request_count("RequestsPerTarget", target_requests_per_minute=self.requests_per_minute)
+        if self.spot is None:
+            self.group.scale_on_request_count("RequestsPerTarget", target_requests_per_minute=self.requests_per_minute)
+        else:
+            # A spot fleet plans as if one instance were already interrupted: requests per instance but one, so
+            # once it needs two it runs a spare and losing one keeps the rest within the planned rate (the cost
+            # model prices that spare: crossover.cost.model.Mix).
+            self._track("RequestsPerTargetButOne", target=self.requests_per_minute, metrics=[
+                ("requests", "AWS/ApplicationELB", "RequestCount", {
+                    "LoadBalancer": group.first_load_balancer_full_name,
+                    "TargetGroup": group.target_group_full_name}, "Sum"),
+                ("instances", "AWS/AutoScaling", "GroupInServiceInstances",
+                 {"AutoScalingGroupName": self.group.auto_scaling_group_name}, "Average"),
+            ], result=("perInstanceButOne", "requests / IF(instances > 1, instances - 1, 1)",
+                       "Requests per instance but one"))
         return group
 
     def _serve_pipeline(self, front_door: PipelineFrontDoor, backlog: Duration) -> None:
@@ -310,7 +322,11 @@ class InstanceFleet(Construct):
         in_service = cloudwatch.Metric(namespace="AWS/AutoScaling", metric_name="GroupInServiceInstances",
                                        dimensions_map={"AutoScalingGroupName": self.group.auto_scaling_group_name},
                                        period=Duration.minutes(1), statistic="Average")
-        self._track_backlog(queue, target=max(1.0, backlog.to_seconds() * self.images_per_second))
+        self._track("BacklogPerInstance", target=max(1.0, backlog.to_seconds() * self.images_per_second), metrics=[
+            ("visible", "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": queue.queue_name}, "Sum"),
+            ("instances", "AWS/AutoScaling", "GroupInServiceInstances",
+             {"AutoScalingGroupName": self.group.auto_scaling_group_name}, "Average"),
+        ], result=("backlog", "visible / IF(instances > 0, instances, 1)", "Backlog per instance"))
         # Target tracking cannot leave zero instances (there is no per-instance backlog to track): one
         # step policy starts the first instance when messages wait and nothing runs.
         self.group.scale_on_metric(
@@ -321,31 +337,23 @@ class InstanceFleet(Construct):
             scaling_steps=[autoscaling.ScalingInterval(upper=0, change=0),
                            autoscaling.ScalingInterval(lower=1, change=1)])
 
-    def _track_backlog(self, queue: sqs.IQueue, *, target: float) -> None:
-        # Target tracking on metric math (messages visible / instances in service) is not in the L2,
-        # whose scale_to_track_metric takes a single metric: the typed L1 policy carries it.
+    def _track(self, id: str, *, target: float, metrics: list[tuple[str, str, str, dict[str, str], str]],
+               result: tuple[str, str, str]) -> None:
+        """Target tracking on metric math: ``result`` (id, expression, label) over ``metrics`` (id, namespace,
+        name, dimensions, statistic). Not in the L2, whose scale_to_track_metric takes a single metric: the
+        typed L1 policy carries it."""
         policy = autoscaling.CfnScalingPolicy
-
-        def stat(id: str, namespace: str, name: str, dimension: str, value: str,
-                 statistic: str) -> autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty:
-            return policy.TargetTrackingMetricDataQueryProperty(
-                id=id, return_data=False, metric_stat=policy.TargetTrackingMetricStatProperty(
-                    stat=statistic, metric=policy.MetricProperty(
-                        namespace=namespace, metric_name=name,
-                        dimensions=[policy.MetricDimensionProperty(name=dimension, value=value)])))
-
-        autoscaling.CfnScalingPolicy(
-            self, "BacklogPerInstance", auto_scaling_group_name=self.group.auto_scaling_group_name,
-            policy_type="TargetTrackingScaling",
-            target_tracking_configuration=autoscaling.CfnScalingPolicy.TargetTrackingConfigurationProperty(
-                target_value=target,
-                customized_metric_specification=autoscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
-                    metrics=[
-                        stat("visible", "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName",
-                             queue.queue_name, "Sum"),
-                        stat("instances", "AWS/AutoScaling", "GroupInServiceInstances", "AutoScalingGroupName",
-                             self.group.auto_scaling_group_name, "Average"),
-                        autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                            id="backlog", label="Backlog per instance", return_data=True,
-                            expression="visible / IF(instances > 0, instances, 1)"),
-                    ])))
+        queries = [policy.TargetTrackingMetricDataQueryProperty(
+            id=query_id, return_data=False, metric_stat=policy.TargetTrackingMetricStatProperty(
+                stat=statistic, metric=policy.MetricProperty(
+                    namespace=namespace, metric_name=name,
+                    dimensions=[policy.MetricDimensionProperty(name=k, value=v) for k, v in dimensions.items()])))
+            for query_id, namespace, name, dimensions, statistic in metrics]
+        result_id, expression, label = result
+        queries.append(policy.TargetTrackingMetricDataQueryProperty(id=result_id, label=label, return_data=True,
+                                                                     expression=expression))
+        policy(self, id, auto_scaling_group_name=self.group.auto_scaling_group_name,
+               policy_type="TargetTrackingScaling",
+               target_tracking_configuration=policy.TargetTrackingConfigurationProperty(
+                   target_value=target,
+                   customized_metric_specification=policy.CustomizedMetricSpecificationProperty(metrics=queries)))

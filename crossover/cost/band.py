@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from crossover.config import BACKENDS, ModelConfig
+from crossover.config import ModelConfig
 from crossover.cost import model
 from crossover.cost.catalog import Catalog
 from crossover.cost.profile import BenchProfile, LoadFigure
@@ -38,7 +38,9 @@ def band(config: ModelConfig, catalog: Catalog, bench: BenchProfile | None = Non
          load: LoadFigure | None = None) -> Band | None:
     """The band around ``traffic.images_per_month`` (or, if the backend is out of its band there, the nearest
     one); None if the backend is in band at no volume between RANGE's ends (retired, too slow, unpriced)."""
-    estimates = [model.estimate(config, b, catalog, bench, load=load) for b in BACKENDS]
+    # Each backend as the config deploys it: the band is about volume, and whether to buy a fleet on demand
+    # or as spot does not move with it (crossover cost compares both).
+    estimates = [e for e in model.estimates(config, catalog, bench, load=load) if e.configured]
     current = next(e for e in estimates if e.backend == config.backend)
 
     def inside(volume: float) -> bool:

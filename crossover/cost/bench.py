@@ -13,6 +13,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -50,8 +52,16 @@ def photo() -> bytes:
     return buffer.getvalue()
 
 
+def import_s() -> float:
+    """Seconds a fresh interpreter takes to import what a Lambda environment imports during init."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import crossover_serving.lambda_handler"], check=True)
+    return time.perf_counter() - started
+
+
 def run(spec: Spec, *, repeat: int = 20, folder: Path = PROFILES) -> Path:
     image = photo()
+    imports = min(import_s() for _ in range(3))  # the first run also warms the file cache
     with Progress(transient=True) as progress:
         task = progress.add_task(f"bench {spec.name}", total=1 + repeat + len(BATCHES))
         started = time.perf_counter()
@@ -84,5 +94,7 @@ def run(spec: Spec, *, repeat: int = 20, folder: Path = PROFILES) -> Path:
         "images_per_second": round(max(throughput.values()), 3),
         "images_per_second_by_batch": {str(k): round(v, 3) for k, v in throughput.items()},
         "load_s": round(load_s, 3),
+        "import_s": round(imports, 3),
+        "model_mb": round(artifact.stat().st_size / 1e6, 1) if (artifact := Path(spec.artifact)).is_file() else None,
     }, indent=2) + "\n")
     return path

@@ -32,6 +32,7 @@ class LambdaPrices(_Strict):
     arm_gb_second_usd: Price
     per_million_requests_usd: Price
     provisioned_gb_second_usd: Price  # provisioned concurrency, per GB-second configured
+    provisioned_execution_gb_second_usd: Price  # duration of invocations on provisioned environments (x86)
 
 
 class AlbPrices(_Strict):
@@ -63,6 +64,9 @@ class Catalog(_Strict):
     sources: dict[str, str]
     lambda_: LambdaPrices = Field(alias="lambda")
     ec2: dict[InstanceType, Price]
+    # Spot: the Linux price per instance-hour in the region's cheapest Availability Zone; it moves with supply
+    # and demand, so every entry is dated. Types without one get no spot row.
+    spot: dict[InstanceType, Price] = Field(default_factory=dict)
     eia: dict[Annotated[str, StringConstraints(pattern=r"^eia[12]\.(medium|large|xlarge)$")], Price]
     alb: AlbPrices
     vpc_endpoint: EndpointPrices
@@ -71,10 +75,12 @@ class Catalog(_Strict):
     sqs: SqsPrices
 
     def prices(self) -> list[Price]:
-        return [*self.ec2.values(), *self.eia.values(), self.lambda_.gb_second_usd, self.lambda_.arm_gb_second_usd,
-                self.lambda_.per_million_requests_usd, self.lambda_.provisioned_gb_second_usd, self.alb.hourly_usd,
-                self.alb.lcu_hourly_usd, self.vpc_endpoint.hourly_usd_per_az, self.nat.hourly_usd,
-                self.ebs.gp3_gb_month_usd, self.sqs.per_million_requests_usd]
+        return [*self.ec2.values(), *self.spot.values(), *self.eia.values(), self.lambda_.gb_second_usd,
+                self.lambda_.arm_gb_second_usd, self.lambda_.per_million_requests_usd,
+                self.lambda_.provisioned_gb_second_usd, self.lambda_.provisioned_execution_gb_second_usd,
+                self.alb.hourly_usd, self.alb.lcu_hourly_usd,
+                self.vpc_endpoint.hourly_usd_per_az, self.nat.hourly_usd, self.ebs.gp3_gb_month_usd,
+                self.sqs.per_million_requests_usd]
 
     @model_validator(mode="after")
     def _sources_are_declared(self) -> Catalog:

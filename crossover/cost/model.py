@@ -5,7 +5,9 @@ Each backend's monthly cost is a function of the volume V (images/month) of one 
     cost(V) = fixed + per_image * V + per_instance * N(V),   N(V) = max(minimum, ceil(V / capacity))
 
 Lambda has no instances (per-image compute and requests); instance backends run N(V) instances, each
-carrying ``capacity`` images a month at the rate the scaling policy plans for at the peak hour. The
+carrying ``capacity`` images a month at the rate the scaling policy plans for at the peak hour. A spot
+fleet (``Mix``) prices its on-demand floor on demand and the rest at the spot price, and a realtime one
+runs a spare instance once it needs two, so that losing one to an interruption keeps p99. The
 bill is itemised (``Part``): the front door, the model's share of the shared network, interface
 endpoints, Lambda's provisioned concurrency, instances and their volumes; ``cost(0)`` is the floor a
 stack costs with no traffic. Because every cost is linear between the instance-count steps,
@@ -19,14 +21,16 @@ priced, but never recommended, and absent from the crossovers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from crossover import capacity
-from crossover.config import RETIRED, ModelConfig
-from crossover.cost import profile
+from crossover.config import BACKENDS, RETIRED, ModelConfig, SpotSpec
+from crossover.cost import coldstart, profile
 from crossover.cost.catalog import Catalog, MissingPrice, hourly
 from crossover.cost.profile import BenchProfile, Figure, LoadFigure
 from crossover.shape import AZS, PRIVATE_ENDPOINTS
@@ -37,38 +41,80 @@ NEW_CONNECTIONS_PER_LCU_SECOND = 25
 RANGE = (1e3, 1e10)  # images per month searched for crossovers and plotted
 # Lambda's default concurrency quota per region: assumed, since an account's own quota may differ.
 ACCOUNT_LAMBDA_CONCURRENCY = 1000
+SPOT_BACKENDS = ("gpu", "inferentia", "cpu")  # instance backends priced as spot fleets too (EI is retired)
+
+
+Count = Literal["all", "on_demand", "spot"]  # which of a fleet's instances a per-instance price applies to
+
+
+@dataclass(frozen=True)
+class Mix:
+    """A spot fleet: the group's instance distribution (on_demand_base, then on_demand_percent of the rest on
+    demand, rounded up) and, for a realtime fleet, the spare instance its scaling policy holds (the policy
+    tracks requests per instance as if one were already lost, once the fleet needs two)."""
+
+    on_demand_base: int
+    on_demand_percent: int
+    spare: bool
+
+    def on_demand(self, instances: int) -> int:
+        above = max(0, instances - self.on_demand_base)
+        return min(instances, self.on_demand_base) + math.ceil(above * self.on_demand_percent / 100 - 1e-9)
 
 
 @dataclass(frozen=True)
 class Line:
     fixed: float
     per_image: float
-    per_instance: float = 0.0
+    per_instance: float = 0.0  # every instance (its volume; its hourly price too unless the fleet is a Mix)
     minimum: int = 0
     capacity: float = math.inf  # images a month per instance
     max_volume: float = math.inf  # images a month it carries within the config's limits
+    mix: Mix | None = None
+    per_on_demand: float = 0.0  # a Mix's on-demand instances
+    per_spot: float = 0.0  # a Mix's spot instances
+
+    @property
+    def fleet(self) -> bool:
+        return bool(self.per_instance or self.per_on_demand or self.per_spot)
 
     def instances(self, volume: float) -> int:
-        if not self.per_instance:
+        if not self.fleet:
             return 0
-        return max(self.minimum, math.ceil(volume / self.capacity - 1e-9))
+        needed = math.ceil(volume / self.capacity - 1e-9)
+        spare = 1 if self.mix is not None and self.mix.spare and needed >= 2 else 0
+        return max(self.minimum, needed + spare)
+
+    def count(self, which: Count, volume: float) -> int:
+        instances = self.instances(volume)
+        if which == "all":
+            return instances
+        on_demand = instances if self.mix is None else self.mix.on_demand(instances)
+        return on_demand if which == "on_demand" else instances - on_demand
+
+    def at(self, instances: int) -> float:
+        """What ``instances`` instances cost a month."""
+        on_demand = instances if self.mix is None else self.mix.on_demand(instances)
+        return self.per_instance * instances + self.per_on_demand * on_demand + self.per_spot * (instances - on_demand)
 
     def cost(self, volume: float) -> float:
-        return self.fixed + self.per_image * volume + self.per_instance * self.instances(volume)
+        return self.fixed + self.per_image * volume + self.at(self.instances(volume))
 
 
 @dataclass(frozen=True)
 class Part:
-    """One item of the bill. ``shared``: the stack has one whatever serves behind it (front door, network)."""
+    """One item of the bill. ``shared``: the stack has one whatever serves behind it (front door, network).
+    ``count``: which instances ``per_instance`` is paid for."""
 
     name: str
     fixed: float = 0.0
     per_image: float = 0.0
     per_instance: float = 0.0
     shared: bool = False
+    count: Count = "all"
 
     def cost(self, line: Line, volume: float) -> float:
-        return self.fixed + self.per_image * volume + self.per_instance * line.instances(volume)
+        return self.fixed + self.per_image * volume + self.per_instance * line.count(self.count, volume)
 
 
 @dataclass(frozen=True)
@@ -95,6 +141,10 @@ class Limit:
 @dataclass
 class Estimate:
     backend: str
+    spot: SpotSpec | None = None  # priced as this spot fleet
+    configured: bool = True  # as the config deploys it (False: the spot, on-demand or warm alternative)
+    cold: Callable[[float], coldstart.ColdStart] | None = None  # a realtime Lambda's cold starts at a volume
+    provisioned: int = 0  # Lambda's provisioned concurrency
     line: Line | None = None
     items: list[Part] = field(default_factory=list)
     limits: list[Limit] = field(default_factory=list)
@@ -103,6 +153,14 @@ class Estimate:
     performance: Figure | None = None
     planned: Figure | None = None  # requests/s per realtime instance: the scaling policy's target / 60
     problem: str | None = None  # why there is no cost: a missing price or performance figure
+
+    @property
+    def name(self) -> str:
+        """The row's name: the backend, "(spot)" for a spot fleet, "(warm)" for Lambda with the provisioned
+        concurrency the config does not have."""
+        if self.spot is not None:
+            return f"{self.backend} (spot)"
+        return f"{self.backend} (warm)" if self.backend == "lambda" and not self.configured else self.backend
 
     def monthly_usd(self, volume: float) -> float | None:
         return None if self.line is None else self.line.cost(volume)
@@ -118,9 +176,9 @@ class Estimate:
         return "; ".join(breaches) or None
 
     def viable(self, volume: float) -> bool:
-        """Priced, on the latency target, still sold, and within its limits at ``volume``."""
+        """Priced, on the latency target (with its cold starts), still sold, and within its limits at ``volume``."""
         return (self.line is not None and bool(self.meets_slo) and self.backend not in RETIRED
-                and self.over(volume) is None)
+                and self.over(volume) is None and (self.cold is None or self.cold(volume).meets))
 
 
 @dataclass(frozen=True)
@@ -157,10 +215,11 @@ def network(catalog: Catalog, nat_gateways: int, shared_by: int) -> Part:
 
 
 def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchProfile | None = None, *,
-             prices_name: str = "prices", load: LoadFigure | None = None, shared_by: int = 1) -> Estimate:
+             prices_name: str = "prices", load: LoadFigure | None = None, shared_by: int = 1,
+             spot: SpotSpec | None = None) -> Estimate:
     """``backend``'s bill and limits for ``config``, as functions of the monthly volume. ``shared_by``: how
-    many model stacks share the network's NAT gateway."""
-    result = Estimate(backend)
+    many model stacks share the network's NAT gateway. ``spot``: price the fleet as this spot fleet."""
+    result = Estimate(backend, spot)
     try:
         per_instance_capacity = (_lambda(result, config, catalog, bench) if backend == "lambda"
                                  else _fleet(result, config, backend, catalog, bench, prices_name, load))
@@ -170,15 +229,50 @@ def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchPr
         return result
     items = result.items = [front_door(catalog, config, backend),
                             network(catalog, config.network.nat_gateways, shared_by), *result.items]
+    def per(count: Count) -> float:
+        return sum(p.per_instance for p in items if p.count == count)
+
+    mix = None if spot is None else Mix(spot.on_demand_base, spot.on_demand_percent_above_base,
+                                        spare=config.service == "realtime")
     line = Line(fixed=sum(p.fixed for p in items), per_image=sum(p.per_image for p in items),
-                per_instance=sum(p.per_instance for p in items), capacity=per_instance_capacity,
-                minimum=0 if backend == "lambda" else config.scaling.min)
+                per_instance=per("all"), per_on_demand=per("on_demand"), per_spot=per("spot"), mix=mix,
+                capacity=per_instance_capacity, minimum=0 if backend == "lambda" else config.scaling.min)
     if backend != "lambda":
+        carrying = config.scaling.max - (1 if mix is not None and mix.spare and config.scaling.max > 1 else 0)
         result.size = Limit("scaling.max", config.scaling.max, "instances", line.instances,
-                            config.scaling.max * per_instance_capacity, "raise scaling.max to {n}")
+                            carrying * per_instance_capacity, "raise scaling.max to {n}")
         result.limits.append(result.size)
     result.line = replace(line, max_volume=min((limit.max_volume for limit in result.limits), default=math.inf))
     return result
+
+
+def estimates(config: ModelConfig, catalog: Catalog, bench: BenchProfile | None = None, *,
+              prices_name: str = "prices", load: LoadFigure | None = None, shared_by: int = 1,
+              volume: float | None = None) -> list[Estimate]:
+    """Every backend as the config deploys it and, for each instance backend whose type has a spot price, the
+    other way to buy it: on demand if the config asks for spot, else spot above an on-demand floor of
+    scaling.min (the floor the validator asks for). And Lambda kept warm where its cold starts break p99 at
+    ``volume`` (default: the config's): with the provisioned concurrency that keeps it."""
+    def priced(backend: str, *, spot: SpotSpec | None = None, configured: bool = True,
+               config: ModelConfig = config) -> Estimate:
+        e = estimate(config, backend, catalog, bench, prices_name=prices_name, load=load, shared_by=shared_by,
+                     spot=spot)
+        e.configured = configured
+        return e
+
+    found = []
+    for backend in BACKENDS:
+        found.append(priced(backend, spot=None if backend not in SPOT_BACKENDS else getattr(config, backend).spot))
+        e = found[-1]
+        if e.cold is not None and e.meets_slo and not (cold := e.cold(volume or config.traffic.images_per_month)).meets:
+            warm = config.model_copy(update={"lambda_": config.lambda_.model_copy(
+                update={"provisioned_concurrency": cold.provisioned})})
+            found.append(priced(backend, configured=False, config=warm))
+        elif e.spot is not None:
+            found.append(priced(backend, configured=False))
+        elif backend in SPOT_BACKENDS and getattr(config, backend).instance_type in catalog.spot:
+            found.append(priced(backend, spot=SpotSpec(on_demand_base=config.scaling.min), configured=False))
+    return found
 
 
 def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: BenchProfile | None) -> float:
@@ -191,12 +285,17 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
     spec, seconds = config.lambda_, catalog.hours_per_month * 3600
     gib = spec.memory_mib / 1024
     gb_second = (catalog.lambda_.arm_gb_second_usd if spec.architecture == "arm64" else catalog.lambda_.gb_second_usd)
+    if spec.provisioned_concurrency and spec.architecture == "x86_64":
+        # Invocations on provisioned environments pay a lower duration price (arm64's is not in the catalog:
+        # priced at the regular rate, a little high).
+        gb_second = catalog.lambda_.provisioned_execution_gb_second_usd
     compute = figure.value / 1000 * gib * gb_second.usd
     # An SQS event source invokes once per batch; a load balancer once per image.
     pipeline = config.service == "pipeline"
     invocations = 1 / config.pipeline.batch_size if pipeline else 1
     requests = catalog.lambda_.per_million_requests_usd.usd / 1e6 * invocations
     result.items = [Part("lambda", per_image=compute + requests)]
+    result.provisioned = spec.provisioned_concurrency or 0
     if spec.provisioned_concurrency:
         # Billed per GB-second configured, whether used or not; invocations are billed as above (a little
         # more than the discounted rate provisioned environments get).
@@ -225,8 +324,15 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
                               "ask AWS to raise the region's Lambda concurrency quota to {n} (crossover assumes "
                               f"the default, {ACCOUNT_LAMBDA_CONCURRENCY:,})")
     result.limits.append(result.size)
-    # A pipeline has no latency target: only realtime services are held to p99.
+    # A pipeline has no latency target: only realtime services are held to p99, cold starts included where the
+    # init is known. With SnapStart a cold start is a restore, whose time is not measured here.
     result.meets_slo = pipeline or figure.value <= config.traffic.p99_ms
+    init = profile.lambda_init_ms(config, bench)
+    if not pipeline and init is not None and not spec.snapstart:
+        result.cold = functools.partial(
+            coldstart.judge, warm_ms=figure.value, init=init, target_ms=config.traffic.p99_ms,
+            peak_to_average=config.traffic.peak_to_average, provisioned=spec.provisioned_concurrency or 0,
+            seconds=seconds, gib=gib, usd_per_gb_second=catalog.lambda_.provisioned_gb_second_usd.usd)
     return math.inf
 
 
@@ -252,8 +358,13 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
         # rate the scaling policy plans each instance for.
         result.planned = profile.planned_rate(config, backend, figure.value, load)
         per_instance_rate, peak = result.planned.value, config.traffic.peak_to_average
-    result.items = [Part("instances", per_instance=instance_hourly * hours),
-                    Part("volumes", per_instance=fleet.root_volume_gib * catalog.ebs.gp3_gb_month_usd.usd)]
+    if result.spot is None:
+        result.items = [Part("instances", per_instance=instance_hourly * hours)]
+    else:  # the on-demand floor at the on-demand price, the rest at the spot price of the config's type
+        spot_hourly = hourly(catalog, "spot", fleet.instance_type, prices_name)
+        result.items = [Part("on-demand instances", per_instance=instance_hourly * hours, count="on_demand"),
+                        Part("spot instances", per_instance=spot_hourly * hours, count="spot")]
+    result.items.append(Part("volumes", per_instance=fleet.root_volume_gib * catalog.ebs.gp3_gb_month_usd.usd))
     if backend == "eia":  # the Elastic Inference runtime's interface endpoint, in each AZ
         result.items.append(Part("endpoints", fixed=catalog.vpc_endpoint.hourly_usd_per_az.usd * AZS * hours))
     result.meets_slo = config.service == "pipeline" or capacity.meets_p99(figure.value, p99)
@@ -285,8 +396,8 @@ def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANG
         return []
     bounds = {low, high} | {line.max_volume for line in lines.values() if low < line.max_volume < high}
     for line in lines.values():
-        if line.per_instance:
-            n = max(line.minimum, math.floor(low / line.capacity))
+        if line.fleet:  # instance counts change where the volume needs one more instance's capacity
+            n = math.floor(low / line.capacity)
             while n * line.capacity < min(high, line.max_volume):
                 if n * line.capacity > low:
                     bounds.add(n * line.capacity)
@@ -296,7 +407,7 @@ def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANG
     current: str | None = None
     for a, b in itertools.pairwise(edges):
         # On (a, b] every cost is linear: intercept + slope * v, with instance counts fixed at N(b).
-        forms = {name: (line.fixed + line.per_instance * line.instances(b), line.per_image)
+        forms = {name: (line.fixed + line.at(line.instances(b)), line.per_image)
                  for name, line in lines.items() if line.max_volume >= b}
         if not forms:
             current = None

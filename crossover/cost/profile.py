@@ -44,6 +44,12 @@ HOW_TO_MEASURE = ("set {section} to a measured figure, or model.gmacs (billions 
 # model at batch 1-8): what the scaling target falls back on, with a warning, until the model is measured.
 PLACEHOLDER_IMAGES_PER_SECOND = {"gpu": 200.0, "eia": 60.0, "inferentia": 400.0, "cpu": 12.0}
 LAMBDA_OVERHEAD_MS = 10.0  # decode + preprocess of a typical photo (bench/serving.py measures ~6-8 ms)
+# A Lambda cold start, until `crossover bench` measures the model: the model arrives in one S3 GetObject
+# stream (AWS's S3 performance guidelines: 85-90 MB/s per request); importing the handler took 0.27-0.40 s
+# in a fresh interpreter here; ONNX Runtime loaded ResNet-152 (240 MB) in ~1 s and ResNet-50 (102 MB) in 0.4 s.
+S3_MB_PER_S = 85.0
+IMPORT_S = 0.4
+LOAD_MB_PER_S = 240.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class BenchProfile:
     machine: str
     latency_ms: float  # one image, end to end (decode + inference), one thread
     images_per_second: float  # best batched throughput, one thread
+    init_s: float | None = None  # a cold start's imports and model load (profiles from before it: None)
+    model_mb: float | None = None  # the artifact's size, when it was a local file
 
     @classmethod
     def read(cls, name: str, folder: Path = PROFILES) -> BenchProfile | None:
@@ -67,8 +75,9 @@ class BenchProfile:
         if not path.is_file():
             return None
         data: dict[str, Any] = json.loads(path.read_text())
+        init = data["import_s"] + data["load_s"] if "import_s" in data and "load_s" in data else None
         return cls(path=path, machine=data["machine"], latency_ms=data["latency_ms"],
-                   images_per_second=data["images_per_second"])
+                   images_per_second=data["images_per_second"], init_s=init, model_mb=data.get("model_mb"))
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,26 @@ def lambda_latency_ms(config: ModelConfig, bench: BenchProfile | None) -> Figure
     gflop = 2 * config.model.gmacs
     return Figure(gflop / (X86_CORE_GFLOPS * cpus) * 1000 + LAMBDA_OVERHEAD_MS,
                   f"{CPU_SOURCE}; {spec.memory_mib} MiB = {spec.memory_mib / LAMBDA_MIB_PER_VCPU:.2f} vCPU")
+
+
+def lambda_init_ms(config: ModelConfig, bench: BenchProfile | None) -> Figure | None:
+    """A Lambda cold start: the config's measured Init Duration, else imports and model load (measured by
+    `crossover bench`, else estimated) plus the model's download from S3. None without the model's size."""
+    spec = config.lambda_
+    if spec.init_ms is not None:
+        return Figure(spec.init_ms, "config (lambda.init_ms)")
+    size = bench.model_mb if bench is not None and bench.model_mb else config.model.size_mb
+    if size is None:
+        return None
+    if bench is not None and bench.init_s is not None:
+        local, how = bench.init_s, f"bench on {bench.machine}: imports and load {bench.init_s:.2f} s"
+    else:
+        load = config.model.load_s or size / LOAD_MB_PER_S
+        local = IMPORT_S + load
+        how = (f"estimate: imports {IMPORT_S:g} s, load " + (f"{load:g} s (model.load_s)" if config.model.load_s
+                                                               else f"{size:g} MB at {LOAD_MB_PER_S:g} MB/s"))
+    return Figure((local + size / S3_MB_PER_S) * 1000,
+                  f"{how}, download {size:g} MB at {S3_MB_PER_S:g} MB/s (one S3 GET stream)")
 
 
 def images_per_second(config: ModelConfig, backend: str, bench: BenchProfile | None) -> Figure | None:

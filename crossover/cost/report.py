@@ -10,8 +10,8 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from crossover.config import BACKENDS, RETIRED, LoadedConfig
-from crossover.cost import model
+from crossover.config import RETIRED, LoadedConfig
+from crossover.cost import coldstart, model
 from crossover.cost.catalog import Catalog
 from crossover.cost.profile import PROFILES, BenchProfile, LoadFigure
 from crossover.errors import extra
@@ -40,7 +40,7 @@ class Report:
 
     @property
     def selected(self) -> model.Estimate:
-        return next(e for e in self.estimates if e.backend == self.backend)
+        return next(e for e in self.estimates if e.backend == self.backend and e.configured)
 
     def limits(self) -> list[tuple[str, float, model.Limit]]:
         """(backend, the most it carries, the limit that stops it) for every backend that stops within
@@ -49,7 +49,7 @@ class Report:
         for e in self.estimates:
             binding = min(e.limits, key=lambda limit: limit.max_volume, default=None)
             if e.line is not None and binding is not None and binding.max_volume < model.RANGE[1]:
-                found.append((e.backend, binding.max_volume, binding))
+                found.append((e.name, binding.max_volume, binding))
         return found
 
 
@@ -58,11 +58,11 @@ def build(loaded: LoadedConfig, catalog: Catalog, *, volume: float | None = None
     config = loaded.config
     bench, load = BenchProfile.read(config.name, profiles), LoadFigure.read(config.name, profiles)
     v = float(volume or config.traffic.images_per_month)
-    estimates = [model.estimate(config, b, catalog, bench, prices_name=prices_name, load=load, shared_by=shared_by)
-                 for b in BACKENDS]
+    estimates = model.estimates(config, catalog, bench, prices_name=prices_name, load=load, shared_by=shared_by,
+                                volume=v)
     # Crossovers among the backends that could serve this model: priced, on target, still sold; each only
     # up to the volume its limits allow.
-    lines = {e.backend: e.line for e in estimates if e.line is not None and e.meets_slo and e.backend not in RETIRED}
+    lines = {e.name: e.line for e in estimates if e.line is not None and e.meets_slo and e.backend not in RETIRED}
     return Report(config.name, config.backend, v, config.traffic.p99_ms, config.service, estimates,
                   model.crossovers(lines), model.cheapest(estimates, v), catalog, prices_name, shared_by,
                   config.network.nat_gateways)
@@ -80,7 +80,7 @@ def verdict(e: model.Estimate, volume: float) -> str:
         return "no figure" if e.performance is None else "no price"
     if e.backend in RETIRED:
         return "retired"
-    if not e.meets_slo:
+    if not e.meets_slo or (e.cold is not None and not e.cold(volume).meets):
         return "misses p99"
     return "ok" if e.over(volume) is None else "over limit"
 
@@ -91,7 +91,7 @@ def as_json(report: Report) -> dict[str, Any]:
     for e in report.estimates:
         monthly, scale = e.monthly_usd(v), _scale(e, v)
         line = e.line
-        backends[e.backend] = {
+        backends[e.name] = {
             "monthly_usd": None if monthly is None else round(monthly, 2),
             "usd_per_million": None if monthly is None else round(monthly / v * 1e6, 2),
             "floor_usd": None if line is None else round(line.cost(0), 2),
@@ -109,6 +109,15 @@ def as_json(report: Report) -> dict[str, Any]:
             "planned_requests_per_minute": None if e.planned is None else math.floor(e.planned.value * 60 + 1e-9),
             "problem": e.problem,
             "retired": e.backend in RETIRED,
+            "configured": e.configured,
+            "provisioned_concurrency": e.provisioned if e.backend == "lambda" else None,
+            "cold_start": None if e.cold is None else _cold_json(e.cold(v)),
+            "spot": None if e.spot is None else {"on_demand_base": e.spot.on_demand_base,
+                                                 "on_demand_percent_above_base": e.spot.on_demand_percent_above_base,
+                                                 "spare": bool(line and line.mix and line.mix.spare),
+                                                 "on_demand_instances": None if line is None
+                                                 else line.count("on_demand", v),
+                                                 "spot_instances": None if line is None else line.count("spot", v)},
         }
     c = report.catalog
     whole = model.network(c, report.nat_gateways, shared_by=1).fixed  # before it is shared
@@ -123,24 +132,61 @@ def as_json(report: Report) -> dict[str, Any]:
                             "kind": x.kind} for x in report.crossovers],
             "limits": [{"backend": b, "max_images_per_month": round(most), "setting": limit.setting}
                        for b, most, limit in report.limits()],
-            "recommended": None if report.recommended is None else report.recommended.backend}
+            "recommended": None if report.recommended is None else report.recommended.name,
+            "action": action(report)}
+
+
+def _cold_json(cold: coldstart.ColdStart) -> dict[str, Any]:
+    return {"share": round(cold.share, 6), "init_ms": round(cold.init.value), "init_source": cold.init.source,
+            "p99_ms": round(cold.p99_ms, 1), "meets_slo": cold.meets, "provisioned_to_stay_warm": cold.provisioned,
+            "provisioned_usd": round(cold.provisioned_usd, 2)}
+
+
+def _cold_note(cold: coldstart.ColdStart) -> str:
+    seen = (f"cold starts: {cold.share * 100:.2g}% of requests start an environment (init {cold.init.value:,.0f} ms: "
+            f"{cold.init.source}), p99 {cold.p99_ms:,.0f} ms")
+    if cold.meets:
+        return seen
+    return (seen + f"; provisioned_concurrency {cold.provisioned} keeps every request warm "
+            f"(+{cold.provisioned_usd:,.2f} a month for the environments)")
+
+
+def action(report: Report) -> str:
+    """What to do about the recommendation: nothing if it is the config as it stands, else the command (and
+    the spot section to add or remove)."""
+    best = report.recommended
+    if best is None:
+        return "none: no backend carries this volume within the config's limits"
+    if best.backend == report.backend and best.configured:
+        return f"stay on {report.selected.name}"
+    steps = [] if best.backend == report.backend else [f"crossover switch {report.name} {best.backend}"]
+    if best.backend == "lambda" and not best.configured:
+        steps.append(f"set lambda.provisioned_concurrency: {best.provisioned}")
+    elif best.spot is not None and not best.configured:
+        steps.append(f"set {best.backend}.spot: {{on_demand_base: {best.spot.on_demand_base}}}")
+    elif best.spot is None and not best.configured:
+        steps.append(f"remove {best.backend}.spot")
+    return ", then ".join(steps)
 
 
 def table(report: Report) -> Table:
     target = "pipeline: no latency target" if report.service == "pipeline" else f"p99 target {report.p99_ms} ms"
     t = Table(title=f"{report.name} at {report.volume:,.0f} images/month ({target})", box=box.SIMPLE_HEAD,
-              caption=f"{report.prices}; floor: the month with no traffic", caption_justify="left")
-    for column, justify in (("backend", "left"), ("USD/month", "right"), ("USD/1M img", "right"),
+              pad_edge=False, caption=f"{report.prices}; floor: the month with no traffic; runs: instances (how many "
+              "of them spot) or Lambda's concurrent executions", caption_justify="left")
+    for column, justify in (("backend", "left"), ("USD/month", "right"), ("per 1M", "right"),
                             ("floor", "right"), ("runs", "right"), ("verdict", "left")):
-        t.add_column(column, justify=justify)  # type: ignore[arg-type]
+        t.add_column(column, justify=justify, no_wrap=column in ("backend", "runs", "verdict"))  # type: ignore[arg-type]
     v = report.volume
     for e in report.estimates:
-        name = e.backend + (" *" if report.recommended is e else "")
+        name = e.name + (" *" if report.recommended is e else "")
         monthly, scale = e.monthly_usd(v), _scale(e, v)
         if monthly is None or e.line is None:
             t.add_row(name, "—", "—", "—", "—", verdict(e, v))
             continue
         runs = "—" if scale is None else f"{scale[0]:,} {'inst.' if scale[1] == 'instances' else 'conc.'}"
+        if e.line.mix is not None and scale is not None:
+            runs = f"{scale[0]:,} ({e.line.count('spot', v):,} spot)"
         t.add_row(name, f"{monthly:,.2f}", f"{monthly / v * 1e6:,.2f}", f"{e.line.cost(0):,.2f}", runs,
                   verdict(e, v))
     return t
@@ -156,7 +202,15 @@ def notes(report: Report) -> list[str]:
         source = "" if e.performance is None else f"; performance from {e.performance.source}"
         if e.planned is not None:
             source += f"; planned {e.planned.value:,.1f} req/s per instance: {e.planned.source}"
-        lines.append(f"{e.backend}: {cost}{limit}{source}")
+        if e.spot is not None:
+            floor = (f"on-demand base {e.spot.on_demand_base}, {e.spot.on_demand_percent_above_base}% on demand "
+                     "above it" + (", one spare instance once it needs two" if e.line and e.line.mix and
+                                   e.line.mix.spare else "") + (" (the config's)" if e.configured else
+                                                                 " (add it as " + e.backend + ".spot)"))
+            cost += f" [{floor}]"
+        if e.cold is not None:
+            source += "; " + _cold_note(e.cold(report.volume))
+        lines.append(f"{e.name}: {cost}{limit}{source}")
     c = report.catalog
     whole = model.network(c, report.nat_gateways, shared_by=1).fixed  # before it is shared
     way_out = (f"{report.nat_gateways} NAT gateway(s)" if report.nat_gateways else
@@ -183,7 +237,7 @@ def plot(report: Report, path: Path) -> None:
             continue
         style = "-" if e.meets_slo and e.backend not in RETIRED else ":"
         within = [x for x in volumes if x <= line.max_volume]
-        label = (e.backend + ("" if e.meets_slo else " (misses p99)") + (" (retired)" if e.backend in RETIRED else "")
+        label = (e.name + ("" if e.meets_slo else " (misses p99)") + (" (retired)" if e.backend in RETIRED else "")
                  + ("" if len(within) == len(volumes) else " (until its limit)"))
         axes.plot(within, [line.cost(x) for x in within], style, label=label)
     for c in report.crossovers:
