@@ -217,7 +217,7 @@ def test_fails_when_the_price_file_is_bad(tmp_path: Path, capsys: pytest.Capture
 
 def test_bundled_catalog_names_a_source_and_date_for_every_price() -> None:
     c = catalog_module.load()
-    assert len(c.prices()) == len(c.ec2) + len(c.spot) + len(c.eia) + 10
+    assert len(c.prices()) == len(c.ec2) + len(c.spot) + len(c.eia) + 11
     assert all(p.source in c.sources and str(p.date) for p in c.prices())
 
 

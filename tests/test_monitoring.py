@@ -229,8 +229,13 @@ def test_volume_alarms_sit_at_the_band_edges_the_cost_model_computes(synth: Synt
         (count,) = [m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m]
         assert count["Period"] == 86400 and count["Stat"] == "Sum" and count["Metric"]["MetricName"] == (
             "RequestCount" if service == "realtime" else "NumberOfMessagesSent")
-    # resnet152 on lambda: the band ends past the lambda -> gpu crossover, and says how to move
+    # resnet152 on lambda: the band ends past the lambda -> gpu crossover, and says how to move; it starts where
+    # over 1% of requests would start an environment (exp(-rate x 300 s) + 0.193 s / 7,200 s = 1%: 40,365 a
+    # month), below which cold starts are p99
     if (backend, service) == ("lambda", "realtime"):
         above = found["VolumeAboveBand"]
-        assert above["Threshold"] > 68_453_753 and "VolumeBelowBand" not in found  # past the crossover
+        assert above["Threshold"] > 68_453_753  # past the crossover
+        below = found["VolumeBelowBand"]
+        assert below["Threshold"] == 40_365
+        assert below["AlarmDescription"].endswith("set lambda.provisioned_concurrency: 1 (+32.17 USD a month)")
         assert above["AlarmDescription"].endswith("gpu is cheaper there: crossover switch resnet152 gpu")

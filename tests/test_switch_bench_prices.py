@@ -149,12 +149,20 @@ def test_bench_writes_a_profile_that_cost_uses(tmp_path: Path, capsys: pytest.Ca
     profile = json.loads((tmp_path / "efficientnet-lite0.json").read_text())
     assert profile["threads"] == 1 and profile["latency_ms"] > 0 and profile["images_per_second"] > 0
     assert "CPUs available" in profile["machine"]
+    # AND a cold start's parts: importing the Lambda handler in a fresh interpreter, loading the model, its size
+    model_file = ROOT / "build" / "models" / "efficientnet_lite0.onnx"
+    assert 0 < profile["import_s"] < 30 and profile["load_s"] > 0
+    assert profile["model_mb"] == round(model_file.stat().st_size / 1e6, 1)
     capsys.readouterr()
     assert main(["cost", config, "--json", "--profiles", str(tmp_path)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["backends"]["lambda"]["performance"]["source"].startswith(f"bench on {profile['machine']}")
     assert data["backends"]["cpu"]["performance"]["source"].startswith("bench on")
     assert data["backends"]["gpu"]["performance"]["source"].startswith("estimate")
+    cold = data["backends"]["lambda"]["cold_start"]
+    assert cold["init_source"].startswith(f"bench on {profile['machine']}: imports and load")
+    init_s = profile["import_s"] + profile["load_s"] + profile["model_mb"] / 85
+    assert cold["init_ms"] == round(init_s * 1000)
 
 
 def _stubbed_pricing() -> tuple[object, Stubber]:

@@ -49,6 +49,10 @@ def band(config: ModelConfig, catalog: Catalog, bench: BenchProfile | None = Non
                 and current.monthly_usd(volume) <= (1 + MARGIN) * best.monthly_usd(volume))  # type: ignore[operator]
 
     def advice(volume: float) -> str:
+        cold = None if current.cold is None or not current.meets_slo else current.cold(volume)
+        if cold is not None and not cold.meets:  # Lambda, too quiet to stay warm
+            return (f"cold starts break p99 there ({cold.share:.0%} of requests start an environment): set "
+                    f"lambda.provisioned_concurrency: {cold.provisioned} (+{cold.provisioned_usd:,.2f} USD a month)")
         best = model.cheapest(estimates, volume)
         if best is None:
             return f"no backend carries it within the config's limits ({current.over(volume)})"

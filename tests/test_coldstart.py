@@ -1,0 +1,93 @@
+"""Lambda's cold starts in the cost model's p99 judgement: the share of requests that start an environment, the
+init they wait for, and the provisioned concurrency (priced) that keeps every request warm."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from crossover.config import load
+from crossover.cost import catalog as catalog_module
+from crossover.cost import coldstart, model, report
+from tests.conftest import write_config
+
+CATALOG = catalog_module.load()
+SECONDS = 730 * 3600
+
+
+def config(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    return load(write_config(tmp_path, "m", "name: m\nmodel: {artifact: s3://bkt/m.onnx, size_mb: 240}\n"
+                             "backend: lambda\ntraffic: {p99_ms: 300}\n" + text)).config
+
+
+def test_a_quiet_function_waits_for_its_init_at_p99(tmp_path: Path) -> None:
+    # GIVEN 3008 MiB at 200 ms warm, a 240 MB model: init 0.4 s imports + 240 MB loaded at 240 MB/s (1 s) +
+    # 240 MB downloaded at 85 MB/s (2.824 s) = 4,223.5 ms
+    c = config(tmp_path, "lambda: {memory_mib: 3008, latency_ms: 200}\n")
+    e = model.estimate(c, "lambda", CATALOG)
+    assert e.cold is not None
+    # WHEN 20,000 images a month arrive: 0.00761 a second, so the last environment sits idle past 300 s before
+    # the next request with probability exp(-0.00761 x 300) = 10.2%, plus one request in 7,200 s / 0.2 s
+    quiet = e.cold(20_000)
+    rate = 20_000 / SECONDS
+    assert quiet.share == pytest.approx(math.exp(-rate * 300) + 0.2 / 7200)
+    assert quiet.share == pytest.approx(0.1020, abs=1e-4)
+    assert quiet.init.value == pytest.approx(400 + 1000 + 240 / 85 * 1000)
+    # THEN p99 is a cold request's: 200 + 4,223.5 ms, over the 300 ms target
+    assert quiet.p99_ms == pytest.approx(4423.5, abs=0.1) and not quiet.meets
+    # AND one environment kept warm costs 2.9375 GiB x 2,628,000 s x $0.0000041667 = $32.17 a month
+    assert quiet.provisioned == 1 and quiet.provisioned_usd == pytest.approx(2.9375 * SECONDS * 0.0000041667)
+    assert not e.viable(20_000)
+    # AND at 7.5M a month (2.85 a second) next to none start an environment: p99 is the warm latency
+    busy = e.cold(7_500_000)
+    assert busy.share < 1e-4 and busy.p99_ms == 200 and busy.meets and e.viable(7_500_000)
+
+
+def test_provisioned_environments_for_the_peak_keep_every_request_warm(tmp_path: Path) -> None:
+    # GIVEN 100M images a month at peak-to-average 3: 38.05 a second on average, 114.16 at the busiest hour,
+    # x 0.2 s = 22.83 concurrent executions, whose 99th percentile is 22.83 + 2.326 x sqrt(22.83) = 33.94: 34
+    c = config(tmp_path, "lambda: {memory_mib: 3008, latency_ms: 200, provisioned_concurrency: 34}\n")
+    e = model.estimate(c, "lambda", CATALOG)
+    assert e.cold is not None and e.cold(100e6).provisioned == 34 and e.cold(100e6).share == 0
+    # AND invocations on them pay the provisioned duration price: 0.2 s x 2.9375 GiB x $0.0000097222 + $0.20/1M
+    assert e.parts(1e6)["lambda"] == pytest.approx(1e6 * (0.2 * 2.9375 * 0.0000097222 + 0.2e-6))
+    assert e.parts(1e6)["provisioned concurrency"] == pytest.approx(34 * 2.9375 * SECONDS * 0.0000041667)
+    # BUT fewer than the peak needs leave requests to cold starts again
+    assert coldstart.judge(100e6, warm_ms=200, init=e.cold(1).init, target_ms=300, peak_to_average=3,
+                           provisioned=33, seconds=SECONDS, gib=2.9375, usd_per_gb_second=0).share > 0
+
+
+def test_cost_offers_lambda_kept_warm_where_cold_starts_break_p99(tmp_path: Path) -> None:
+    # GIVEN a quiet model (20,000 images a month) on Lambda without provisioned concurrency
+    path = write_config(tmp_path, "quiet", "name: quiet\nmodel: {artifact: s3://bkt/m.onnx, size_mb: 240}\n"
+                        "backend: lambda\ntraffic: {images_per_month: 20000, p99_ms: 300}\n"
+                        "lambda: {memory_mib: 3008, latency_ms: 200}\ngpu: {images_per_second: 400}\n")
+    data = report.as_json(report.build(load(path), CATALOG))
+    # THEN Lambda as configured misses p99 from its cold starts, and "lambda (warm)" keeps it with one
+    # environment, priced, recommended over a gpu fleet, with what to set
+    assert data["backends"]["lambda"]["cold_start"]["meets_slo"] is False
+    warm = data["backends"]["lambda (warm)"]
+    assert warm["configured"] is False and warm["provisioned_concurrency"] == 1
+    assert warm["cold_start"]["share"] == 0 and warm["cold_start"]["p99_ms"] == 200
+    assert warm["parts"]["provisioned concurrency"] == pytest.approx(32.17, abs=0.01)
+    assert data["recommended"] == "lambda (warm)" and data["action"] == "set lambda.provisioned_concurrency: 1"
+    # AND at the volume of a busy month it is not offered: cold starts are under 1% of requests
+    busy = report.as_json(report.build(load(path), CATALOG, volume=7.5e6))
+    assert "lambda (warm)" not in busy["backends"] and busy["recommended"] == "lambda"
+
+
+def test_no_cold_start_judgement_without_a_size_for_pipelines_or_with_snapstart(tmp_path: Path) -> None:
+    unknown = load(write_config(tmp_path, "u", "name: u\nmodel: {artifact: s3://bkt/m.onnx}\nbackend: lambda\n"
+                                "lambda: {latency_ms: 200}\n")).config
+    assert model.estimate(unknown, "lambda", CATALOG).cold is None
+    snap = config(tmp_path, "lambda: {latency_ms: 200, snapstart: true}\n")
+    assert model.estimate(snap, "lambda", CATALOG).cold is None
+    pipe = config(tmp_path, "service: pipeline\ninputs: {s3: [my-images]}\nscaling: {min: 0, max: 2}\n"
+                            "lambda: {latency_ms: 200}\n")
+    assert model.estimate(pipe, "lambda", CATALOG).cold is None
+    # AND a measured Init Duration replaces the estimate
+    measured = config(tmp_path, "lambda: {latency_ms: 200, init_ms: 1500}\n")
+    cold = model.estimate(measured, "lambda", CATALOG).cold
+    assert cold is not None and cold(1).init.value == 1500 and cold(1).init.source == "config (lambda.init_ms)"
