@@ -51,9 +51,15 @@ def test_provisioned_environments_for_the_peak_keep_every_request_warm(tmp_path:
     c = config(tmp_path, "lambda: {memory_mib: 3008, latency_ms: 200, provisioned_concurrency: 34}\n")
     e = model.estimate(c, "lambda", CATALOG)
     assert e.cold is not None and e.cold(100e6).provisioned == 34 and e.cold(100e6).share == 0
-    # AND invocations on them pay the provisioned duration price: 0.2 s x 2.9375 GiB x $0.0000097222 + $0.20/1M
-    assert e.parts(1e6)["lambda"] == pytest.approx(1e6 * (0.2 * 2.9375 * 0.0000097222 + 0.2e-6))
-    assert e.parts(1e6)["provisioned concurrency"] == pytest.approx(34 * 2.9375 * SECONDS * 0.0000041667)
+    # AND invocations on them pay the provisioned duration price, $0.0000097222 instead of $0.0000166667 per
+    # GB-second, for as many images as 34 environments run back to back: 34 x 2,628,000 s / 0.2 s = 446.76M
+    saving = 0.2 * 2.9375 * (0.0000097222 - 0.0000166667)
+    for volume, on_provisioned in ((1e6, 1e6), (1e9, 34 * SECONDS / 0.2)):
+        parts = e.parts(volume)
+        assert parts["lambda"] == pytest.approx(volume * (0.2 * 2.9375 * 0.0000166667 + 0.2e-6))
+        assert parts["provisioned execution rate"] == pytest.approx(on_provisioned * saving)
+        assert parts["provisioned concurrency"] == pytest.approx(34 * 2.9375 * SECONDS * 0.0000041667)
+        assert e.monthly_usd(volume) == pytest.approx(sum(parts.values()))
     # BUT fewer than the peak needs leave requests to cold starts again
     assert coldstart.judge(100e6, warm_ms=200, init=e.cold(1).init, target_ms=300, peak_to_average=3,
                            provisioned=33, seconds=SECONDS, gib=2.9375, usd_per_gb_second=0).share > 0

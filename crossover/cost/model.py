@@ -73,6 +73,8 @@ class Line:
     mix: Mix | None = None
     per_on_demand: float = 0.0  # a Mix's on-demand instances
     per_spot: float = 0.0  # a Mix's spot instances
+    per_first: float = 0.0  # added per image for the first ``first`` images a month only
+    first: float = math.inf
 
     @property
     def fleet(self) -> bool:
@@ -98,13 +100,15 @@ class Line:
         return self.per_instance * instances + self.per_on_demand * on_demand + self.per_spot * (instances - on_demand)
 
     def cost(self, volume: float) -> float:
-        return self.fixed + self.per_image * volume + self.at(self.instances(volume))
+        return (self.fixed + self.per_image * volume + self.per_first * min(volume, self.first)
+                + self.at(self.instances(volume)))
 
 
 @dataclass(frozen=True)
 class Part:
     """One item of the bill. ``shared``: the stack has one whatever serves behind it (front door, network).
-    ``count``: which instances ``per_instance`` is paid for."""
+    ``count``: which instances ``per_instance`` is paid for; ``first``: ``per_image`` is paid on the first
+    ``first`` images a month only."""
 
     name: str
     fixed: float = 0.0
@@ -112,9 +116,11 @@ class Part:
     per_instance: float = 0.0
     shared: bool = False
     count: Count = "all"
+    first: float = math.inf
 
     def cost(self, line: Line, volume: float) -> float:
-        return self.fixed + self.per_image * volume + self.per_instance * line.count(self.count, volume)
+        return (self.fixed + self.per_image * min(volume, self.first)
+                + self.per_instance * line.count(self.count, volume))
 
 
 @dataclass(frozen=True)
@@ -234,7 +240,9 @@ def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchPr
 
     mix = None if spot is None else Mix(spot.on_demand_base, spot.on_demand_percent_above_base,
                                         spare=config.service == "realtime")
-    line = Line(fixed=sum(p.fixed for p in items), per_image=sum(p.per_image for p in items),
+    capped = [p for p in items if p.first < math.inf]  # at most one: Lambda's provisioned execution rate
+    line = Line(fixed=sum(p.fixed for p in items), per_image=sum(p.per_image for p in items if p not in capped),
+                per_first=sum(p.per_image for p in capped), first=min((p.first for p in capped), default=math.inf),
                 per_instance=per("all"), per_on_demand=per("on_demand"), per_spot=per("spot"), mix=mix,
                 capacity=per_instance_capacity, minimum=0 if backend == "lambda" else config.scaling.min)
     if backend != "lambda":
@@ -285,10 +293,6 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
     spec, seconds = config.lambda_, catalog.hours_per_month * 3600
     gib = spec.memory_mib / 1024
     gb_second = (catalog.lambda_.arm_gb_second_usd if spec.architecture == "arm64" else catalog.lambda_.gb_second_usd)
-    if spec.provisioned_concurrency and spec.architecture == "x86_64":
-        # Invocations on provisioned environments pay a lower duration price (arm64's is not in the catalog:
-        # priced at the regular rate, a little high).
-        gb_second = catalog.lambda_.provisioned_execution_gb_second_usd
     compute = figure.value / 1000 * gib * gb_second.usd
     # An SQS event source invokes once per batch; a load balancer once per image.
     pipeline = config.service == "pipeline"
@@ -301,6 +305,13 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
         # more than the discounted rate provisioned environments get).
         result.items.append(Part("provisioned concurrency", fixed=spec.provisioned_concurrency * gib * seconds
                                  * catalog.lambda_.provisioned_gb_second_usd.usd))
+        if spec.architecture == "x86_64":  # arm64's provisioned rate is not in the catalog: it pays the full one
+            # Invocations on provisioned environments pay a lower duration price. Requests go to them first:
+            # by Little's law they carry, a month, at most as many images as they can run back to back.
+            saved = figure.value / 1000 * gib * (catalog.lambda_.provisioned_execution_gb_second_usd.usd
+                                                 - gb_second.usd)
+            result.items.append(Part("provisioned execution rate", per_image=saved,
+                                     first=spec.provisioned_concurrency * seconds / (figure.value / 1000)))
     # Little's law: concurrent executions = arrival rate x duration. A load balancer's arrivals peak at
     # traffic.peak_to_average; a queue absorbs peaks, and each execution works through its batch in turn.
     peak = 1.0 if pipeline else config.traffic.peak_to_average
@@ -394,7 +405,7 @@ def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANG
     images a month, exactly. A line is absent past its ``max_volume``."""
     if len(lines) < 2:
         return []
-    bounds = {low, high} | {line.max_volume for line in lines.values() if low < line.max_volume < high}
+    bounds = {low, high} | {v for line in lines.values() for v in (line.max_volume, line.first) if low < v < high}
     for line in lines.values():
         if line.fleet:  # instance counts change where the volume needs one more instance's capacity
             n = math.floor(low / line.capacity)
@@ -406,8 +417,11 @@ def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANG
     found: list[Crossover] = []
     current: str | None = None
     for a, b in itertools.pairwise(edges):
-        # On (a, b] every cost is linear: intercept + slope * v, with instance counts fixed at N(b).
-        forms = {name: (line.fixed + line.at(line.instances(b)), line.per_image)
+        # On (a, b] every cost is linear: intercept + slope * v, with instance counts fixed at N(b) and the
+        # first images' rate in force all through or not at all (``first`` is a bound).
+        forms = {name: (line.fixed + line.at(line.instances(b)) + (line.per_first * line.first if line.first < b
+                                                                   else 0.0),
+                        line.per_image + (line.per_first if b <= line.first else 0.0))
                  for name, line in lines.items() if line.max_volume >= b}
         if not forms:
             current = None
