@@ -92,7 +92,8 @@ def variants_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 variant(ROOT / "models" / "resnet152.yaml", folder, canary_of(source, target).removeprefix(
                     "ModelStack-"), backend=target, canary=f"{{from: {source}, percent: {CANARY_PERCENT}}}")
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-warm",
-            **{"lambda": "{memory_mib: 3008, reserved_concurrency: 100, provisioned_concurrency: 5}"})
+            **{"lambda": "{memory_mib: 3008, reserved_concurrency: 100, provisioned_concurrency: 5, "
+                         "provisioned_concurrency_max: 20}"})
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-public", endpoint=PUBLIC)
     variant(ROOT / "models" / "resnet152.yaml", folder, "resnet152-gpu-public", endpoint=PUBLIC, backend="gpu")
     return folder

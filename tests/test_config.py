@@ -98,6 +98,11 @@ def test_defaults_fill_every_backend_section(tmp_path: Path) -> None:
      "scaling.max: expected more than scaling.min (2) on an instance backend"),
     (GOOD + "lambda: {reserved_concurrency: 5, provisioned_concurrency: 6}\n",
      "lambda: provisioned_concurrency (6) must be <= reserved_concurrency (5)"),
+    (GOOD + "lambda: {provisioned_concurrency_max: 4}\n",
+     "lambda: provisioned_concurrency_max (4) scales provisioned concurrency up from provisioned_concurrency: "
+     "set provisioned_concurrency too, at most 4"),
+    (GOOD + "lambda: {reserved_concurrency: 5, provisioned_concurrency: 2, provisioned_concurrency_max: 8}\n",
+     "lambda: provisioned_concurrency_max (8) must be <= reserved_concurrency (5)"),
     (GOOD + "inputs: {s3: [My_Images]}\n", "case.yaml: inputs.s3: expected a bucket or bucket/prefix/; a bucket "
      "name has only lowercase letters, digits, dots and hyphens; got 'My_Images'"),
     (GOOD + "inputs: {s3: [ab]}\n", "inputs.s3: expected a bucket or bucket/prefix/; a bucket name has 3 to 63 "

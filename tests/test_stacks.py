@@ -145,6 +145,18 @@ def test_provisioned_concurrency_warms_the_live_alias_the_listener_waits_for(syn
     (listener,) = [v for v in template["Resources"].values() if v["Type"] == "AWS::ElasticLoadBalancingV2::Listener"
                    and v["Properties"]["Port"] == 80]
     assert alias_id in listener["DependsOn"]  # CloudFormation allocates the environments before the move
+    # AND they scale on their utilisation, 5 to 20, on the live alias (the one CodeDeploy moves)
+    (target,) = [v["Properties"] for v in template["Resources"].values()
+                 if v["Type"] == "AWS::ApplicationAutoScaling::ScalableTarget"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (5, 20)
+    assert target["ScalableDimension"] == "lambda:function:ProvisionedConcurrency"
+    assert {"Ref": alias_id} in target["ResourceId"]["Fn::Join"][1] or alias_id in json.dumps(target["ResourceId"])
+    (policy,) = [v["Properties"] for v in template["Resources"].values()
+                 if v["Type"] == "AWS::ApplicationAutoScaling::ScalingPolicy"]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 0.7
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == \
+        "LambdaProvisionedConcurrencyUtilization"
 
 
 def test_a_placeholder_scaling_target_is_a_synth_warning(tmp_path) -> None:  # type: ignore[no-untyped-def]

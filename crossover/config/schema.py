@@ -217,6 +217,9 @@ class LambdaSpec(_Strict):
     # Execution environments kept initialised (model loaded) on the live alias: a deploy that adds them
     # completes only once they are ready, so a move into Lambda meets them warm. Billed while configured.
     provisioned_concurrency: PositiveInt | None = None
+    # With it, provisioned concurrency scales on its utilisation (target PROVISIONED_UTILISATION) from
+    # provisioned_concurrency up to this many environments.
+    provisioned_concurrency_max: PositiveInt | None = None
     # New execution environments resume from a snapshot taken after init (the model loaded) instead of
     # running init: cold starts skip the model's download and load. Versions only (the live alias is one).
     snapstart: bool = False
@@ -226,6 +229,18 @@ class LambdaSpec(_Strict):
         if self.snapstart and self.provisioned_concurrency:
             raise ValueError("snapstart and provisioned_concurrency: Lambda does not combine them; choose "
                              "snapshots (a restore on each cold start) or environments kept warm (billed always)")
+        return self
+
+    @model_validator(mode="after")
+    def _provisioned_range(self) -> LambdaSpec:
+        top = self.provisioned_concurrency_max
+        if top is not None and (self.provisioned_concurrency is None or top < self.provisioned_concurrency):
+            raise ValueError(f"provisioned_concurrency_max ({top}) scales provisioned concurrency up from "
+                             "provisioned_concurrency: set provisioned_concurrency too, at most "
+                             f"{top}")
+        if top is not None and self.reserved_concurrency is not None and top > self.reserved_concurrency:
+            raise ValueError(f"provisioned_concurrency_max ({top}) must be <= reserved_concurrency "
+                             f"({self.reserved_concurrency}): Lambda refuses to provision more than is reserved")
         return self
 
     @model_validator(mode="after")

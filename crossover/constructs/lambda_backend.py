@@ -38,6 +38,8 @@ from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from crossover_serving.names import SERVICE
 
 HANDLER = "crossover_serving.lambda_handler.handler"
+# Provisioned concurrency's utilisation target: 30% headroom for a burst while more environments initialise.
+PROVISIONED_UTILISATION = 0.7
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 assert RUNTIME.name == f"python{bundle.PYTHON_VERSION}", "bundle.PYTHON_VERSION must match the runtime"
 SYNC_LAMBDA = ("Nothing invokes the function asynchronously: the load balancer calls it synchronously and "
@@ -55,7 +57,8 @@ class LambdaBackend(Construct):
     The function loads the model from S3 at init (a ResNet-sized file does not fit beside ONNX Runtime
     in a 250 MB zip), runs on python3.13 (RUNTIME_CHOICE says why) with X-Ray tracing, logs as JSON to a log group
     kept for ``log_retention``, keeps ``provisioned_concurrency`` environments initialised on its live alias
-    (None: none) or, with ``snapstart``, starts new environments from a snapshot taken after init, and has a
+    (None: none; with ``provisioned_concurrency_max``, scaled on their utilisation up to that many) or, with
+    ``snapstart``, starts new environments from a snapshot taken after init, and has a
     role that can read exactly the model object and the S3 inputs requests may name (``input_prefixes``:
     ``bucket/`` or ``bucket/prefix/``), nothing else.
     ``reserved_concurrency`` caps (and guarantees) its share of the region's concurrency; None leaves
@@ -74,7 +77,8 @@ class LambdaBackend(Construct):
                  memory_size: Size = Size.mebibytes(3008), timeout: Duration = Duration.seconds(30),
                  reserved_concurrency: int | None = 100,
                  architecture: lambda_.Architecture = lambda_.Architecture.X86_64,
-                 provisioned_concurrency: int | None = None, input_prefixes: Sequence[str] = (),
+                 provisioned_concurrency: int | None = None, provisioned_concurrency_max: int | None = None,
+                 input_prefixes: Sequence[str] = (),
                  batch_size: int = 10, max_batching_window: Duration = Duration.seconds(0), max_concurrency: int = 10,
                  log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
                  private_egress: PrivateEgress | None = None, snapstart: bool = False) -> None:
@@ -116,6 +120,12 @@ class LambdaBackend(Construct):
                 "@aws-cdk/aws-lambda:snapStartRequirePublish", "every deploy publishes a version: the live alias")
         self.alias = lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version,
                                    provisioned_concurrent_executions=provisioned_concurrency)
+        if provisioned_concurrency_max is not None:
+            # Application Auto Scaling adds environments when the provisioned ones are busy, on the alias
+            # CodeDeploy moves: the scalable target follows whichever version it names.
+            self.alias.add_auto_scaling(min_capacity=provisioned_concurrency or 1,
+                                        max_capacity=provisioned_concurrency_max).scale_on_utilization(
+                utilization_target=PROVISIONED_UTILISATION)
         self.route: elbv2.ApplicationTargetGroup | None = None
         if isinstance(front_door, RealtimeFrontDoor):
             self.route = front_door.route_to(BACKEND_IDS[self.KIND], [targets.LambdaTarget(self.alias)])
@@ -141,6 +151,7 @@ class LambdaBackend(Construct):
                    memory_size=Size.mebibytes(spec.memory_mib),
                    timeout=Duration.seconds(spec.timeout_s), reserved_concurrency=spec.reserved_concurrency,
                    architecture=ARCHITECTURES[spec.architecture], provisioned_concurrency=spec.provisioned_concurrency,
+                   provisioned_concurrency_max=spec.provisioned_concurrency_max,
                    input_prefixes=config.inputs.s3, batch_size=pipe.batch_size,
                    max_batching_window=Duration.seconds(pipe.max_batching_window_s),
                    max_concurrency=pipe.max_concurrency)

@@ -301,8 +301,8 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
     result.items = [Part("lambda", per_image=compute + requests)]
     result.provisioned = spec.provisioned_concurrency or 0
     if spec.provisioned_concurrency:
-        # Billed per GB-second configured, whether used or not; invocations are billed as above (a little
-        # more than the discounted rate provisioned environments get).
+        # Billed per GB-second configured, whether used or not: the floor (environments that scaling adds above
+        # it are billed while they are provisioned, and not priced here: docs/limits.md).
         result.items.append(Part("provisioned concurrency", fixed=spec.provisioned_concurrency * gib * seconds
                                  * catalog.lambda_.provisioned_gb_second_usd.usd))
         if spec.architecture == "x86_64":  # arm64's provisioned rate is not in the catalog: it pays the full one
@@ -342,7 +342,9 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
     if not pipeline and init is not None and not spec.snapstart:
         result.cold = functools.partial(
             coldstart.judge, warm_ms=figure.value, init=init, target_ms=config.traffic.p99_ms,
-            peak_to_average=config.traffic.peak_to_average, provisioned=spec.provisioned_concurrency or 0,
+            # scaled provisioned concurrency follows the load up to its maximum (a minute or two behind it)
+            peak_to_average=config.traffic.peak_to_average,
+            provisioned=spec.provisioned_concurrency_max or spec.provisioned_concurrency or 0,
             seconds=seconds, gib=gib, usd_per_gb_second=catalog.lambda_.provisioned_gb_second_usd.usd)
     return math.inf
 
