@@ -158,8 +158,9 @@ def _cost(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(result: Report) -> None:
-    """A cost report as `crossover cost` prints it: the table, notes, limits, crossovers, the recommendation."""
+def _show(result: Report, then: str = "action") -> None:
+    """A cost report as `crossover cost` prints it: the table, notes, limits, crossovers, the recommendation and,
+    labelled ``then``, what to do about it."""
     from crossover.cost import report
 
     out.print(report.table(result))
@@ -180,7 +181,7 @@ def _show(result: Report) -> None:
     best = result.recommended.name if result.recommended else "none at this volume"
     out.print(f"recommended: {best} ({rule}; * in the table); the config's backend: {result.selected.name}",
               markup=False)
-    out.print(f"action: {report.action(result)}", markup=False)
+    out.print(f"{then}: {report.action(result)}", markup=False)
 
 
 def _advise(args: argparse.Namespace) -> int:
@@ -218,8 +219,7 @@ def _advise(args: argparse.Namespace) -> int:
         out.print("  p99: not available (CloudWatch returned no percentile)", markup=False)
     for line in notes:
         out.print(f"differs: {line}", markup=False)
-    _show(result)
-    out.print(f"advice: {report.action(result)}", markup=False)
+    _show(result, then="advice")
     return 0
 
 

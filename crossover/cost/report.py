@@ -169,10 +169,15 @@ def action(report: Report) -> str:
     return ", then ".join(steps)
 
 
+def _usd(amount: float) -> str:
+    """Cents where they matter: whole dollars from 10,000, so the table keeps to 80 columns."""
+    return f"{amount:,.0f}" if amount >= 10_000 else f"{amount:,.2f}"
+
+
 def table(report: Report) -> Table:
     target = "pipeline: no latency target" if report.service == "pipeline" else f"p99 target {report.p99_ms} ms"
     t = Table(title=f"{report.name} at {report.volume:,.0f} images/month ({target})", box=box.SIMPLE_HEAD,
-              pad_edge=False, caption=f"{report.prices}; floor: the month with no traffic; runs: instances (how many "
+              pad_edge=False, show_edge=False, caption=f"{report.prices}; floor: the month with no traffic; runs: instances (how many "
               "of them spot) or Lambda's concurrent executions", caption_justify="left")
     for column, justify in (("backend", "left"), ("USD/month", "right"), ("per 1M", "right"),
                             ("floor", "right"), ("runs", "right"), ("verdict", "left")):
@@ -187,7 +192,7 @@ def table(report: Report) -> Table:
         runs = "—" if scale is None else f"{scale[0]:,} {'inst.' if scale[1] == 'instances' else 'conc.'}"
         if e.line.mix is not None and scale is not None:
             runs = f"{scale[0]:,} ({e.line.count('spot', v):,} spot)"
-        t.add_row(name, f"{monthly:,.2f}", f"{monthly / v * 1e6:,.2f}", f"{e.line.cost(0):,.2f}", runs,
+        t.add_row(name, _usd(monthly), _usd(monthly / v * 1e6), _usd(e.line.cost(0)), runs,
                   verdict(e, v))
     return t
 
