@@ -156,9 +156,8 @@ def acknowledgements(templates: list[Path]) -> dict[tuple[str, str], str]:
     return dict(sorted(found.items()))
 
 
-def page(*, templates: list[Path], synth_s: float, rules: dict[str, int], lint: Counter[str],
-         scan: dict[str, Any], fuzzed: dict[str, Any], examples: int) -> str:
-    accepted = acknowledgements(templates)
+def page(*, templates: int, accepted: dict[tuple[str, str], str], synth_s: float, rules: dict[str, int],
+         lint: Counter[str], scan: dict[str, Any], fuzzed: dict[str, Any], examples: int) -> str:
     acks = Counter(tool_of(finding) for _, finding in accepted)
     lines = [
         "# Reliability figures",
@@ -169,7 +168,7 @@ def page(*, templates: list[Path], synth_s: float, rules: dict[str, int], lint: 
         "",
         "## Static analysis of every template",
         "",
-        f"{len(templates)} templates: every example model on every backend (lambda, gpu, eia, inferentia, cpu) "
+        f"{templates} templates: every example model on every backend (lambda, gpu, eia, inferentia, cpu) "
         f"and service (realtime, pipeline), public endpoints, the network and image stacks; synthesized in "
         f"{synth_s:.1f} s.",
         "",
@@ -245,11 +244,12 @@ def main() -> int:
         templates, synth_s = synthesize(Path(outdir))
         print(f"{len(templates)} templates; cfn-lint and checkov...", flush=True)
         lint, scan = cfn_lint(templates), checkov(Path(outdir))
+        accepted = acknowledgements(templates)  # read while the templates exist
     print(f"fuzzing, {args.fuzz_examples} examples per target...", flush=True)
     fuzzed = fuzz(args.fuzz_examples)
     PAGE.parent.mkdir(exist_ok=True)
-    PAGE.write_text(page(templates=templates, synth_s=synth_s, rules=rule_counts(), lint=lint, scan=scan,
-                         fuzzed=fuzzed, examples=args.fuzz_examples))
+    PAGE.write_text(page(templates=len(templates), accepted=accepted, synth_s=synth_s, rules=rule_counts(),
+                         lint=lint, scan=scan, fuzzed=fuzzed, examples=args.fuzz_examples))
     print(f"wrote {PAGE.relative_to(ROOT)}")
     problems = (sum(n for rule, n in lint.items() if rule.startswith("E")) + len(scan["failed"])
                 + sum(v[1] for v in fuzzed["targets"].values()))

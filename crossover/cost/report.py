@@ -177,8 +177,9 @@ def _usd(amount: float) -> str:
 def table(report: Report) -> Table:
     target = "pipeline: no latency target" if report.service == "pipeline" else f"p99 target {report.p99_ms} ms"
     t = Table(title=f"{report.name} at {report.volume:,.0f} images/month ({target})", box=box.SIMPLE_HEAD,
-              pad_edge=False, show_edge=False, caption=f"{report.prices}; floor: the month with no traffic; runs: instances (how many "
-              "of them spot) or Lambda's concurrent executions", caption_justify="left")
+              pad_edge=False, show_edge=False, caption_justify="left",
+              caption=f"{report.prices}; floor: the month with no traffic; runs: instances (how many of them spot) "
+              "or Lambda's concurrent executions")
     for column, justify in (("backend", "left"), ("USD/month", "right"), ("per 1M", "right"),
                             ("floor", "right"), ("runs", "right"), ("verdict", "left")):
         t.add_column(column, justify=justify, no_wrap=column in ("backend", "runs", "verdict"))  # type: ignore[arg-type]
