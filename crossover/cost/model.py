@@ -87,16 +87,19 @@ class Line:
         spare = 1 if self.mix is not None and self.mix.spare and needed >= 2 else 0
         return max(self.minimum, needed + spare)
 
+    def on_demand(self, instances: int) -> int:
+        return instances if self.mix is None else self.mix.on_demand(instances)
+
     def count(self, which: Count, volume: float) -> int:
         instances = self.instances(volume)
         if which == "all":
             return instances
-        on_demand = instances if self.mix is None else self.mix.on_demand(instances)
+        on_demand = self.on_demand(instances)
         return on_demand if which == "on_demand" else instances - on_demand
 
     def at(self, instances: int) -> float:
         """What ``instances`` instances cost a month."""
-        on_demand = instances if self.mix is None else self.mix.on_demand(instances)
+        on_demand = self.on_demand(instances)
         return self.per_instance * instances + self.per_on_demand * on_demand + self.per_spot * (instances - on_demand)
 
     def cost(self, volume: float) -> float:
