@@ -56,17 +56,21 @@ test: lint
 synth: setup
 	cdk synth --quiet
 
+REHEARSAL_FLAGS = $(if $(FRESH),--fresh) $(if $(FAIL),--fail $(FAIL))
+
 # With AWS credentials: checks, the diff, a confirmation (YES=1 gives it), the deploy. Without: a rehearsal.
 deploy: setup
-	$(PY) -m crossover.deploy $(MODEL) $(if $(WATCH),--watch) $(if $(YES),--yes)
+	$(PY) -m crossover.deploy $(MODEL) $(if $(WATCH),--watch) $(if $(YES),--yes) $(REHEARSAL_FLAGS)
 
-# The deploy on a local AWS emulator, even when credentials exist.
+# The same deploy on the local AWS emulator, even when credentials exist, from what the last rehearsal left
+# (FRESH=1: from an empty account; FAIL=<backend>: that backend never becomes ready, the move rolls back).
 rehearse: setup
-	$(PY) -m crossover.deploy $(MODEL) --rehearse
+	$(PY) -m crossover.deploy $(MODEL) --rehearse $(REHEARSAL_FLAGS)
 
-# Deletes ModelStack-$(MODEL) after a confirmation (YES=1 gives it); says what it leaves.
+# Deletes ModelStack-$(MODEL) after a confirmation (YES=1 gives it); says what it leaves. REHEARSE=1: the
+# rehearsed stack, by the same steps.
 destroy: setup
-	$(PY) -m crossover.deploy $(MODEL) --destroy $(if $(YES),--yes)
+	$(PY) -m crossover.deploy $(MODEL) --destroy $(if $(YES),--yes) $(if $(REHEARSE),--rehearse)
 
 bench: setup
 	$(PY) bench/synth.py

@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""CDK entry point: the shared NetworkStack plus one ModelStack-<name> per models/*.yaml."""
+"""CDK entry point: the shared NetworkStack plus one ModelStack-<name> per models/*.yaml.
 
+CROSSOVER_ONLY=<name> (set by `make deploy` / `make rehearse`) builds that model's stack alone: a deploy of
+one model neither waits for nor is blocked by the others' configs.
+"""
+
+import os
 import sys
 
 from crossover.app import build, models_folder, new_app
-from crossover.config import ConfigError, load_all, model_files
+from crossover.config import ConfigError, find, load_all, model_files
 
+only = os.environ.get("CROSSOVER_ONLY")
 try:
-    configs = load_all(model_files(models_folder()))
+    configs = [find(only, models_folder())] if only else load_all(model_files(models_folder()))
 except ConfigError as error:
     # Nothing is synthesized from an invalid config; the CLI prints this under its own banner.
     print(error, file=sys.stderr)

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from crossover.config import ModelConfig
-from crossover.constructs.backend import BACKEND_IDS
+from crossover.config import BACKEND_IDS, ModelConfig
 from crossover.errors import UserError
 from crossover_serving.names import NAMESPACE
 

@@ -13,25 +13,44 @@ first, and says what it leaves behind.
 from __future__ import annotations
 
 import argparse
-import subprocess
+import json
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from crossover import PROJECT, rollout
 from crossover.app import models_folder
-from crossover.config import STACK_PREFIX, ConfigError, LoadedConfig, find
+from crossover.config import BACKENDS, STACK_PREFIX, ConfigError, LoadedConfig, find
 from crossover.cost import profile
 from crossover.errors import UserError
 from crossover.preflight import preflight
-from crossover.rehearsal import CDK, RehearsalError, bootstrap, check, deploy, emulator, table
-from crossover.stacks.model import SERVICE_ID
+from crossover.rehearsal import (
+    READY,
+    Emulator,
+    RehearsalError,
+    account,
+    backend_of,
+    check,
+    events_since,
+    guarantees,
+    last_event,
+    remember,
+    run_cdk,
+    shown,
+    split,
+    table,
+    template,
+    updates,
+)
 
 console = Console(highlight=False, soft_wrap=True)
+ASSEMBLY = PROJECT / "cdk.out"
 WATCH_RATE = 5.0  # requests a second that WATCH=1 sends through a deploy
 Ask = Callable[[str], str]  # the prompt for a confirmation; None: the terminal's, if there is one
 
@@ -60,24 +79,80 @@ def _say_triggers(arns: list[str]) -> None:
     console.print(f"rollback triggers: {names or 'none (a first deploy has nothing to roll back to)'}")
 
 
-def rehearse(item: LoadedConfig, why: str) -> int:
-    stack = item.config.stack_name
-    console.print(f"[bold]{why}[/bold]: rehearsing on a local AWS emulator (nothing leaves this machine). The "
-                  f"same CDK CLI deploys the same {stack} template.")
-    with emulator(PROJECT / "cdk.out" / "emulator.log") as emu:
-        console.print(f"emulator on {emu.endpoint} (pid {emu.pid})")
-        bootstrap(emu)
-        _say_triggers(deploy(emu, stack, monitor_minutes=item.config.rollout.monitor_minutes,
-                             canary=item.config.canary is not None))
-        status, checks = check(emu, stack, item.config.backend)
+def rehearse(item: LoadedConfig, why: str, *, fresh: bool = False, fail: str | None = None,
+             assembly: Path = ASSEMBLY) -> int:
+    """`make deploy` itself (preflight, diff, change sets, rollback triggers) against the persisted emulator, then
+    what the update did, read back from its events: what waited for what, the listener's split, the checks."""
+    config, stack = item.config, item.config.stack_name
+    console.print(f"[bold]{why}[/bold]: rehearsing on a local AWS emulator (nothing leaves this machine): the "
+                  f"same checks, diff, change sets and rollback triggers `make deploy` runs, for {stack}")
+    with account(fresh=fresh, fail=fail, say=_say) as emu:
+        _stage_artifact(emu, item)
+        old, since = template(emu, stack), last_event(emu, stack)
+        code = real_deploy(item, yes=True, assembly=assembly, rehearsing=True)
+        done = updates(events_since(emu, stack, since))
+        if not done:
+            return code  # refused before anything changed (preflight, synth): it said why
+        held = _say_guarantees(done, old, template(emu, stack))
+        status, checks = check(emu, stack, list(config.backends))
+        shares = split(emu, stack)
+        remember(f"{stack} on {shown(shares) or config.backend}: {status}")
     console.print(table(stack, status, checks))
-    missing = [c.what for c in checks if not c.ok]
-    if missing:
-        console.print(f"[red]rehearsal failed[/red]: {', '.join(missing)} not as expected")
+    if shares:
+        console.print(f"listener: {shown(shares)}", markup=False)
+    if status.endswith("ROLLBACK_COMPLETE"):
+        still = " and ".join(backend for backend, percent in shares if percent > 0) or "the old backend"
+        console.print(f"the move to {fail or config.backend} failed and was rolled back; {still} still serves",
+                      markup=False)
         return 1
-    console.print(f"{stack}: {status} on the emulator; the emulator was stopped. With AWS credentials, "
-                  "`make deploy` runs the same deploy against your account, after showing the diff.")
+    missing = [c.what for c in checks if not c.ok]
+    if code != 0 or missing or not held:
+        console.print(f"rehearsal failed: {', '.join(missing) or 'an order the move must keep'} not as expected"
+                      if code == 0 else "rehearsal failed: the deploy did not complete", markup=False)
+        return 1
+    console.print(f"{stack}: {status} on the emulator; its state is kept for the next rehearsal. With AWS "
+                  "credentials, `make deploy` runs this same deploy against your account.", markup=False)
     return 0
+
+
+def _say(line: str) -> None:
+    console.print(line, markup=False)
+
+
+def _stage_artifact(emu: Emulator, item: LoadedConfig) -> None:
+    """An s3:// model artifact must be readable for the deploy's preflight: in the emulator, a placeholder is
+    put there (the real account must hold the real model)."""
+    from crossover.config import is_s3_uri
+
+    artifact = item.config.model.artifact
+    if not is_s3_uri(artifact):
+        return
+    bucket, _, key = artifact.removeprefix("s3://").partition("/")
+    s3 = emu.client("s3")
+    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key=key, Body=b"placeholder: the rehearsal's stand-in for your model")
+        _say(f"model.artifact {artifact}: a placeholder in the emulator's S3 (your account must hold the model)")
+
+
+def _say_guarantees(done: list[tuple[str, list[tuple[str, str, str]]]], old: dict[str, Any],
+                    new: dict[str, Any]) -> bool:
+    """Each update's order guarantees, read from its events; whether they all held."""
+    held = True
+    ready = {kind for r in old.values() if r["Type"] in READY and (kind := backend_of(r)) is not None}
+    for number, (status, events) in enumerate(done, start=1):
+        console.print(f"update {number} of {len(done)} ({status}, {len(events)} resource events):", markup=False)
+        if status.endswith("ROLLBACK_COMPLETE"):
+            failed = [f"{kind} {logical_id}" for logical_id, kind, s in events if s.endswith("_FAILED")]
+            console.print(f"  failed: {failed[0] if failed else 'the update'}; rolled back", markup=False)
+            continue
+        said = guarantees(events, old, new, ready)
+        ready |= {kind for logical_id, _, s in events if s.endswith("_COMPLETE") and logical_id in new
+                  and new[logical_id]["Type"] in READY and (kind := backend_of(new[logical_id])) is not None}
+        for sentence, ok in said:
+            held &= ok
+            console.print(f"  {'yes' if ok else 'NO '}  {sentence}", markup=False)
+    return held
 
 
 @contextmanager
@@ -114,44 +189,48 @@ def watching(item: LoadedConfig, enabled: bool) -> Iterator[None]:
         console.print(f"watch tally: {tally.sent} sent; {tally.line()}; {tally.failed} not 200", markup=False)
 
 
-def real_deploy(item: LoadedConfig, *, watch: bool = False, yes: bool = False, ask: Ask | None = None) -> int:
+def real_deploy(item: LoadedConfig, *, watch: bool = False, yes: bool = False, ask: Ask | None = None,
+                assembly: Path = ASSEMBLY, rehearsing: bool = False) -> int:
+    """Preflight, synth, diff, a confirmation, then `cdk deploy` (change sets) with the rollback triggers; a canary
+    whose alarms do not exist yet takes two updates. ``rehearsing``: the account is the emulator (no smoke test
+    after: its load balancer serves nothing)."""
     import boto3
 
     session = boto3.Session()
-    account, region = preflight(item, session, console)
-    stack, assembly = item.config.stack_name, PROJECT / "cdk.out"
-    if subprocess.run([CDK, "synth", stack, "--quiet", "--output", str(assembly)], cwd=PROJECT).returncode != 0:
+    account_id, region = preflight(item, session, console)
+    stack = item.config.stack_name
+    if run_cdk("synth", stack, "--quiet", "--output", str(assembly), CROSSOVER_ONLY=item.config.name) != 0:
         return 1
-    console.print(f"{stack} in account {account}, region {region}: what the deploy changes (cdk diff):")
-    subprocess.run([CDK, "diff", stack, "--app", str(assembly), "--no-notices"], cwd=PROJECT)
-    if not confirmed(f"Deploy {stack} to account {account} in {region}?", yes, ask):
+    console.print(f"{stack} in account {account_id}, region {region}: what the deploy changes (cdk diff):")
+    run_cdk("diff", stack, "--app", str(assembly), "--no-notices")
+    if not confirmed(f"Deploy {stack} to account {account_id} in {region}?", yes, ask):
         console.print(f"{stack}: not deployed")
         return 1
     names = rollout.rollback_alarm_names(assembly, stack)
     arns = rollout.triggers(names, session.client("cloudwatch"))
-    updates = [assembly]
+    stages = [assembly]
     if rollout.staged(item.config.canary is not None, names, arns):
-        staging = PROJECT / "cdk.out-staging"
-        if subprocess.run([CDK, "synth", stack, "--quiet", "--output", str(staging), *rollout.STAGING_CONTEXT],
-                          cwd=PROJECT).returncode != 0:
+        staging = assembly.with_name(assembly.name + "-staging")
+        if run_cdk("synth", stack, "--quiet", "--output", str(staging), *rollout.STAGING_CONTEXT,
+                   CROSSOVER_ONLY=item.config.name) != 0:
             return 1
         console.print("a canary deploy takes two updates: the new backend is created and made ready at weight "
                       "0, then it takes its share, judged by its own alarms")
-        updates.insert(0, staging)
-    result: subprocess.CompletedProcess[bytes] = subprocess.CompletedProcess([], 0)
+        stages.insert(0, staging)
+    code = 0
     with watching(item, watch):
-        for update in updates:
+        for update in stages:
             arns = rollout.triggers(names, session.client("cloudwatch"))
             _say_triggers(arns)
-            result = subprocess.run([CDK, *rollout.deploy_args(stack, update, arns,
-                                                               item.config.rollout.monitor_minutes)], cwd=PROJECT)
-            if result.returncode != 0:
+            code = run_cdk(*rollout.deploy_args(stack, update, arns, item.config.rollout.monitor_minutes))
+            if code != 0:
                 break
-    if result.returncode != 0:
+    if code != 0:
         console.print("cdk deploy failed: CloudFormation rolled the stack back; its events above say which "
-                      f"resource failed and why (also: aws cloudformation describe-stack-events --stack-name {stack})")
+                      f"resource failed and why (also: aws cloudformation describe-stack-events --stack-name {stack})",
+                      markup=False)
         return 1
-    return after_deploy(item)
+    return 0 if rehearsing else after_deploy(item)
 
 
 def after_deploy(item: LoadedConfig) -> int:
@@ -182,17 +261,19 @@ def destroy(item: LoadedConfig, *, yes: bool = False, ask: Ask | None = None) ->
     from botocore.exceptions import ClientError
 
     session = boto3.Session()
-    account, region = preflight(item, session, console, deploying=False)
+    account_id, region = preflight(item, session, console, deploying=False)
     cloudformation, stack = session.client("cloudformation"), item.config.stack_name
     try:
         resources = _resources(cloudformation, stack)
+        body = cloudformation.get_template(StackName=stack)["TemplateBody"]
     except ClientError:
-        console.print(f"{stack} is not deployed in account {account}, region {region}: nothing to remove")
+        console.print(f"{stack} is not deployed in account {account_id}, region {region}: nothing to remove")
         return 0
-    console.print(f"{stack} in account {account}, region {region}: {len(resources)} resources to delete")
-    retained = [r["LogicalResourceId"] for r in resources if r["ResourceType"] == "AWS::S3::Bucket"
-                and r["LogicalResourceId"].startswith(f"{SERVICE_ID}FrontDoorAccessLogs")]
-    if not confirmed(f"Delete {stack} and its endpoint from account {account} in {region}?", yes, ask):
+    console.print(f"{stack} in account {account_id}, region {region}: {len(resources)} resources to delete")
+    policies = {k: r.get("DeletionPolicy") for k, r in (json.loads(body) if isinstance(body, str) else body)[
+        "Resources"].items()}
+    retained = [r for r in resources if policies.get(r["LogicalResourceId"]) in ("Retain", "RetainExceptOnCreate")]
+    if not confirmed(f"Delete {stack} and its endpoint from account {account_id} in {region}?", yes, ask):
         console.print(f"{stack}: not deleted")
         return 1
     elbv2 = session.client("elbv2")
@@ -206,10 +287,14 @@ def destroy(item: LoadedConfig, *, yes: bool = False, ask: Ask | None = None) ->
     cloudformation.get_waiter("stack_delete_complete").wait(StackName=stack, WaiterConfig={"Delay": 10,
                                                                                          "MaxAttempts": 180})
     console.print(f"{stack}: deleted")
-    for bucket in retained:
-        console.print(f"kept: the load balancer's access-log bucket ({bucket}; retained by design, logs expire "
-                      "after 90 days); delete it with `aws s3 rb s3://<bucket> --force` when you no longer need "
-                      "them", markup=False)
+    for r in retained:
+        name = r["PhysicalResourceId"]
+        if r["ResourceType"] == "AWS::S3::Bucket":
+            console.print(f"kept: the load balancer's access-log bucket {name} (retained by design, logs expire after "
+                          f"90 days); delete it with `aws s3 rb s3://{name} --force` when you no longer need them",
+                          markup=False)
+        else:
+            console.print(f"kept: {r['ResourceType']} {name} (the template retains it)", markup=False)
     _say_network(cloudformation)
     return 0
 
@@ -228,36 +313,52 @@ def _say_network(cloudformation: Any) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m crossover.deploy",
-                                     description="make deploy | rehearse | destroy MODEL=<name> [WATCH=1] [YES=1]")
+    parser = argparse.ArgumentParser(prog="python -m crossover.deploy", description=(
+        "make deploy | rehearse | destroy MODEL=<name> [WATCH=1] [YES=1] [FRESH=1] [FAIL=<backend>] [REHEARSE=1]"))
     parser.add_argument("model", help="the model's name (models/<name>.yaml)")
     parser.add_argument("--watch", action="store_true", help="send requests through the deploy and count answers")
     parser.add_argument("--yes", action="store_true", help="agree to the deploy or the deletion without asking")
-    action = parser.add_mutually_exclusive_group()
-    action.add_argument("--rehearse", action="store_true", help="deploy on the local emulator, credentials or not")
-    action.add_argument("--destroy", action="store_true", help="delete the model's stack from the account")
+    parser.add_argument("--rehearse", action="store_true", help="on the local emulator, credentials or not")
+    parser.add_argument("--destroy", action="store_true", help="delete the model's stack (with --rehearse: the "
+                        "rehearsed one)")
+    parser.add_argument("--fresh", action="store_true", help="rehearse from an empty account, not from what the "
+                        "last rehearsal left")
+    parser.add_argument("--fail", choices=BACKENDS, metavar="BACKEND", help="rehearse a failed move: this backend "
+                        "never becomes ready, so the update rolls back")
     args = parser.parse_args(argv)
+    # Stopped (SIGTERM), exit through the finally blocks: they stop the CDK CLI and save the emulator's state.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         item = find(args.model, models_folder())
         for warning in profile.warnings(item):
             console.print("[yellow]warning[/yellow]: ", end="")
             console.print(warning, markup=False)
         credentials = has_credentials()
+        rehearsing = args.rehearse or (not credentials and not args.destroy)
+        if (args.fresh or args.fail) and not rehearsing:
+            raise UserError("--fresh and --fail (FRESH=1, FAIL=…) are for rehearsals: add --rehearse (make rehearse)")
+        if args.destroy and args.rehearse:
+            with account(say=_say):
+                code = destroy(item, yes=args.yes)
+                remember(f"{item.config.stack_name} destroyed" if code == 0 else "a teardown that was not agreed")
+            return code
         if args.destroy:
             if not credentials:
-                console.print("no AWS credentials: nothing is deployed anywhere to remove (a rehearsal's emulator "
-                              "is stopped when it ends)")
+                console.print("no AWS credentials: nothing is deployed in an AWS account to remove (a rehearsed "
+                              f"stack: make destroy MODEL={args.model} REHEARSE=1)")
                 return 0
             return destroy(item, yes=args.yes)
-        if credentials and not args.rehearse:
+        if not rehearsing:
             return real_deploy(item, watch=args.watch, yes=args.yes)
         if args.watch:
             console.print("not watching: the emulator's load balancer serves no requests (watch a real deploy)")
-        return rehearse(item, "make rehearse" if args.rehearse else "No AWS credentials found")
+        return rehearse(item, "make rehearse" if args.rehearse else "No AWS credentials found", fresh=args.fresh,
+                        fail=args.fail)
     except ConfigError as e:
         console.print(str(e), markup=False)
     except (RehearsalError, UserError) as e:
-        console.print(f"[red]error[/red]: {e}", markup=False)
+        console.print("[red]error[/red]: ", end="")
+        console.print(str(e), markup=False)
     return 1
 
 

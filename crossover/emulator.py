@@ -8,8 +8,15 @@ its in-process backend. It also closes two gaps in moto's stack updates (patch_u
 Lambda aliases and alarms it has no CloudFormation support for (support_missing_types), names
 the resource that failed in creation errors, as CloudFormation does (name_failed_resources), takes
 weighted forwards in listeners (weighted_forwards), keeps a load balancer's deletion protection as
-the template sets it and refuses to delete a protected one (deletion_protection), and
-records each resource's events in CloudFormation's order (record_resource_events).
+the template sets it and refuses to delete a protected one (deletion_protection), and runs creates,
+updates and change sets as CloudFormation does: each resource's events in its order, outputs and
+exports from change sets, and, with ``--fail BACKEND``, a move to that backend that never becomes
+ready and rolls back (model_stack_operations).
+
+With ``--state FILE`` it starts from the state a previous run saved there and saves its own on exit
+(SIGTERM or SIGINT): rehearsals remember what they deployed. Saving moto's backends, rather than
+replaying its request recording, keeps every physical id (ARNs, DNS names) a later rehearsal reads back
+and costs one pickle (tens of milliseconds) instead of re-running every earlier deploy.
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from crossover.config.schema import BACKEND_IDS, BACKENDS
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 FAKE_AMI = "ami-0123456789abcdef0"
@@ -273,7 +283,10 @@ def support_missing_types() -> None:
 
     LambdaVersion.get_cfn_attribute = version_attribute  # type: ignore[attr-defined]
     FakeTargetGroup.get_cfn_attribute = target_group_attribute  # type: ignore[attr-defined]
-    assert {Alarm, Alias} <= set(CloudFormationModel.__subclasses__())
+    # Module-level names, so a saved state (``save``) refers to these classes rather than copying them.
+    for model in (Alarm, Alias):
+        model.__qualname__ = model.__name__
+        globals()[model.__name__] = model
 
 
 # How long a resource takes in CloudFormation, in the emulator's event timeline (seconds): a group whose
@@ -366,49 +379,276 @@ def timeline(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[float, str,
     return sorted(events, key=lambda e: (e[0], not e[3].endswith("COMPLETE")))
 
 
-def record_resource_events() -> None:
-    """moto records only the stack's own events and updates in its own order (deletions first). Record each
-    resource's events as CloudFormation would order them (``timeline``), so a rehearsal can check from
-    describe_stack_events what waited for what."""
+def never_ready(old: dict[str, Any], new: dict[str, Any], backend: str | None) -> list[str]:
+    """What a rehearsed failed move never completes: the resources of ``backend`` (by their construct path) that
+    wait for it to be ready in this change: a group created under a creation policy or updated under a rolling
+    update (its instances never signal), or its Lambda alias (it never completes)."""
+    if backend is None:
+        return []
+    stuck = []
+    for logical_id, resource in new.items():
+        action = "Add" if logical_id not in old else "Modify" if old[logical_id] != resource else None
+        path = resource.get("Metadata", {}).get("aws:cdk:path", "").split("/")
+        if action is None or BACKEND_IDS[backend] not in path:
+            continue
+        if resource["Type"] == "AWS::Lambda::Alias" or (
+                resource["Type"] == "AWS::AutoScaling::AutoScalingGroup" and _duration(resource, action) > 1.0):
+            stuck.append(logical_id)
+    return stuck
+
+
+Event = tuple[str, str, str, str | None]  # logical id, resource type, status, reason
+
+
+def failed_timeline(old: dict[str, Any], new: dict[str, Any], stuck: list[str]) -> list[Event]:
+    """The resource events of a change that fails because ``stuck`` never complete: everything ``timeline``
+    starts before the first of them times out, that one failing, what was still in progress cancelled; then
+    the rollback: updated resources back to ``old`` first, created ones deleted last (CloudFormation's order)."""
+    events = timeline(old, new)
+    failed_at, first = min((t, logical_id) for t, logical_id, _, status in events
+                           if logical_id in stuck and status.endswith("COMPLETE"))
+    happened = [(t, logical_id, kind, status) for t, logical_id, kind, status in events
+                if t < failed_at and not status.startswith("DELETE")]
+    started = [logical_id for _, logical_id, _, status in happened if status.endswith("IN_PROGRESS")]
+    done = {logical_id for _, logical_id, _, status in happened if status.endswith("COMPLETE")}
+    verb = {logical_id: "CREATE" if logical_id not in old else "UPDATE" for logical_id in started + stuck}
+    out: list[Event] = [(logical_id, kind, status, None) for _, logical_id, kind, status in happened]
+    for logical_id in [x for x in started if x not in done]:
+        reason = _never_ready_reason(new[logical_id]) if logical_id == first else "Resource creation cancelled"
+        out.append((logical_id, new[logical_id]["Type"], f"{verb[logical_id]}_FAILED", reason))
+    for logical_id in reversed([x for x in started if verb[x] == "UPDATE"]):
+        out += [(logical_id, new[logical_id]["Type"], "UPDATE_IN_PROGRESS", None),
+                (logical_id, new[logical_id]["Type"], "UPDATE_COMPLETE", None)]
+    for logical_id in reversed([x for x in started if verb[x] == "CREATE"]):
+        out += [(logical_id, new[logical_id]["Type"], "DELETE_IN_PROGRESS", None),
+                (logical_id, new[logical_id]["Type"], "DELETE_COMPLETE", None)]
+    return out
+
+
+def _never_ready_reason(resource: dict[str, Any]) -> str:
+    """CloudFormation's words for a resource that timed out waiting for readiness (the rehearsal's --fail)."""
+    if resource["Type"] == "AWS::Lambda::Alias":
+        return "The alias's new version never became ready (rehearsed with --fail: it never completes)"
+    signal = resource.get("CreationPolicy", resource.get("UpdatePolicy", {})).get("ResourceSignal", {})
+    return (f"Failed to receive {signal.get('Count', 1)} resource signal(s) within the specified duration "
+            f"(rehearsed with --fail: the {signal.get('Timeout', 'PT5M')} timeout is modelled, not waited for)")
+
+
+def model_stack_operations(fail: str | None) -> None:
+    """moto records only the stack's own events and updates in its own order (deletions first); its change sets
+    apply resources but never outputs or exports, and nothing ever fails to become ready. Route creates, updates
+    and executed change sets through one path that records each resource's events as CloudFormation would order
+    them (``timeline``), so a rehearsal can check from describe_stack_events what waited for what; that keeps
+    outputs and exports as CloudFormation does; and that, with ``fail``, never lets that backend become ready:
+    the change fails and rolls back, leaving the stack as it was."""
     import datetime
 
-    from moto.cloudformation.models import Event
+    from moto.cloudformation.models import CloudFormationBackend
+    from moto.cloudformation.models import Event as FakeEvent
     from moto.cloudformation.models import Stack as FakeStack
 
-    def record(stack: FakeStack, old: dict[str, Any]) -> None:
+    def append(stack: FakeStack, events: list[Event], *,
+               stack_status: Sequence[tuple[str, str | None]] = ()) -> None:
+        # A millisecond apart: readers sort events by their (millisecond) timestamps.
+        base = max([e.timestamp for e in stack.events], default=datetime.datetime.now(datetime.UTC).replace(
+            tzinfo=None))
+        for i, (logical_id, kind, status, reason) in enumerate(
+                events + [(stack.name, "AWS::CloudFormation::Stack", s, r) for s, r in stack_status], start=1):
+            event = FakeEvent(stack_id=stack.stack_id, stack_name=stack.name, logical_resource_id=logical_id,
+                              physical_resource_id=stack.stack_id if kind == "AWS::CloudFormation::Stack" else "",
+                              resource_type=kind, resource_status=status, resource_status_reason=reason,
+                              resource_properties=None)
+            event.timestamp = base + datetime.timedelta(milliseconds=i)
+            stack.events.append(event)
+
+    def resources(template: dict[str, Any]) -> dict[str, Any]:
+        return dict(template.get("Resources", {}))
+
+    def recorded(stack: FakeStack, old: dict[str, Any], apply: Any) -> None:
+        apply()
         # The stack's own COMPLETE event, which moto has just added, comes after its resources' events.
         done = stack.events.pop() if stack.events and stack.events[-1].resource_status.endswith("_COMPLETE") else None
-        base = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-        last = base
-        for i, (_, logical_id, kind, status) in enumerate(timeline(old, stack.template_dict.get("Resources", {}))):
-            event = Event(stack_id=stack.stack_id, stack_name=stack.name, logical_resource_id=logical_id,
-                          physical_resource_id="", resource_type=kind, resource_status=status,
-                          resource_status_reason=None, resource_properties=None)
-            # A millisecond after the one before: readers sort events by their (millisecond) timestamps.
-            last = event.timestamp = base + datetime.timedelta(milliseconds=i)
-            stack.events.append(event)
-        if done is not None:
-            done.timestamp = last + datetime.timedelta(milliseconds=1)
-            stack.events.append(done)
+        append(stack, [(logical_id, kind, status, None)
+                       for _, logical_id, kind, status in timeline(old, resources(stack.template_dict))],
+               stack_status=[(done.resource_status, None)] if done is not None else [])
+
+    def failed(stack: FakeStack, old: dict[str, Any], new: dict[str, Any], stuck: list[str], creating: bool) -> None:
+        prefix = "" if creating else "UPDATE_"
+        reason = f"The following resource(s) failed to {'create' if creating else 'update'}: [{', '.join(stuck)}]."
+        append(stack, failed_timeline(old, new, stuck), stack_status=[
+            (f"{prefix}ROLLBACK_IN_PROGRESS", reason), (f"{prefix}ROLLBACK_COMPLETE", None)])
+        stack.status = f"{prefix}ROLLBACK_COMPLETE"
 
     create, update = FakeStack.create_resources, FakeStack.update
 
     def create_and_record(self: FakeStack) -> None:
-        create(self)
-        record(self, {})
+        stuck = never_ready({}, resources(self.template_dict), fail)
+        if stuck:
+            failed(self, {}, resources(self.template_dict), stuck, creating=True)
+        else:
+            recorded(self, {}, lambda: create(self))
 
-    def update_and_record(self: FakeStack, *args: Any, **kwargs: Any) -> None:
-        old = dict(self.template_dict.get("Resources", {}))
-        update(self, *args, **kwargs)
-        record(self, old)
+    def update_and_record(self: FakeStack, template: str, *args: Any, **kwargs: Any) -> None:
+        old, new = resources(self.template_dict), resources(self.parse_template(template))
+        stuck = never_ready(old, new, fail)
+        if stuck:  # the stack stays as it was: its template, resources and outputs
+            self._add_stack_event("UPDATE_IN_PROGRESS", resource_status_reason="User Initiated")
+            failed(self, old, new, stuck, creating=False)
+        else:
+            recorded(self, old, lambda: update(self, template, *args, **kwargs))
 
     FakeStack.create_resources = create_and_record  # type: ignore[method-assign]
     FakeStack.update = update_and_record  # type: ignore[method-assign]
+
+    def execute_change_set(self: CloudFormationBackend, change_set_name: str, stack_name: str | None = None) -> None:
+        change_set = _change_set(self, change_set_name, stack_name)
+        stack = self.stacks[change_set.stack_id]
+        before = [export.name for export in stack.exports]
+        if change_set.change_set_type == "CREATE":  # as create_stack does, with the change set's template
+            stack.template, stack.parameters = change_set.template, change_set.parameters
+            stack._parse_template()
+            stack.description = stack.template_dict.get("Description")
+            stack.cross_stack_resources = self.exports
+            stack.resource_map = stack._create_resource_map()
+            stack.output_map = stack._create_output_map()
+            self._validate_export_uniqueness(stack)
+            stack._add_stack_event("CREATE_IN_PROGRESS", resource_status_reason="User Initiated")
+            stack.create_resources()
+        else:
+            # An SSM-typed parameter (CDK's BootstrapVersion) reaches a change set as its previous *value*, which
+            # moto would look up as a parameter name: leave it out, so it is resolved from its default again.
+            declared = change_set.template_dict.get("Parameters", {})
+            parameters = {k: v for k, v in change_set.parameters.items()
+                          if not declared.get(k, {}).get("Type", "").startswith("AWS::SSM::Parameter::Value")}
+            stack.resource_map.input_parameters = parameters  # update() keeps the old ones when given none
+            stack.update(change_set.template, change_set.role_arn, parameters=parameters)
+        change_set.execution_status = "EXECUTE_COMPLETE"
+        if stack.status.endswith("ROLLBACK_COMPLETE"):
+            return
+        for name in before:
+            self.exports.pop(name, None)
+        for export in stack.exports:
+            self.exports[export.name] = export
+
+    CloudFormationBackend.execute_change_set = execute_change_set  # type: ignore[method-assign]
+    scope_change_sets()
+
+
+def _change_set(backend: Any, name: str, stack_name: str | None) -> Any:
+    """A change set by ARN, or by name within its stack (every CDK deploy names its own cdk-deploy-change-set)."""
+    from moto.cloudformation.exceptions import CloudFormationError
+
+    if name in backend.change_sets:
+        return backend.change_sets[name]
+    found = [c for c in backend.change_sets.values() if c.change_set_name == name
+             and stack_name in (None, c.stack_name, c.stack_id)]
+    if not found:
+        missing = CloudFormationError(f"ChangeSet [{name}] does not exist")
+        missing.code = "ChangeSetNotFound"  # CloudFormation's own code, which the CDK CLI looks for
+        raise missing
+    return found[-1]
+
+
+def scope_change_sets() -> None:
+    """moto finds a change set by its name alone, across stacks, and fails to delete one that is not there: the
+    CDK's second stack (cdk-deploy-change-set in each) then reads and runs the first stack's. Look change sets
+    up within the request's stack, as CloudFormation does."""
+    from moto.cloudformation.responses import CloudFormationResponse
+    from moto.core.responses import ActionResult, EmptyResult
+
+    def describe(self: CloudFormationResponse) -> ActionResult:
+        return ActionResult(_change_set(self.cloudformation_backend, self._get_param("ChangeSetName"),
+                                        self._get_param("StackName")))
+
+    def delete(self: CloudFormationResponse) -> EmptyResult:
+        # Deleting one that is not there succeeds: the CDK CLI clears its old change set from every stack it
+        # skips as unchanged.
+        backend, name = self.cloudformation_backend, self._get_param("ChangeSetName")
+        for change_set in [c for c in backend.change_sets.values()
+                           if name in (c.change_set_id, c.change_set_name)
+                           and self._get_param("StackName") in (None, c.stack_name, c.stack_id)]:
+            del backend.change_sets[change_set.change_set_id]
+        return EmptyResult()
+
+    CloudFormationResponse.describe_change_set = describe  # type: ignore[method-assign]
+    CloudFormationResponse.delete_change_set = delete  # type: ignore[method-assign]
+
+
+def save(path: Path) -> None:
+    """Every backend that holds state, pickled together (so what they share stays shared), replacing ``path``
+    atomically. dill, not pickle: moto's backends hold locks and lambdas; and three kinds of object that
+    neither pickles are reduced to what rebuilds them (``_reduce``)."""
+    import dill
+    from moto.core.base_backend import BackendDict
+
+    class Pickler(dill.Pickler):  # type: ignore[misc]
+        def reducer_override(self, obj: Any) -> Any:
+            return _reduce(obj)
+
+    state = [(backends.backend, account, region, backend) for backends in BackendDict._instances  # type: ignore[misc]
+             for account, region, backend in backends.iter_backends()]
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("wb") as out:
+            Pickler(out).dump(state)
+    except BaseException:
+        partial.unlink()
+        raise
+    partial.replace(path)
+
+
+def _reduce(obj: Any) -> Any:
+    import weakref
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from moto.ssm.models import ParameterDict
+
+    if isinstance(obj, weakref.WeakValueDictionary):
+        # Lambda's index of functions by ARN: its values are held by the backend's storage, saved beside it.
+        return weakref.WeakValueDictionary, (dict(obj),)
+    if isinstance(obj, ParameterDict):
+        # SSM's parameters: a defaultdict whose __init__ takes other arguments than the one pickle passes.
+        return _parameters, (dict(obj), vars(obj))
+    if isinstance(obj, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):  # KMS keys' key material
+        return _private_key, (obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()),)
+    return NotImplemented
+
+
+def _private_key(pem: bytes) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_pem_private_key(pem, None)
+
+
+def _parameters(versions: dict[str, Any], attributes: dict[str, Any]) -> Any:
+    from moto.ssm.models import ParameterDict
+
+    mapping = ParameterDict(attributes["account_id"], attributes["region_name"])
+    mapping.update(versions)
+    vars(mapping).update(attributes)
+    return mapping
+
+
+def restore(path: Path) -> None:
+    """Put what ``save`` wrote back into moto's backends, before the server answers anything."""
+    import importlib
+
+    import dill
+    from moto.core.base_backend import BackendDict
+
+    for cls, account, region, backend in dill.loads(path.read_bytes()):
+        module = importlib.import_module(cls.__module__)
+        (backends,) = [v for v in vars(module).values() if isinstance(v, BackendDict) and v.backend is cls]
+        backends[account][region] = backend
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crossover.emulator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state", type=Path, help="start from this saved state, if it exists; save to it on exit")
+    parser.add_argument("--fail", choices=BACKENDS, help="this backend never becomes ready: moves to it roll back")
     args = parser.parse_args(argv)
     from moto.server import ThreadedMotoServer
 
@@ -418,7 +658,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     name_failed_resources()
     weighted_forwards()
     deletion_protection()
-    record_resource_events()
+    model_stack_operations(args.fail)
+    if args.state is not None and args.state.exists():
+        restore(args.state)
     server.start()
     seed()
     print(f"emulator listening on http://localhost:{args.port}", flush=True)
@@ -427,8 +669,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
     server.stop()
+    if args.state is not None:
+        save(args.state)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as crossover.emulator, not __main__: a saved state names the classes defined here by that module.
+    from crossover.emulator import main as run
+
+    sys.exit(run())

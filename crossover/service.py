@@ -23,9 +23,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from crossover.config import ModelConfig
+from crossover.config import BACKEND_IDS, ModelConfig
 from crossover.constructs.artifact import ModelArtifact
-from crossover.constructs.backend import BACKEND_IDS, Backend, PrivateEgress, artifact_location, model_artifact
+from crossover.constructs.backend import Backend, PrivateEgress, artifact_location, model_artifact
 from crossover.constructs.fleet import InstanceFleet
 from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet

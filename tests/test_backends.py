@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from crossover.capacity import scaling_target
-from crossover.constructs.backend import BACKEND_IDS
+from crossover.config import BACKEND_IDS
 from tests import ROOT
 from tests.conftest import BACKENDS, EXAMPLES, Synth, stack_of
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from crossover.constructs.backend import BACKEND_IDS
+from crossover.config import BACKEND_IDS
 from tests.conftest import BACKENDS, Synth, stack_of
 
 EXPECTED = {

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from crossover.constructs.backend import BACKEND_IDS
+from crossover.config import BACKEND_IDS
 from crossover.constructs.front_door import STAGING_PORT
 from tests.conftest import BACKENDS, CANARY_PERCENT, ROOT, Synth, canary_of, stack_of
 

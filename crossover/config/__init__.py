@@ -7,6 +7,7 @@ finds configs in a folder. Everything a caller needs is importable from here.
 from crossover.config.discovery import find, load_all, model_files
 from crossover.config.loading import ConfigError, LoadedConfig, Problem, describe, load, load_config, yaml_mapping
 from crossover.config.schema import (
+                                      BACKEND_IDS,
                                       BACKENDS,
                                       GRAVITON_FAMILIES,
                                       RETIRED,
@@ -22,6 +23,7 @@ from crossover.config.schema import (
                                       vcpus,
 )
 
-__all__ = ["BACKENDS", "GRAVITON_FAMILIES", "RETIRED", "STACK_PREFIX", "Backend", "Canary", "ConfigError",
-           "FleetSpec", "LambdaSpec", "LoadedConfig", "ModelConfig", "ModelSpec", "Problem", "SpotSpec", "describe",
-           "find", "is_s3_uri", "load", "load_all", "load_config", "model_files", "vcpus", "yaml_mapping"]
+__all__ = ["BACKENDS", "BACKEND_IDS", "GRAVITON_FAMILIES", "RETIRED", "STACK_PREFIX", "Backend", "Canary",
+           "ConfigError", "FleetSpec", "LambdaSpec", "LoadedConfig", "ModelConfig", "ModelSpec", "Problem",
+           "SpotSpec", "describe", "find", "is_s3_uri", "load", "load_all", "load_config", "model_files",
+           "vcpus", "yaml_mapping"]

@@ -36,13 +36,25 @@ def load_all(paths: Iterable[Path], *, converting: bool = False) -> list[LoadedC
 
 
 def find(name: str, folder: Path, *, converting: bool = False) -> LoadedConfig:
-    """The config in ``folder`` whose ``name`` (or file name) is ``name``; ConfigError if none."""
-    configs = load_all(model_files(folder), converting=converting)
-    for item in configs:
-        if name in (item.config.name, item.path.stem):
+    """The config in ``folder`` whose ``name`` (or file name) is ``name``; ConfigError if none. Other configs
+    that do not load are no obstacle (`crossover validate` reports them): only when none matches are their
+    problems shown, since the one meant may be among them."""
+    files = model_files(folder)
+    known: list[str] = []
+    problems: list[Problem] = []
+    for path in sorted(files, key=lambda p: p.stem != name):  # the file named so first: usually the only one read
+        try:
+            item = load(path, converting=converting)
+        except ConfigError as e:
+            if path.stem == name:
+                raise
+            problems.extend(e.problems)
+            continue
+        if name in (item.config.name, path.stem):
             return item
-    known = ", ".join(sorted(c.config.name for c in configs))
-    raise ConfigError([Problem(str(folder), "", f"no model named {name!r}; known: {known}")])
+        known.append(item.config.name)
+    raise ConfigError([Problem(str(folder), "", f"no model named {name!r}; known: {', '.join(sorted(known))}"),
+                       *problems])
 
 
 def model_files(folder: Path) -> list[Path]:

@@ -20,6 +20,10 @@ SERVED_INPUT = ServedInput()
 Backend = Literal["lambda", "gpu", "eia", "inferentia", "cpu"]
 Service = Literal["realtime", "pipeline"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
+# Construct ids by backend kind: stable whatever else is deployed, so a canary adds the new backend beside the
+# old one without touching it, and promoting or aborting deletes one without touching the other. A realtime
+# backend's target group is named after its id too (``<id>Targets``). The tools read templates by them.
+BACKEND_IDS = {"lambda": "Lambda", "gpu": "Gpu", "eia": "Eia", "inferentia": "Inferentia", "cpu": "Cpu"}
 
 STACK_PREFIX = "ModelStack-"
 # CloudFormation stack names: a letter, then letters, digits and hyphens, at most 128 characters.

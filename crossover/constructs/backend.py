@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 
 FrontDoor = RealtimeFrontDoor | PipelineFrontDoor
 
-# Construct ids by backend kind: stable whatever else is deployed, so a canary adds the new backend beside the
-# old one without touching it, and promoting or aborting deletes one without touching the other. A realtime
-# backend's target group is named after its id too (``<id>Targets``).
-BACKEND_IDS = {"lambda": "Lambda", "gpu": "Gpu", "eia": "Eia", "inferentia": "Inferentia", "cpu": "Cpu"}
 
 
 class Backend(Protocol):

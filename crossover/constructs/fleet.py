@@ -32,10 +32,9 @@ from constructs import Construct
 import crossover.bundle
 from crossover.capacity import per_minute
 from crossover.compliance import INLINE, NIST, acknowledge, acknowledge_logs, policy_of
-from crossover.config import FleetSpec, ModelConfig, SpotSpec
+from crossover.config import BACKEND_IDS, FleetSpec, ModelConfig, SpotSpec
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.backend import (
-    BACKEND_IDS,
     FrontDoor,
     PrivateEgress,
     artifact_location,

@@ -20,10 +20,9 @@ from constructs import Construct
 
 from crossover import bundle
 from crossover.compliance import CHECKOV, INLINE, NIST, acknowledge, acknowledge_logs, policy_of
-from crossover.config import ModelConfig
+from crossover.config import BACKEND_IDS, ModelConfig
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.backend import (
-    BACKEND_IDS,
     FrontDoor,
     PrivateEgress,
     artifact_location,
