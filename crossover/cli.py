@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from crossover.config import ConfigError, LoadedConfig, Problem, find, load, load_all, model_files
+from crossover.config import BACKENDS, ConfigError, LoadedConfig, Problem, find, load, load_all, model_files
 from crossover.cost import profile
 from crossover.cost.catalog import Catalog
 from crossover.errors import UserError, extra
@@ -317,8 +318,20 @@ def _pipeline_stack(args: argparse.Namespace) -> tuple[Any, dict[str, str], str]
     return session, stack_outputs(session.client("cloudformation"), stack, "QueueUrl"), stack
 
 
+@contextmanager
+def _account(args: argparse.Namespace) -> Iterator[None]:
+    """With --rehearsal, the persisted rehearsal emulator is the AWS account for the command; else the real one."""
+    if not args.rehearsal:
+        yield
+        return
+    from crossover.rehearsal import account
+
+    with account(say=lambda line: err.print(line, markup=False)):
+        yield
+
+
 def _enqueue(args: argparse.Namespace) -> int:
-    from crossover.pipeline_cli import enqueue
+    from crossover.pipeline_cli import enqueue, upload
     from crossover.smoke import SmokeError
 
     uris = list(args.uris)
@@ -329,21 +342,64 @@ def _enqueue(args: argparse.Namespace) -> int:
             raise SmokeError(f"cannot read {args.file}: {e.strerror}") from None
     if not uris:
         raise SmokeError("no images: give URIs or --file FILE (one s3:// or https:// URI a line)")
-    session, found, stack = _pipeline_stack(args)
-    sent = enqueue(session.client("sqs"), found["QueueUrl"], uris)
-    out.print(f"{stack}: {sent} messages queued; `crossover results {args.model}` collects what comes back",
-              markup=False)
+    with _account(args):
+        session, found, stack = _pipeline_stack(args)
+        if args.rehearsal:  # local files go into the emulator's S3, under the pipeline's first declared input
+            uris = upload(session.client("s3"), _model(args).config.inputs.s3, uris)
+        sent = enqueue(session.client("sqs"), found["QueueUrl"], uris)
+    out.print(f"{stack}: {sent} messages queued; `crossover results {args.model}"
+              f"{' --rehearsal' if args.rehearsal else ''}` collects what comes back", markup=False)
     return 0
+
+
+def _work(args: argparse.Namespace) -> int:
+    from crossover.rehearsal import account
+
+    with extra("serve", "crossover work"):
+        from crossover_serving.model import Model
+        from crossover_serving.spec import Spec
+        from crossover_serving.worker import Worker
+    import boto3
+
+    item = _model(args)
+    artifact = args.artifact or item.artifact_path
+    if artifact is None:
+        raise UserError(f"{item.path}: model.artifact is in S3 ({item.config.model.artifact}); download it and "
+                        "pass --artifact FILE")
+    model = Model(Spec.from_mapping(item.config.serving_spec(str(artifact))))
+    with account(say=lambda line: err.print(line, markup=False)):
+        _, found, stack = _pipeline_stack(args)
+        worker = Worker(model, queue_url=found["QueueUrl"], bucket=found["ResultsBucket"], sqs=boto3.client("sqs"),
+                        s3=boto3.client("s3"), wait_s=1)
+        done = failed = 0
+        while True:  # until a receive finds the queue empty
+            succeeded, errors = worker.poll_once()
+            if succeeded + errors == 0:
+                break
+            done, failed = done + succeeded, failed + errors
+    out.print(f"{stack}: this machine's worker processed {done} messages, {failed} failed (they return to the "
+              "queue, then its dead-letter queue)", markup=False)
+    return 0 if failed == 0 else 1
 
 
 def _results(args: argparse.Namespace) -> int:
     from crossover.pipeline_cli import collect
 
-    session, found, stack = _pipeline_stack(args)
-    results, errors = collect(session.client("s3"), found["ResultsBucket"], Path(args.out))
+    with _account(args):
+        session, found, stack = _pipeline_stack(args)
+        results, errors = collect(session.client("s3"), found["ResultsBucket"], Path(args.out))
     out.print(f"{stack}: {results} results and {errors} errors (dead-lettered messages) in {args.out}/",
               markup=False)
     return 0
+
+
+def _rehearse(args: argparse.Namespace) -> int:
+    from crossover import deploy
+
+    if args.app:
+        return deploy.rehearse_app(args.app, args.target, cwd=Path(args.dir), fresh=args.fresh, fail=args.fail)
+    return deploy.main([args.target, "--rehearse", *(["--fresh"] if args.fresh else []),
+                        *(["--fail", args.fail] if args.fail else [])])
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -471,11 +527,25 @@ def parser() -> argparse.ArgumentParser:
     watch.add_argument("--duration", type=_positive, default=60.0, help="seconds to send for (default 60)")
     watch.add_argument("--timeout", type=_positive, default=10.0, help="seconds a request may wait for its answer")
     watch.add_argument("--url", help="the endpoint (default: the deployed stack's Endpoint output)")
+    rehearsal = "against the rehearsal's emulator (make rehearse), not the AWS account"
     enqueue = command("enqueue", _enqueue, "send images to a deployed pipeline's queue")
-    enqueue.add_argument("uris", nargs="*", help="s3:// or https:// images")
+    enqueue.add_argument("uris", nargs="*", help="s3:// or https:// images (with --rehearsal, local files too)")
     enqueue.add_argument("--file", help="a file of URIs, one a line")
+    enqueue.add_argument("--rehearsal", action="store_true", help=rehearsal)
+    work = command("work", _work, "process a rehearsed pipeline's queue here, with the instances' worker, until "
+                   "it is empty (the emulator runs no Lambda or instances)")
+    work.add_argument("--artifact", type=Path, help="a local copy of an s3:// artifact")
     results = command("results", _results, "download a deployed pipeline's results and errors")
     results.add_argument("--out", default="results", help="folder to write results/ and errors/ into")
+    results.add_argument("--rehearsal", action="store_true", help=rehearsal)
+    rehearse = command("rehearse", _rehearse, "deploy a model, or a stack of a team's own CDK app (--app), into "
+                       "the local AWS emulator, from what the last rehearsal left", model=False)
+    rehearse.add_argument("target", help="a model's name; with --app, a stack of that app")
+    rehearse.add_argument("--app", help='the app\'s command, as in cdk.json (e.g. "python app.py")')
+    rehearse.add_argument("--dir", default=".", help="where --app runs (default: here)")
+    rehearse.add_argument("--fresh", action="store_true", help="start from an empty account")
+    rehearse.add_argument("--fail", choices=BACKENDS, metavar="BACKEND",
+                          help="this backend never becomes ready: the move to it rolls back")
     convert = command("convert", _convert, "convert a model's MXNet symbol + params to its ONNX artifact")
     convert.add_argument("--tolerance", type=float, default=1e-4,
                          help="largest MXNet vs ONNX Runtime difference allowed, relative to the output scale")
@@ -510,6 +580,15 @@ def _positive(text: str) -> float:
     return value
 
 
+def _glued(argv: list[str]) -> list[str]:
+    """``--volume -5M`` as ``--volume=-5M``: argparse would take a negative value for an unknown option and say
+    only "expected one argument"; glued, _volume says what is wrong with it."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--volume" and argv[i + 1].startswith("-"):
+            return [*argv[:i], f"--volume={argv[i + 1]}", *argv[i + 2:]]
+    return argv
+
+
 _SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}
 
 
@@ -524,7 +603,7 @@ def _volume(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_glued(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.run(args))
     except ConfigError as error:

@@ -44,6 +44,7 @@ from crossover.rehearsal import (
     run_cdk,
     shown,
     split,
+    state_folder,
     table,
     template,
     updates,
@@ -79,31 +80,63 @@ def _say_triggers(arns: list[str]) -> None:
     console.print(f"rollback triggers: {names or 'none (a first deploy has nothing to roll back to)'}")
 
 
-def rehearse(item: LoadedConfig, why: str, *, fresh: bool = False, fail: str | None = None,
-             assembly: Path = ASSEMBLY) -> int:
-    """`make deploy` itself (preflight, diff, change sets, rollback triggers) against the persisted emulator, then
-    what the update did, read back from its events: what waited for what, the listener's split, the checks."""
-    config, stack = item.config, item.config.stack_name
+def rehearse(item: LoadedConfig, why: str, *, fresh: bool = False, fail: str | None = None) -> int:
+    """`make rehearse`: the persisted emulator as the account, then ``rehearse_on`` it."""
     console.print(f"[bold]{why}[/bold]: rehearsing on a local AWS emulator (nothing leaves this machine): the "
-                  f"same checks, diff, change sets and rollback triggers `make deploy` runs, for {stack}")
+                  f"same checks, diff, change sets and rollback triggers `make deploy` runs, for "
+                  f"{item.config.stack_name}")
     with account(fresh=fresh, fail=fail, say=_say) as emu:
-        _stage_artifact(emu, item)
+        return rehearse_on(emu, item, fail=fail)
+
+
+def rehearse_on(emu: Emulator, item: LoadedConfig, *, fail: str | None = None, assembly: Path = ASSEMBLY) -> int:
+    """`make deploy` itself (preflight, diff, change sets, rollback triggers) against ``emu`` (the account this
+    process uses), then what the deploy did, read back (``read_back``)."""
+    _stage_artifact(emu, item)
+    stack = item.config.stack_name
+    old, since = template(emu, stack), last_event(emu, stack)
+    code = real_deploy(item, yes=True, assembly=assembly, rehearsing=True)
+    return read_back(emu, stack, old, since, code, backends=list(item.config.backends),
+                     moving_to=fail or item.config.backend)
+
+
+def rehearse_app(app: str, stack: str, *, cwd: Path, fresh: bool = False, fail: str | None = None) -> int:
+    """`crossover rehearse --app CMD STACK`: a stack of a team's own CDK app, deployed into the persisted emulator
+    by the CDK CLI as `cdk deploy` does it (synth, diff, change sets), read back with the same checks."""
+    console.print(f"rehearsing {stack} of `{app}` on a local AWS emulator (nothing leaves this machine)",
+                  markup=False)
+    with account(fresh=fresh, fail=fail, say=_say) as emu:
+        assembly = state_folder() / "apps" / stack
         old, since = template(emu, stack), last_event(emu, stack)
-        code = real_deploy(item, yes=True, assembly=assembly, rehearsing=True)
-        done = updates(events_since(emu, stack, since))
-        if not done:
-            return code  # refused before anything changed (preflight, synth): it said why
-        held = _say_guarantees(done, old, template(emu, stack))
-        status, checks = check(emu, stack, list(config.backends))
-        shares = split(emu, stack)
-        remember(f"{stack} on {shown(shares) or config.backend}: {status}")
+        if run_cdk("synth", stack, "--app", app, "--quiet", "--output", str(assembly), cwd=cwd) != 0:
+            return 1
+        run_cdk("diff", stack, "--app", str(assembly), "--no-notices", cwd=cwd)
+        code = run_cdk("deploy", stack, "--app", str(assembly), "--require-approval", "never", "--no-notices",
+                       cwd=cwd)
+        return read_back(emu, stack, old, since, code, backends=None, moving_to=fail)
+
+
+def read_back(emu: Emulator, stack: str, old: dict[str, Any], since: Any, code: int, *,
+              backends: list[str] | None, moving_to: str | None) -> int:
+    """What a deploy did, read back from the emulator: each update's order guarantees from its events, the checks
+    (``backends``: what should serve; None: what the template holds), the listener's split; a failed move said in
+    one line. Remembered in the rehearsal's history. 0 if all held."""
+    done = updates(events_since(emu, stack, since))
+    if not done:
+        return code  # refused before anything changed (preflight, synth): it said why
+    after = template(emu, stack)
+    held = _say_guarantees(done, old, after)
+    status, checks = check(emu, stack, backends)
+    shares = split(emu, stack)
+    present = sorted({kind for r in after.values() if (kind := backend_of(r)) is not None})
+    remember(f"{stack} on {shown(shares) or ', '.join(present)}: {status}")
     console.print(table(stack, status, checks))
     if shares:
         console.print(f"listener: {shown(shares)}", markup=False)
     if status.endswith("ROLLBACK_COMPLETE"):
-        still = " and ".join(backend for backend, percent in shares if percent > 0) or "the old backend"
-        console.print(f"the move to {fail or config.backend} failed and was rolled back; {still} still serves",
-                      markup=False)
+        still = " and ".join(b for b, percent in shares if percent > 0) or " and ".join(present) or "nothing"
+        console.print(f"the move to {moving_to or 'the new backend'} failed and was rolled back; {still} still "
+                      "serves", markup=False)
         return 1
     missing = [c.what for c in checks if not c.ok]
     if code != 0 or missing or not held:

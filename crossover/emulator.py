@@ -33,6 +33,7 @@ from typing import Any
 from crossover.config.schema import BACKEND_IDS, BACKENDS
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
+LOCKS = (type(threading.Lock()), type(threading.RLock()))
 FAKE_AMI = "ami-0123456789abcdef0"
 # Every public parameter a crossover template can resolve at deploy time.
 PUBLIC_PARAMETERS = (
@@ -59,6 +60,24 @@ def seed() -> None:
                                       description="seeded by crossover.emulator", allowed_pattern=None, keyid=None,
                                       last_modified_date=datetime.datetime.now(datetime.UTC), version=1,
                                       data_type="aws:ec2:image"))
+
+
+def queues_keep_messages() -> None:
+    """moto's SQS hands each new message straight to a Lambda function mapped to the queue, which needs Docker
+    (absent here) and fails the send. The emulator runs no function: messages stay queued, for `crossover work`
+    to process here."""
+    from moto.sqs.models import Queue
+
+    add = Queue.add_message
+
+    def add_unmapped(self: Queue, message: Any) -> None:
+        mappings, self.lambda_event_source_mappings = self.lambda_event_source_mappings, {}
+        try:
+            add(self, message)
+        finally:
+            self.lambda_event_source_mappings = mappings
+
+    Queue.add_message = add_unmapped  # type: ignore[method-assign]
 
 
 def name_failed_resources() -> None:
@@ -576,8 +595,8 @@ def scope_change_sets() -> None:
 
 def save(path: Path) -> None:
     """Every backend that holds state, pickled together (so what they share stays shared), replacing ``path``
-    atomically. dill, not pickle: moto's backends hold locks and lambdas; and three kinds of object that
-    neither pickles are reduced to what rebuilds them (``_reduce``)."""
+    atomically. dill, not pickle: moto's backends hold lambdas; what neither pickles, or restores usably (locks
+    come back fresh), is reduced to what rebuilds it (``_reduce``)."""
     import dill
     from moto.core.base_backend import BackendDict
 
@@ -604,6 +623,10 @@ def _reduce(obj: Any) -> Any:
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from moto.ssm.models import ParameterDict
 
+    if isinstance(obj, threading.Condition):  # SQS's message lock: saved when nothing holds it, so a fresh one
+        return threading.Condition, ()
+    if isinstance(obj, LOCKS):
+        return threading.RLock if isinstance(obj, LOCKS[1]) else threading.Lock, ()
     if isinstance(obj, weakref.WeakValueDictionary):
         # Lambda's index of functions by ARN: its values are held by the backend's storage, saved beside it.
         return weakref.WeakValueDictionary, (dict(obj),)
@@ -659,6 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     weighted_forwards()
     deletion_protection()
     model_stack_operations(args.fail)
+    queues_keep_messages()
     if args.state is not None and args.state.exists():
         restore(args.state)
     server.start()

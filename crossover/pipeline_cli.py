@@ -41,6 +41,26 @@ def enqueue(sqs: Any, queue_url: str, uris: Iterable[str]) -> int:
     return sent
 
 
+def upload(s3: Any, inputs: list[str], uris: Iterable[str]) -> list[str]:
+    """Local image files put into S3 under the first declared input (``bucket`` or ``bucket/prefix/``, created if
+    missing: the rehearsal's emulator starts without it); their s3:// URIs. URIs pass as they are."""
+    refs = []
+    for uri in uris:
+        path = Path(uri)
+        if uri.startswith(("s3://", "https://")) or not path.is_file():
+            refs.append(uri)
+            continue
+        if not inputs:
+            raise SmokeError(f"{uri} is a local file; the pipeline declares no inputs.s3 to put it in")
+        bucket, _, prefix = inputs[0].partition("/")
+        if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+            s3.create_bucket(Bucket=bucket)
+        key = f"{prefix.rstrip('/') + '/' if prefix else ''}{path.name}"
+        s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+        refs.append(f"s3://{bucket}/{key}")
+    return refs
+
+
 def collect(s3: Any, bucket: str, out: Path) -> tuple[int, int]:
     """Download results/ and errors/ into ``out``; returns (results, errors)."""
     counts = []

@@ -135,18 +135,24 @@ def account(*, fresh: bool = False, fail: str | None = None,
         last = history[-1]
         say(f"starting from what the rehearsal of {last['at'].replace('T', ' ')} left: {last['what']} "
             f"(state in {_shown(folder)}; FRESH=1 starts from an empty account)")
-    with emulator(folder / "emulator.log", state=state, fail=fail) as emu:
-        saved, env = dict(os.environ), emu.env()
+    with emulator(folder / "emulator.log", state=state, fail=fail) as emu, using(emu):
+        say(f"emulator on {emu.endpoint} (pid {emu.pid})")
+        if not _bootstrapped(emu):
+            bootstrap(emu)
+        yield emu
+
+
+@contextmanager
+def using(emu: Emulator, **extra: str) -> Iterator[None]:
+    """This process, and every child it starts, sees ``emu`` as the AWS account behind the credentials."""
+    saved, env = dict(os.environ), emu.env(**extra)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
         os.environ.clear()
-        os.environ.update(env)
-        try:
-            say(f"emulator on {emu.endpoint} (pid {emu.pid})")
-            if not _bootstrapped(emu):
-                bootstrap(emu)
-            yield emu
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        os.environ.update(saved)
 
 
 def _shown(path: Path) -> str:

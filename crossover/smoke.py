@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from crossover.config.schema import STACK_PREFIX
 from crossover.errors import UserError
 
 
@@ -36,7 +37,7 @@ def stack_outputs(cloudformation: Any, stack: str, required: str) -> dict[str, s
         (description,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
     except ClientError as e:
         raise SmokeError(f"{stack} is not deployed here ({e.response['Error'].get('Message', 'not found')}); "
-                         "deploy it first: make deploy MODEL=<name>") from None
+                         f"deploy it first: make deploy MODEL={stack.removeprefix(STACK_PREFIX)}") from None
     outputs = {o["OutputKey"]: str(o["OutputValue"]) for o in description.get("Outputs", [])}
     if required not in outputs:
         raise SmokeError(f"{stack} ({description['StackStatus']}) has no {required} output"
