@@ -86,7 +86,8 @@ def rehearse(item: LoadedConfig, why: str, *, fresh: bool = False, fail: str | N
                   f"same checks, diff, change sets and rollback triggers `make deploy` runs, for "
                   f"{item.config.stack_name}")
     with account(fresh=fresh, fail=fail, say=_say) as emu:
-        return rehearse_on(emu, item, fail=fail)
+        # Its own cloud assembly beside its state: a rehearsal never takes the lock of the checkout's cdk.out.
+        return rehearse_on(emu, item, fail=fail, assembly=state_folder() / "cdk.out")
 
 
 def rehearse_on(emu: Emulator, item: LoadedConfig, *, fail: str | None = None, assembly: Path = ASSEMBLY) -> int:
@@ -126,14 +127,15 @@ def read_back(emu: Emulator, stack: str, old: dict[str, Any], since: Any, code: 
         return code  # refused before anything changed (preflight, synth): it said why
     after = template(emu, stack)
     held = _say_guarantees(done, old, after)
-    status, checks = check(emu, stack, backends)
+    rolled_back = done[-1][0].endswith("ROLLBACK_COMPLETE")
+    status, checks = check(emu, stack, None if rolled_back else backends)  # rolled back: what the stack still is
     shares = split(emu, stack)
     present = sorted({kind for r in after.values() if (kind := backend_of(r)) is not None})
     remember(f"{stack} on {shown(shares) or ', '.join(present)}: {status}")
     console.print(table(stack, status, checks))
     if shares:
         console.print(f"listener: {shown(shares)}", markup=False)
-    if status.endswith("ROLLBACK_COMPLETE"):
+    if rolled_back:
         still = " and ".join(b for b, percent in shares if percent > 0) or " and ".join(present) or "nothing"
         console.print(f"the move to {moving_to or 'the new backend'} failed and was rolled back; {still} still "
                       "serves", markup=False)

@@ -356,13 +356,33 @@ def _duration(resource: dict[str, Any], action: str) -> float:
     return SLOW.get(resource["Type"], 1.0) if waits else 1.0
 
 
+def _attributes_read(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        found = {value["Fn::GetAtt"][0]} if "Fn::GetAtt" in value else set()
+        return found.union(*map(_attributes_read, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(_attributes_read, value))
+    return set()
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The resources a change from ``old`` to ``new`` creates and updates. An update also reaches whatever reads an
+    attribute (Fn::GetAtt) of an updated resource, as in CloudFormation: a launch template's new version
+    (LatestVersionNumber) updates, so rolls, its Auto Scaling group."""
+    added = [k for k in new if k not in old]
+    modified = [k for k in new if k in old and new[k] != old[k]]
+    while more := [k for k in new if k in old and k not in modified
+                   and _attributes_read(new[k].get("Properties")) & set(modified)]:
+        modified += more
+    return added, modified
+
+
 def timeline(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[float, str, str, str]]:
     """The resource events of changing a stack's resources from ``old`` to ``new`` as CloudFormation orders
     them: each created or updated resource starts once everything it depends on (DependsOn, Ref, GetAtt,
     Sub) is complete, in parallel otherwise; what ``new`` dropped is deleted after every create and update,
     dependents first. Returns (second, logical id, type, status), in order."""
-    added = [k for k in new if k not in old]
-    modified = [k for k in new if k in old and new[k] != old[k]]
+    added, modified = changes(old, new)
     ends: dict[str, float] = {}
 
     def end(logical_id: str) -> float:
@@ -404,9 +424,10 @@ def never_ready(old: dict[str, Any], new: dict[str, Any], backend: str | None) -
     update (its instances never signal), or its Lambda alias (it never completes)."""
     if backend is None:
         return []
+    added, modified = changes(old, new)
     stuck = []
     for logical_id, resource in new.items():
-        action = "Add" if logical_id not in old else "Modify" if old[logical_id] != resource else None
+        action = "Add" if logical_id in added else "Modify" if logical_id in modified else None
         path = resource.get("Metadata", {}).get("aws:cdk:path", "").split("/")
         if action is None or BACKEND_IDS[backend] not in path:
             continue
@@ -606,6 +627,13 @@ def save(path: Path) -> None:
 
     state = [(backends.backend, account, region, backend) for backends in BackendDict._instances  # type: ignore[misc]
              for account, region, backend in backends.iter_backends()]
+    for _, _, _, backend in state:
+        for bucket in getattr(backend, "buckets", {}).values():
+            if bucket.name.startswith("cdk-") and "-assets-" in bucket.name:
+                # The CDK's published assets (a GPU runtime bundle is 300 MB): what was created from them holds
+                # its own copy, and the CLI asks only whether an asset is there. Keep the keys, not the bytes.
+                for key in bucket.keys.values():
+                    key.value = b""
     partial = path.with_name(path.name + ".partial")
     try:
         with partial.open("wb") as out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from tests import ROOT
 
 # The pinned Node 22 runs jsii, as under make (Node 20 is end-of-life and prints a banner).
 os.environ["PATH"] = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{os.environ['PATH']}"
+# Rehearsals remember (crossover.rehearsal): never into the checkout's own .cache/rehearsal during tests.
+os.environ["CROSSOVER_REHEARSAL_STATE"] = tempfile.mkdtemp(prefix="crossover-rehearsals-")
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = sorted((ROOT / "models").glob("*.yaml"))
