@@ -14,7 +14,8 @@ from tests.conftest import ROOT
 
 # Every command that acts on one model, with the arguments it needs besides the model.
 MODEL_COMMANDS = {"serve": [], "cost": [], "advise": [], "switch": [], "bench": [], "smoke": [],
-                  "watch": ["--duration", "1"], "enqueue": ["s3://my-images/cat.jpg"], "results": [], "convert": []}
+                  "watch": ["--duration", "1"], "enqueue": ["s3://my-images/cat.jpg"], "results": [], "convert": [],
+                  "work": []}
 AWS_COMMANDS = ["advise", "smoke", "watch", "enqueue", "results"]
 
 
@@ -25,7 +26,7 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_model_command_takes_a_name_or_a_path_and_every_option_has_help() -> None:
     subcommands = _subcommands()
-    assert set(MODEL_COMMANDS) | {"validate", "prices"} == set(subcommands)
+    assert set(MODEL_COMMANDS) | {"validate", "prices", "rehearse"} == set(subcommands)
     for name in MODEL_COMMANDS:
         (model,) = [a for a in subcommands[name]._actions if a.dest == "model"]
         assert model.help == MODEL_HELP, name
@@ -72,6 +73,23 @@ def test_fails_when_a_volume_is_not_one(text: str, capsys: pytest.CaptureFixture
     assert exit_.value.code == 2
     assert f"expected images per month, such as 7500000, 7.5M, 2.5e7 or 1_000_000; got {text!r}" in \
            capsys.readouterr().err
+
+
+def test_a_negative_volume_after_its_flag_is_named_not_taken_for_an_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["cost", "resnet152", "--volume", "-5M"])
+    assert "expected images per month, such as 7500000, 7.5M, 2.5e7 or 1_000_000; got '-5M'" in capsys.readouterr().err
+
+
+def test_a_broken_config_beside_it_does_not_block_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "resnet152.yaml").write_text((ROOT / "models" / "resnet152.yaml").read_text())
+    (tmp_path / "broken.yaml").write_text("name: broken\nbackend: gpus\n")
+    assert main(["cost", "resnet152", "--json", "--models", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "resnet152"
+    # AND a name that matches none shows the broken file's problems: it may be the one meant
+    assert main(["cost", "resnet", "--models", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no model named 'resnet'; known: resnet152" in err and "broken.yaml: backend:" in err
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ def test_a_canary_aborted_leaves_the_old_backend_alone(emu: Emulator, models: Pa
     assert "yes  cpu removed after the listener moved" in out and "listener: lambda 100%" in out
 
 
-def test_a_rolling_update_then_fleet_to_fleet(emu: Emulator, models: Path, tmp_path: Path,
+def test_a_rolling_update_then_fleet_to_fleet_then_into_lambda(emu: Emulator, models: Path, tmp_path: Path,
                                               capfd: pytest.CaptureFixture[str]) -> None:
     config = _config(models, "resnet152", "rolling")
     config.write_text(rewrite_backend(config.read_text(), "eia")[0])
@@ -105,6 +105,11 @@ def test_a_rolling_update_then_fleet_to_fleet(emu: Emulator, models: Path, tmp_p
     out = _ok(_rehearse(emu, models, "rolling", tmp_path, capfd))
     assert "yes  listener changed after the cpu group was ready" in out
     assert "yes  eia removed after the listener moved" in out and "listener: cpu 100%" in out
+    # WHEN it moves out of the fleet into Lambda THEN the listener waits for the alias, the fleet goes after
+    config.write_text(rewrite_backend(config.read_text(), "lambda")[0])
+    out = _ok(_rehearse(emu, models, "rolling", tmp_path, capfd))
+    assert "yes  listener changed after the lambda alias was ready" in out
+    assert "yes  cpu removed after the listener moved" in out and "listener: lambda 100%" in out
 
 
 def test_spot_rehearsal_deploys_the_mixed_group(emu: Emulator, models: Path, tmp_path: Path,
@@ -228,3 +233,12 @@ def test_a_real_deploy_and_teardown_with_credentials(
         # AND a second destroy finds nothing to remove
         assert destroy(item, yes=True) == 0
         assert "ModelStack-real is not deployed in account 123456789012" in capfd.readouterr().out
+
+
+def test_the_cdk_cli_never_outlives_the_deploy_that_started_it() -> None:
+    # (A CLI left running keeps cdk.out's lock, and the next deploy fails on it.)
+    from crossover.rehearsal import child
+
+    with pytest.raises(KeyboardInterrupt), child(["sleep", "60"]) as process:
+        raise KeyboardInterrupt
+    assert process.returncode is not None
