@@ -166,8 +166,10 @@ def _stage_artifact(emu: Emulator, item: LoadedConfig) -> None:
     s3 = emu.client("s3")
     if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=bucket)
-        s3.put_object(Bucket=bucket, Key=key, Body=b"placeholder: the rehearsal's stand-in for your model")
-        _say(f"model.artifact {artifact}: a placeholder in the emulator's S3 (your account must hold the model)")
+    elif any(o["Key"] == key for o in s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])):
+        return
+    s3.put_object(Bucket=bucket, Key=key, Body=b"placeholder: the rehearsal's stand-in for your model")
+    _say(f"model.artifact {artifact}: a placeholder in the emulator's S3 (your account must hold the model)")
 
 
 def _say_guarantees(done: list[tuple[str, list[tuple[str, str, str]]]], old: dict[str, Any],
@@ -325,9 +327,10 @@ def destroy(item: LoadedConfig, *, yes: bool = False, ask: Ask | None = None) ->
     for r in retained:
         name = r["PhysicalResourceId"]
         if r["ResourceType"] == "AWS::S3::Bucket":
-            console.print(f"kept: the load balancer's access-log bucket {name} (retained by design, logs expire after "
-                          f"90 days); delete it with `aws s3 rb s3://{name} --force` when you no longer need them",
-                          markup=False)
+            what = ("the load balancer's access-log bucket", "logs expire after 90 days") if "AccessLogs" in r[
+                "LogicalResourceId"] else ("the results bucket", "results expire after pipeline.results_days")
+            console.print(f"kept: {what[0]} {name} (retained by design, {what[1]}); delete it with "
+                          f"`aws s3 rb s3://{name} --force` when you no longer need it", markup=False)
         else:
             console.print(f"kept: {r['ResourceType']} {name} (the template retains it)", markup=False)
     _say_network(cloudformation)
@@ -376,6 +379,10 @@ def main(argv: list[str]) -> int:
             with account(say=_say):
                 code = destroy(item, yes=args.yes)
                 remember(f"{item.config.stack_name} destroyed" if code == 0 else "a teardown that was not agreed")
+            if code == 0:
+                console.print("(all of this in the rehearsal's emulator, not your account: what it keeps stays there "
+                              f"until `make rehearse MODEL={args.model} FRESH=1` starts from an empty one)",
+                              markup=False)
             return code
         if args.destroy:
             if not credentials:

@@ -84,7 +84,8 @@ def emulator(log: Path, *, state: Path | None = None, fail: str | None = None) -
         deadline = time.monotonic() + 60
         while f"listening on http://localhost:{port}" not in log.read_text():  # the log keeps earlier runs
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RehearsalError(f"the local AWS emulator did not start; see {log}")
+                saved = " (a saved state that no longer loads: FRESH=1 starts from an empty account)" if state else ""
+                raise RehearsalError(f"the local AWS emulator did not start; see {log}{saved}")
             time.sleep(0.1)
         # `localhost`, not 127.0.0.1: the emulator answers path-style S3 URLs (CDK's templates) for it.
         yield Emulator(endpoint=f"http://localhost:{port}", pid=process.pid, log=log)
