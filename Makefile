@@ -70,7 +70,7 @@ rehearse: setup
 	$(PY) -m crossover.deploy $(MODEL) --rehearse $(REHEARSAL_FLAGS)
 
 # Deletes ModelStack-$(MODEL) after a confirmation (YES=1 gives it); says what it leaves. REHEARSE=1: the
-# rehearsed stack, by the same steps.
+# rehearsed stack, by the same steps (unasked: it is the emulator's).
 destroy: setup
 	$(PY) -m crossover.deploy $(MODEL) --destroy $(if $(YES),--yes) $(if $(REHEARSE),--rehearse)
 

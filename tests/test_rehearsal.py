@@ -105,8 +105,8 @@ def test_the_readme_canary_then_promote_then_teardown(user: User) -> None:
         moved = order.index((LISTENER, "UPDATE_COMPLETE"))
         gone = [i for i, (x, s) in enumerate(order) if x.startswith("ModelLambda") and s == "DELETE_COMPLETE"]
         assert gone and min(gone) > moved
-    # WHEN torn down: make destroy MODEL=resnet152 REHEARSE=1 YES=1
-    out = _ok(user.make("resnet152", "--rehearse", "--destroy", "--yes"))
+    # WHEN torn down: make destroy MODEL=resnet152 REHEARSE=1
+    out = _ok(user.make("resnet152", "--rehearse", "--destroy"))  # not asked: it is the emulator's
     assert "turned off the deletion protection of the endpoint" in out and "ModelStack-resnet152: deleted" in out
     assert re.search(r"kept: the load balancer's access-log bucket modelstack-resnet\S+ \(retained", out)
     assert "NetworkStack (VPC, NAT gateway: about $33 a month) now serves no model" in out
