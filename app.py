@@ -8,8 +8,8 @@ one model neither waits for nor is blocked by the others' configs.
 import os
 import sys
 
-from crossover.app import build, models_folder, new_app
-from crossover.config import ConfigError, find, load_all, model_files
+from crossover.app import build, new_app
+from crossover.config import ConfigError, find, load_all, model_files, models_folder
 
 only = os.environ.get("CROSSOVER_ONLY")
 try:

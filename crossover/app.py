@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from aws_cdk import App, Environment
@@ -55,7 +54,3 @@ def build(app: App, configs: list[LoadedConfig]) -> dict[str, ModelStack]:
         ImageStack(app, f"ImageStack-{backend}", backend=backend, vpc=network.vpc, env=env)
     compliance.apply(app)
     return stacks
-
-
-def models_folder() -> Path:
-    return Path(os.environ.get("CROSSOVER_MODELS", PROJECT / "models"))

@@ -25,8 +25,7 @@ from typing import Any
 from rich.console import Console
 
 from crossover import PROJECT, rollout
-from crossover.app import models_folder
-from crossover.config import BACKENDS, STACK_PREFIX, ConfigError, LoadedConfig, find
+from crossover.config import BACKENDS, STACK_PREFIX, ConfigError, LoadedConfig, find, models_folder
 from crossover.cost import profile
 from crossover.errors import UserError
 from crossover.preflight import preflight

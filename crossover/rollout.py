@@ -13,8 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from crossover.service import CANARY_WEIGHT_CONTEXT
-from crossover.stacks.model import ROLLBACK_ALARMS_OUTPUT
+from crossover.shape import CANARY_WEIGHT_CONTEXT, ROLLBACK_ALARMS_OUTPUT
 
 STAGING_CONTEXT = ("--context", f"{CANARY_WEIGHT_CONTEXT}=0")
 

@@ -34,12 +34,12 @@ from crossover.constructs.monitoring import ModelMonitoring
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from crossover.cost import catalog, model, profile
 from crossover.cost.band import band
+from crossover.shape import CANARY_WEIGHT_CONTEXT
 
 FLEETS: dict[str, type[InstanceFleet]] = {"gpu": GpuFleet, "eia": EiaFleet, "inferentia": InferentiaFleet,
                                           "cpu": CpuFleet}
 # Context key `make deploy` sets for the first of a canary's two updates: the new backend is created and
 # becomes ready while it takes no requests; the second update gives it its share (crossover.rollout).
-CANARY_WEIGHT_CONTEXT = "crossover:canary-weight"
 # The Lambda function's own alarms, which judge its CodeDeploy traffic shifts.
 FUNCTION_ALARMS = {"LatencyP99", "ErrorRate", "FailedMessages", "LambdaErrors"}
 

@@ -1,5 +1,10 @@
-"""The shape of crossover's shared network, for the stack that builds it and the cost model that prices it
-(no CDK imports)."""
+"""The shape of crossover's shared network, for the stack that builds it and the cost model that prices it, and
+the names the stacks write that the deploy tools read (no CDK imports: the tools never load the CDK for them)."""
+
+# The context value that holds a canary's new backend at weight 0 (the first of a canary's two updates).
+CANARY_WEIGHT_CONTEXT = "crossover:canary-weight"
+# The stack output that lists the alarms CloudFormation rolls a deploy back on.
+ROLLBACK_ALARMS_OUTPUT = "RollbackAlarms"
 
 AZS = 2  # subnets in two availability zones; interface endpoints are billed per AZ
 # One NAT gateway by default: the cheapest way out for a small deployment (about $33 a month against about

@@ -4,7 +4,7 @@
 finds configs in a folder. Everything a caller needs is importable from here.
 """
 
-from crossover.config.discovery import find, load_all, model_files
+from crossover.config.discovery import find, load_all, model_files, models_folder
 from crossover.config.loading import ConfigError, LoadedConfig, Problem, describe, load, load_config, yaml_mapping
 from crossover.config.schema import (
                                       BACKEND_IDS,
@@ -26,4 +26,4 @@ from crossover.config.schema import (
 __all__ = ["BACKENDS", "BACKEND_IDS", "GRAVITON_FAMILIES", "RETIRED", "STACK_PREFIX", "Backend", "Canary",
            "ConfigError", "FleetSpec", "LambdaSpec", "LoadedConfig", "ModelConfig", "ModelSpec", "Problem",
            "SpotSpec", "describe", "find", "is_s3_uri", "load", "load_all", "load_config", "model_files",
-           "vcpus", "yaml_mapping"]
+           "models_folder", "vcpus", "yaml_mapping"]

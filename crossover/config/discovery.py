@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -55,6 +56,13 @@ def find(name: str, folder: Path, *, converting: bool = False) -> LoadedConfig:
         known.append(item.config.name)
     raise ConfigError([Problem(str(folder), "", f"no model named {name!r}; known: {', '.join(sorted(known))}"),
                        *problems])
+
+
+def models_folder() -> Path:
+    """Where the app and the deploy look for configs: ``$CROSSOVER_MODELS``, else the checkout's models/."""
+    from crossover import PROJECT
+
+    return Path(os.environ.get("CROSSOVER_MODELS", PROJECT / "models"))
 
 
 def model_files(folder: Path) -> list[Path]:

@@ -12,9 +12,9 @@ from crossover.config import ModelConfig
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from crossover.cost.profile import Measured
 from crossover.service import ModelService
+from crossover.shape import ROLLBACK_ALARMS_OUTPUT
 from crossover.stacks.network import NetworkStack
 
-ROLLBACK_ALARMS_OUTPUT = "RollbackAlarms"
 SERVICE_ID = "Model"  # the service's construct id: the prefix of every logical id in the stack
 
 
