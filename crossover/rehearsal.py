@@ -184,8 +184,9 @@ def child(args: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
 
 
 def run_cdk(*args: str, cwd: Path = PROJECT, **env: str) -> int:
-    """The CDK CLI with this process's environment (and ``env``) and terminal; its exit status."""
-    with child([CDK, *args], cwd=cwd, env={**os.environ, **env}) as process:
+    """The CDK CLI with this process's environment (and ``env``) and terminal; its exit status. Its stderr (the
+    diff, each resource's progress events, its errors) joins stdout: one stream reads the whole deploy in order."""
+    with child([CDK, *args], cwd=cwd, env={**os.environ, **env}, stderr=subprocess.STDOUT) as process:
         return process.wait()
 
 
