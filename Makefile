@@ -49,11 +49,9 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy crossover crossover_serving
 
-# One worker per CPU, each taking whole files: a module's emulator and synth fixtures stay in one process. The
-# rehearsal files are the slowest (minutes of real deploys): named first, they start at once, one a worker, and
-# the rest fill in around them.
+# One worker per CPU, each taking whole files: a module's emulator and synth fixtures stay in one process.
 test: lint
-	$(VENV)/bin/pytest -q -n auto --dist loadfile tests/test_rehearsal.py tests/test_rehearsal_moves.py tests
+	$(VENV)/bin/pytest -q -n auto --dist loadfile
 
 synth: setup
 	cdk synth --quiet
