@@ -76,7 +76,7 @@ def test_the_readme_canary_then_promote_then_teardown(user: User) -> None:
     assert "No AWS credentials found: rehearsing on a local AWS emulator" in out
     assert "starting from an empty account (--fresh)" in out
     assert "yes  listener created after the lambda alias was ready" in out and "listener: lambda 100%" in out
-    # WHEN the README's canary: crossover switch resnet152 gpu --canary 10, then make rehearse
+    # WHEN the canary of docs/switching.md: crossover switch resnet152 gpu --canary 10, then make rehearse
     _ok(user.crossover("switch", "resnet152", "gpu", "--canary", "10"))
     out = _ok(user.make("resnet152", "--rehearse"))
     # THEN it starts from what the first rehearsal left, and updates that stack in two steps
