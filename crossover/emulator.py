@@ -331,14 +331,15 @@ def _query(metric: dict[str, Any]) -> Any:
                                period=stat["Period"], stat=stat["Stat"], unit=stat.get("Unit")))
 
 
-def _references(value: Any) -> set[str]:
+def references(value: Any) -> set[str]:
+    """The logical ids a template value refers to (Ref, GetAtt, Sub)."""
     if isinstance(value, dict):
         found = {value["Ref"]} if "Ref" in value else {value["Fn::GetAtt"][0]} if "Fn::GetAtt" in value else set()
         if isinstance(value.get("Fn::Sub"), str):
             found |= set(re.findall(r"\$\{([A-Za-z0-9]+)(?:\.[^}]*)?\}", value["Fn::Sub"]))
-        return found.union(*map(_references, value.values()))
+        return found.union(*map(references, value.values()))
     if isinstance(value, list):
-        return set().union(*map(_references, value))
+        return set().union(*map(references, value))
     return set()
 
 
@@ -346,7 +347,7 @@ def _dependencies(resources: dict[str, Any], logical_id: str) -> set[str]:
     resource = resources[logical_id]
     depends = resource.get("DependsOn", [])
     named = {depends} if isinstance(depends, str) else set(depends)
-    return {d for d in named | _references(resource.get("Properties")) if d in resources and d != logical_id}
+    return {d for d in named | references(resource.get("Properties")) if d in resources and d != logical_id}
 
 
 def _duration(resource: dict[str, Any], action: str) -> float:

@@ -32,7 +32,7 @@ from rich.table import Table
 
 from crossover import PROJECT
 from crossover.config import BACKEND_IDS
-from crossover.emulator import ACCOUNT, REGION
+from crossover.emulator import ACCOUNT, REGION, references
 
 CDK = str(PROJECT / "node_modules" / ".bin" / "cdk")
 ROUTE = "AWS::ElasticLoadBalancingV2::Listener"
@@ -274,7 +274,7 @@ def guarantees(update: Update, old: dict[str, Any], new: dict[str, Any],
         return [i for i, (x, _, s) in enumerate(update) if x == logical_id and s in statuses]
 
     def targets(route: dict[str, Any]) -> set[str]:
-        refs = _references(route.get("Properties", {}).get("DefaultActions", []))
+        refs = references(route.get("Properties", {}).get("DefaultActions", []))
         return {kind for ref in refs if ref in new and (kind := backend_of(new[ref])) is not None}
 
     ready = {}  # backend -> (index of its readiness completing, what it is)
@@ -307,15 +307,6 @@ def guarantees(update: Update, old: dict[str, Any], new: dict[str, Any],
         said.append((f"{kind} removed after {'the listener moved' if moved else 'the new backend was ready'}",
                      min(deleted) > max(after, default=-1)))
     return said
-
-
-def _references(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        found = {value["Ref"]} if "Ref" in value else set()
-        return found.union(*map(_references, value.values()))
-    if isinstance(value, list):
-        return set().union(*map(_references, value))
-    return set()
 
 
 def split(emu: Emulator, stack: str) -> list[tuple[str, float]]:
