@@ -77,12 +77,12 @@ def emulator(log: Path, *, state: Path | None = None, fail: str | None = None) -
     port = _free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     extra = [*(["--state", str(state)] if state else []), *(["--fail", fail] if fail else [])]
-    with log.open("a") as output:
+    with log.open("w") as output:  # this run's log only: a request log grows by ~100 KB a rehearsal
         process = subprocess.Popen([sys.executable, "-m", "crossover.emulator", "--port", str(port), *extra],
                                    stdout=output, stderr=subprocess.STDOUT, cwd=PROJECT)
     try:
         deadline = time.monotonic() + 60
-        while f"listening on http://localhost:{port}" not in log.read_text():  # the log keeps earlier runs
+        while f"listening on http://localhost:{port}" not in log.read_text():
             if process.poll() is not None or time.monotonic() > deadline:
                 saved = " (a saved state that no longer loads: FRESH=1 starts from an empty account)" if state else ""
                 raise RehearsalError(f"the local AWS emulator did not start; see {log}{saved}")
