@@ -148,23 +148,23 @@ def _target(url: str, policy: FetchPolicy) -> tuple[str, str, int, str]:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as e:  # an unclosed IPv6 bracket, a port that is not a number
-        raise InputError(f"the URL is malformed ({e})", code="bad_url") from None
+        # quote() encodes to UTF-8 and the host to IDNA: a lone surrogate or a label IDNA refuses raises
+        # UnicodeError, a ValueError like urlsplit's own (an unclosed IPv6 bracket, a port that is not a number).
+        path = quote(parts.path or "/", safe=_URL_SAFE) + (
+            f"?{quote(parts.query, safe=_URL_SAFE)}" if parts.query else "")
+        host = parts.hostname.encode("idna").decode("ascii") if parts.hostname else ""
+    except ValueError as e:
+        raise InputError(f"the URL is malformed ({type(e).__name__})", code="bad_url") from None
     if not policy.schemes:
         raise InputError("this model accepts no image URLs (its config's inputs.https is false): send the image "
                          "bytes, or an s3:// URI under inputs.s3", status=403, code="forbidden_url")
     if parts.scheme not in policy.schemes:
-        raise InputError(f"refusing URL scheme {parts.scheme!r}; allowed: {', '.join(policy.schemes)}",
+        raise InputError(f"refusing URL scheme {parts.scheme[:20]!r}; allowed: {', '.join(policy.schemes)}",
                          status=403, code="forbidden_url")
-    if not parts.hostname or parts.username or parts.password:
+    if not host or parts.username or parts.password:
         raise InputError("the URL needs a host and must not carry credentials", code="bad_url")
     if any(ord(c) < 0x21 or c == "\x7f" for c in url):
         raise InputError("the URL contains spaces or control characters", code="bad_url")
-    try:
-        host = parts.hostname.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise InputError("the URL's host is not a valid host name", code="bad_url") from None
-    path = quote(parts.path or "/", safe=_URL_SAFE) + (f"?{quote(parts.query, safe=_URL_SAFE)}" if parts.query else "")
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
 
 
@@ -182,7 +182,11 @@ def fetch_url(url: str, policy: FetchPolicy, deadline: Deadline) -> bytes:
             assert sock is not None
             response = connection.getresponse()
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
-                url = urljoin(url, response.getheader("Location", ""))
+                try:
+                    url = urljoin(url, response.getheader("Location", ""))
+                except ValueError:  # "https://[x/": the origin's bytes, not ours
+                    raise InputError("the origin redirected to a malformed URL", status=502,
+                                     code="fetch_failed") from None
                 continue
             if response.status != 200:
                 raise InputError(f"the origin answered HTTP {response.status}", status=502, code="fetch_failed")
@@ -237,6 +241,11 @@ def fetch(reference: str, policy: FetchPolicy, deadline: Deadline | None = None)
     within the policy's own ``total_timeout_s``)."""
     own = Deadline.after(policy.total_timeout_s)
     deadline = own if deadline is None or own.at < deadline.at else deadline
+    if not reference.isascii():
+        try:
+            reference.encode()
+        except UnicodeEncodeError:  # JSON can carry a lone surrogate ("\ud800"); no URL or key holds one
+            raise InputError("the image reference is not valid Unicode", code="bad_url") from None
     if reference.startswith("s3://"):
         return fetch_s3(reference, policy, deadline)
     return fetch_url(reference, policy, deadline)
