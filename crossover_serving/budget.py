@@ -72,23 +72,31 @@ class Budget:
             return True
 
     async def take(self, size: int, deadline_at: float) -> None:
-        """Wait until ``size`` bytes are free, or raise Overloaded at ``deadline_at`` (loop time)."""
+        """Wait until ``size`` bytes are free, or raise Overloaded at ``deadline_at`` (loop time). However the
+        wait ends (its deadline, or the caller's task cancelled), bytes granted to a waiter that gave up go back."""
         if self.try_take(size):
             return
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._waiters.append((size, granted))
             self._grant()
+        kept = False
         try:
             async with asyncio.timeout_at(deadline_at):
                 await granted
+            kept = True
         except TimeoutError:
-            if granted.done() and not granted.cancelled():
-                self.give(size)  # granted just as the deadline passed: hand it back
             raise Overloaded(f"{self.what}: not enough memory free before the deadline") from None
         finally:
+            if not kept:
+                if granted.done() and not granted.cancelled():
+                    self.give(size)  # granted just as the wait ended: hand it back
+                granted.cancel()  # bytes still on their way to it (_settle) go back too
             with self._lock:
                 self._grant()  # a waiter that gave up may have been holding up smaller ones behind it
+
+    def lease(self) -> Lease:
+        return Lease(self)
 
     def give(self, size: int) -> None:
         with self._lock:
@@ -113,3 +121,22 @@ class Budget:
             self.give(size)
         else:
             granted.set_result(None)
+
+
+class Lease:
+    """Bytes one holder takes from a budget a piece at a time, as they arrive (a request body), all given back
+    by one :meth:`release`: what a client only announces reserves nothing."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget, self.held = budget, 0
+
+    def try_take(self, size: int) -> bool:
+        if not self.budget.try_take(size):
+            return False
+        self.held += size
+        return True
+
+    def release(self) -> None:
+        held, self.held = self.held, 0
+        if held:
+            self.budget.give(held)

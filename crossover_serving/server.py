@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -29,7 +30,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -44,7 +45,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from crossover_serving.api import parse, prediction
 from crossover_serving.batching import Batcher
-from crossover_serving.budget import MIB, Budget, available_memory
+from crossover_serving.budget import MIB, Budget, Lease, available_memory
 from crossover_serving.deadline import Deadline
 from crossover_serving.errors import InputError, ModelLoadError, Overloaded
 from crossover_serving.fetch import FetchPolicy, fetch, parse_networks
@@ -57,6 +58,11 @@ from crossover_serving.spec import Spec, load
 NOT_FOUND = {"error": "not_found", "message": "POST an image to /predict"}
 FAULT = {"error": "internal", "message": "the server failed on this request; the fault is logged and counted"}
 DECODE_SHARE = 0.5  # of the memory left after the model loads: several images decode at once
+# A request's head: what the load balancer forwards at most (a 16 KiB request line or header, 64 KiB in all).
+MAX_HEAD_BYTES = 64 * 1024
+MAX_URL_BYTES = 16 * 1024
+MAX_HEADERS = 100
+BODY_GRACE_S = 1.0  # past the deadline, for the application's own answer to a late body (408) to be sent
 
 
 @dataclass(frozen=True)
@@ -75,49 +81,119 @@ class Limits:
 
 
 class _Connection(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 connection (llhttp's parser) with the limits it lacks: a connection that sends
-    nothing is closed after ``keep_alive_s``; once a request's first byte arrives its head must be
-    complete within the deadline (uvicorn's own timer stops at the first byte, so a head dripped a byte
-    at a time held a connection forever); past ``max_connections`` new connections are closed at once.
+    """uvicorn's HTTP/1.1 connection (llhttp's parser) with the limits it lacks:
+
+    - a connection that sends nothing is closed after ``keep_alive_s``; once a request's first byte arrives,
+      the whole request (head and body, on every path) must arrive within the deadline, or the connection
+      is closed (uvicorn's own timer stops at the first byte, and every byte re-arms its keep-alive: a head,
+      or a body sent to /health, dripped a byte at a time held a connection forever);
+    - a head is at most ``MAX_HEAD_BYTES`` (431), its URL ``MAX_URL_BYTES`` (414), ``MAX_HEADERS`` header
+      lines (431): llhttp buffers a header however long, and uvicorn keeps every one;
+    - one request at a time: while one is answered, the bytes after it are held and reading is paused, and
+      the parser is fed one head at a time (uvicorn parses a whole read of pipelined requests, queueing a
+      request object for each: ~100 MiB/s of memory from one connection sending GET /health);
+    - past ``max_connections`` new connections are closed at once.
+
     The first byte's time goes to the application, whose deadline it starts. Malformed HTTP gets a JSON 400."""
 
     limits: ClassVar[Limits]
     _timer: asyncio.TimerHandle | None = None
+    _held = b""  # received, not yet parsed: what follows a request that is still being answered
+    _head_bytes = 0  # of the request whose head is being received; -1 between heads
+    _header_count = 0
+    _refusal: tuple[int, str, str] | None = None  # a head over a limit: answered once the parser stops
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._head_bytes = -1
         if len(self.connections) > self.limits.max_connections:
             transport.close()
             return
         self._arm(self.limits.keep_alive_s)
 
+    def data_received(self, data: bytes) -> None:
+        self._held += data
+        self._feed()
+
+    def _feed(self) -> None:
+        """Parse held bytes up to one head end at a time, stopping while a request waits behind the one being
+        answered (uvicorn's pipeline): the rest stays held, reading paused, until that answer is sent."""
+        while self._held and not self.pipeline and self.parser is not None and not self.transport.is_closing():
+            end = self._held.find(b"\r\n\r\n")
+            cut = len(self._held) if end < 0 else end + 4
+            piece, self._held = self._held[:cut], self._held[cut:]
+            if self._head_bytes >= 0:
+                self._head_bytes += len(piece)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._refusal = self._refusal or (431, "head_too_large", f"the request's head is over "
+                                                      f"{MAX_HEAD_BYTES:,} bytes")
+            if self._refusal is None:
+                super().data_received(piece)
+            if self._refusal is not None:
+                self._refuse(*self._refusal)
+                return
+        if self._held:
+            self.flow.pause_reading()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["state"]["arrival"] = time.monotonic()
-        self._arm(self.limits.deadline_s)
+        self._head_bytes, self._header_count = 0, 0
+        # The application answers a body that misses the deadline with 408 first; this only closes what it
+        # does not read (a body sent to /health), just after.
+        self._arm(self.limits.deadline_s + BODY_GRACE_S)
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > MAX_URL_BYTES:
+            self._refusal = self._refusal or (414, "url_too_long", f"the URL is over {MAX_URL_BYTES:,} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADERS:
+            self._refusal = self._refusal or (431, "too_many_headers", f"more than {MAX_HEADERS} header lines")
+        if self._refusal is None:
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._head_bytes = -1
+        if self._refusal is None:  # a refused head starts no request
+            super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
         self._disarm()
-        super().on_headers_complete()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._feed()  # the next request, if one was held back
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._held = b""
         super().connection_lost(exc)
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
-        self._timer = self.loop.call_later(seconds, self.transport.close)  # no complete head: no request to answer
+        self._timer = self.loop.call_later(seconds, self.transport.close)  # no complete request: nothing to answer
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def send_400_response(self, msg: str) -> None:
-        body = json.dumps({"error": "bad_request", "message": "the request is not valid HTTP/1.1"}).encode()
-        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer what the parser could not hand the application, and close."""
+        if self.transport.is_closing():
+            return
+        body = json.dumps({"error": code, "message": message}).encode()
+        reason = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}[status]
+        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                             b"connection: close\r\n\r\n%s" % (status, reason, len(body), body))
         self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, "bad_request", "the request is not valid HTTP/1.1")
 
 
 class _Refused(InputError):
@@ -162,7 +238,7 @@ class InferenceServer:
         self.model: Model | None = None
         self.batcher: Batcher | None = None
         self.load_error: str | None = None
-        self.metrics = Recorder(spec.name)
+        self.metrics = Recorder(spec.name, backend=spec.backend)
         self.metrics.watch_gpus()
         self.in_flight = 0
         self.leaving: str | None = None  # why this instance is going away (a spot notice): it is not ready
@@ -175,7 +251,7 @@ class InferenceServer:
         protocol = type("Connection", (_Connection,), {"limits": limits})
         self._uvicorn = uvicorn.Server(uvicorn.Config(
             self._app(), http=protocol, lifespan="off", log_config=None, log_level="warning", access_log=False,
-            proxy_headers=False, server_header=False, headers=[("server", "crossover")],
+            proxy_headers=False, server_header=False, headers=[("server", "crossover")], ws="none",
             timeout_keep_alive=int(limits.keep_alive_s), timeout_graceful_shutdown=int(limits.drain_s),
             backlog=1024))
         self._thread: threading.Thread | None = None
@@ -226,10 +302,12 @@ class InferenceServer:
             allow = getattr(exc, "headers", None) or {}
             return _json(405, {"error": "method_not_allowed", "message": f"use {allow.get('Allow', 'POST')}"}, allow)
 
-        return Starlette(routes=[Route("/predict", self._predict, methods=["POST"]),
-                                 Route("/health", self._health, methods=["GET"]),
-                                 Route("/ready", self._ready, methods=["GET"])],
-                         exception_handlers={404: not_found, 405: not_allowed})
+        app = Starlette(routes=[Route("/predict", self._predict, methods=["POST"]),
+                                Route("/health", self._health, methods=["GET"]),
+                                Route("/ready", self._ready, methods=["GET"])],
+                        exception_handlers={404: not_found, 405: not_allowed})
+        app.router.redirect_slashes = False  # /predict/ is a 404 with its JSON body, not a bare 307
+        return app
 
     async def _health(self, _request: Request) -> Response:
         return _json(200, {"status": "alive"})
@@ -245,8 +323,10 @@ class InferenceServer:
         deadline = Deadline.after(self.limits.deadline_s, start=request.scope["state"].get("arrival"))
         try:
             response = await self._answer(request, deadline)
-        except _Refused as e:
+        except _Refused as e:  # the body is read off first: closing on unread bytes would reset the connection
             self.metrics.add("InputErrors", MetricUnit.Count, 1)
+            with contextlib.suppress(TimeoutError, ClientDisconnect):
+                await self._discard(request, deadline)
             return _json(e.status, e.body(), {"Connection": "close"})
         except InputError as e:
             self.metrics.add("InputErrors", MetricUnit.Count, 1)
@@ -279,18 +359,16 @@ class InferenceServer:
         if length is None or "transfer-encoding" in request.headers:
             raise _Refused("a Content-Length header is required (chunked bodies are not accepted)", status=411,
                            code="length_required")
-        size = int(length)  # h11 accepts only digits here
+        size = int(length)  # llhttp accepts only digits here
         if size > self.policy.max_bytes:
             raise _Refused(f"the body is {size:,} bytes; the limit is {self.policy.max_bytes:,}", status=413,
                            code="too_large")
         if not self.ready:
             await self._discard(request, deadline)
             return _json(503, {"error": "not_ready", "message": "the model is still loading"}, {"Retry-After": "5"})
-        if not self.bodies.try_take(size):
-            await self._discard(request, deadline)
-            raise Overloaded("too many request bodies are being received")
+        lease = self.bodies.lease()
         try:
-            body = await self._body(request, deadline)
+            body = await self._body(request, deadline, lease)
             if self.in_flight >= self.limits.max_in_flight:
                 raise Overloaded("too many requests in flight")
             self.in_flight += 1
@@ -299,17 +377,24 @@ class InferenceServer:
             finally:
                 self.in_flight -= 1
         finally:
-            self.bodies.give(size)
+            lease.release()
 
-    async def _body(self, request: Request, deadline: Deadline) -> bytes:
-        chunks = []
+    async def _body(self, request: Request, deadline: Deadline, lease: Lease) -> bytes:
+        """The body, charged to the body budget as its bytes arrive (an announced length reserves nothing, so
+        connections that announce and send nothing hold nothing). Past the budget the rest is read off and
+        dropped, and the request shed."""
+        chunks, full = [], False
         try:
             async with asyncio.timeout_at(deadline.at):
                 async for chunk in request.stream():
-                    chunks.append(chunk)
+                    full = full or not lease.try_take(len(chunk))
+                    if not full:
+                        chunks.append(chunk)
         except TimeoutError:
             raise _Refused(f"the body did not arrive within the {deadline.seconds:g} s deadline", status=408,
                            code="body_timeout") from None
+        if full:
+            raise Overloaded("too many request bodies are being received")
         return b"".join(chunks)
 
     async def _run(self, body: bytes, content_type: str | None, deadline: Deadline) -> Response:
@@ -320,27 +405,41 @@ class InferenceServer:
             parsed = parse(body, content_type, self.policy)
             data = parsed if isinstance(parsed, bytes) else await loop.run_in_executor(
                 self._fetchers, fetch, parsed.uri, self.policy, deadline)
-            prepared = await loop.run_in_executor(self._decoders, self._prepare, model, decoding, data, False)
+            prepared = await loop.run_in_executor(self._decoders, self._prepare, model, decoding, data)
             if isinstance(prepared, Opened):  # its memory was not free: wait for it, then decode
                 await decoding.take(prepared.decode_bytes, deadline.at)
-                prepared = await loop.run_in_executor(self._decoders, self._prepare, model, decoding, prepared, True)
-            assert isinstance(prepared, np.ndarray)
+                prepared = await self._decode_taken(model, decoding, prepared)
             top = await asyncio.wrap_future(batcher.enqueue(prepared, deadline.at))
         return _json(200, prediction(self.spec.name, top))
 
     @staticmethod
-    def _prepare(model: Model, decoding: Budget, image: bytes | Opened, taken: bool) -> np.ndarray | Opened:
+    def _prepare(model: Model, decoding: Budget, image: bytes) -> np.ndarray | Opened:
         """Open and decode in one trip to a decoding thread when the memory is free (one wake-up of the event
-        loop a request instead of three: measured, the wake-ups cost the server ~10% of its throughput). The
-        opened image comes back undecoded when its memory must be waited for; ``taken``: it was. The memory
-        stays taken until decoding really ends, even if the request stopped waiting for it."""
-        opened = image if isinstance(image, Opened) else model.preprocess.open(image)
-        if not taken and not decoding.try_take(opened.decode_bytes):
+        loop a request instead of three: measured, the wake-ups cost the server ~10% of its throughput); the
+        opened image comes back undecoded when its memory must be waited for."""
+        opened = model.preprocess.open(image)
+        if not decoding.try_take(opened.decode_bytes):
             return opened
+        return InferenceServer._decode(model, decoding, opened)
+
+    @staticmethod
+    def _decode(model: Model, decoding: Budget, opened: Opened) -> np.ndarray:
+        """Decode an image whose memory is taken, and give it back when decoding really ends (even if the
+        request stopped waiting for it)."""
         try:
             return model.preprocess.decode(opened)
         finally:
             decoding.give(opened.decode_bytes)
+
+    async def _decode_taken(self, model: Model, decoding: Budget, opened: Opened) -> np.ndarray:
+        future = self._decoders.submit(self._decode, model, decoding, opened)
+
+        def never_ran(done: Future[np.ndarray]) -> None:
+            if done.cancelled():  # cancelled while queued for a decoder (the deadline passed): _decode never ran
+                decoding.give(opened.decode_bytes)
+
+        future.add_done_callback(never_ran)
+        return await asyncio.wrap_future(future)
 
     def start(self) -> InferenceServer:
         """Serve on a background thread (tests, an embedding process) until :meth:`drain`."""
