@@ -189,7 +189,8 @@ class ModelService(Construct):
         if "gpu" in self.backends:
             monitoring.watch_gpus()
         if config.canary is not None and isinstance(self.front_door, RealtimeFrontDoor):
-            monitoring.watch_canary(self._route(config.backend), self.front_door, p99_ms=config.traffic.p99_ms)
+            monitoring.watch_canary(self._route(config.backend), self.front_door, backend=config.backend,
+                                    p99_ms=config.traffic.p99_ms)
         self._watch_volume(monitoring, count, measured)
         # The Lambda's own traffic shifts are judged by what judges it when it serves alone, whether it is the
         # backend being deployed or the one a canary moves from (then its deployment group is unchanged).

@@ -27,6 +27,9 @@ from crossover_serving.names import NAMESPACE, SERVICE
 __all__ = ["NAMESPACE", "SERVICE", "MetricUnit", "Recorder"]
 _VALUES_PER_DATUM = 150  # PutMetricData's limit on distinct values in one datum
 _DATA_PER_CALL = 20  # datums per PutMetricData call, well inside the request size limit
+# Also published with a Backend dimension: during a canary two backends serve one model, and the canary's
+# rollback alarm must count its own faults alone (crossover.constructs.monitoring.watch_canary).
+PER_BACKEND = ("ServerFaults",)
 
 Publish = Callable[[list[dict[str, Any]]], None]
 
@@ -53,11 +56,13 @@ class Recorder:
     publishes to CloudWatch; anything else (a laptop, a test) records nothing.
     """
 
-    def __init__(self, model: str, *, publish: Publish | None = None, interval_s: float = 60.0) -> None:
+    def __init__(self, model: str, *, backend: str | None = None, publish: Publish | None = None,
+                 interval_s: float = 60.0) -> None:
         if publish is None and os.environ.get("CROSSOVER_METRICS") == "cloudwatch":
             publish = cloudwatch_publisher()
         self._publish = publish
         self._dimensions = [{"Name": "Model", "Value": model}, {"Name": "service", "Value": SERVICE}]
+        self._backend = backend
         self._values: dict[tuple[str, str], Counter[float]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -84,8 +89,12 @@ class Recorder:
             items = sorted(counts.items())
             for start in range(0, len(items), _VALUES_PER_DATUM):
                 chunk = items[start:start + _VALUES_PER_DATUM]
-                data.append({"MetricName": name, "Dimensions": self._dimensions, "Unit": unit,
-                             "Values": [v for v, _ in chunk], "Counts": [float(n) for _, n in chunk]})
+                datum = {"MetricName": name, "Dimensions": self._dimensions, "Unit": unit,
+                         "Values": [v for v, _ in chunk], "Counts": [float(n) for _, n in chunk]}
+                data.append(datum)
+                if name in PER_BACKEND and self._backend is not None:
+                    data.append({**datum, "Dimensions": [*self._dimensions,
+                                                         {"Name": "Backend", "Value": self._backend}]})
         if not data:
             return
         try:

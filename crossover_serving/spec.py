@@ -33,6 +33,9 @@ class InputsSpec:
 class Spec:
     name: str
     artifact: str  # local path or s3://bucket/key
+    # The backend serving it (crossover.config.BACKEND_IDS' keys): ServerFaults are also published per backend,
+    # so a canary is judged by its own faults alone. None when served locally.
+    backend: str | None = None
     format: str = "onnx"  # onnx | neuron (a Neuron-compiled TorchScript module, on Inferentia)
     sha256: str | None = None
     input: InputSpec = field(default_factory=InputSpec)
@@ -70,5 +73,5 @@ def load(path: Path) -> Spec:
         model["artifact"] = str((path.parent / model["artifact"]).resolve())
     backend = config.get("backend", "cpu")
     max_batch = (config.get(backend) or {}).get("max_batch", 1)
-    return Spec.from_mapping({"name": config["name"], **model, "max_batch": max_batch,
+    return Spec.from_mapping({"name": config["name"], **model, "max_batch": max_batch, "backend": backend,
                               "inputs": config.get("inputs") or {}})

@@ -544,7 +544,7 @@ class ModelConfig(_Strict):
         section = getattr(self, "lambda_" if backend == "lambda" else backend)
         model = self.model.model_dump(include={"sha256", "input", "labels", "top_k"})
         neuron = backend == "inferentia" and self.inferentia.neuron_artifact is not None
-        return {"name": self.name, **model, "artifact": artifact,
+        return {"name": self.name, "backend": backend, **model, "artifact": artifact,
                 "format": "neuron" if neuron else self.model.format,
                 "max_batch": getattr(section, "max_batch", 1), "inputs": self.inputs.model_dump()}
 

@@ -5,10 +5,10 @@ to use an existing one). What is watched (R: the alarm also rolls a deployment b
 
 | signal | realtime | pipeline |
 |---|---|---|
-| p99 latency above ``traffic.p99_ms`` (R) | load balancer target response time | — |
-| server faults (serving 500s, load balancer 5xx) above 1% (R) | load balancer and crossover_serving/ | — |
+| p99 latency above ``traffic.p99_ms`` (R, but not during a canary) | load balancer target response time | — |
+| server faults (500s, load balancer 5xx) above 1% (R, not in a canary) | load balancer, crossover_serving/ | — |
 | unhealthy hosts, per fleet (R) | instance backends | — |
-| the canary's p99 and 5xx rate, from its target group (R) | during a canary | — |
+| the canary's p99, and its own server faults above 1% of its requests (R) | during a canary | — |
 | Lambda errors (R) and throttles, through the ``live`` alias | lambda | lambda |
 | more than 10% of messages failing (R) | — | both |
 | oldest message older than ``pipeline.backlog_s``; any message in the dead-letter queue | — | both |
@@ -108,8 +108,8 @@ class ModelMonitoring(Construct):
             left_annotations=annotations))
 
     def watch_realtime(self, front_door: RealtimeFrontDoor, *, p99_ms: int, rollback: bool = True) -> None:
-        """``rollback``: the load balancer's p99 judges the release (during a canary it is mostly the old
-        backend's, so the canary's own p99 does instead)."""
+        """``rollback``: the load balancer's p99 and fault rate judge the release (during a canary they are
+        mostly the old backend's, so the canary's own p99 and faults do instead)."""
         metrics = front_door.load_balancer.metrics
         self._alarm("LatencyP99", metrics.target_response_time(statistic="p99", period=MINUTE), p99_ms / 1000,
                     f"p99 latency above the {p99_ms} ms target (seconds)", rollback=rollback)
@@ -124,7 +124,7 @@ class ModelMonitoring(Construct):
                            "elb5xx": metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=MINUTE),
                            "requests": metrics.request_count(period=MINUTE)})
         self._alarm("ErrorRate", errors, 1, "server faults (500s and load balancer 5xx) above 1% of requests",
-                    rollback=True)
+                    rollback=rollback)
 
     def watch_targets(self, group: elbv2.ApplicationTargetGroup, backend: str, *, rollback: bool = True) -> None:
         """A fleet's instances behind the load balancer (``backend``: its id, as a canary has two fleets)."""
@@ -132,11 +132,19 @@ class ModelMonitoring(Construct):
                                                                                   statistic="Maximum"), 0,
                     f"unhealthy {backend} instances behind the load balancer", periods=5, rollback=rollback)
 
-    def watch_canary(self, group: elbv2.ApplicationTargetGroup, front_door: RealtimeFrontDoor, *,
+    def watch_canary(self, group: elbv2.ApplicationTargetGroup, front_door: RealtimeFrontDoor, *, backend: str,
                      p99_ms: int) -> None:
-        """The canary's own judges, from its target group alone: its p99, and its 5xx out of its requests
-        (for Lambda, with the function errors the load balancer saw). Rollback alarms of the deploy that
-        gives it its share."""
+        """The canary's own judges, from its target group and its own backend alone (``backend``: its id, the
+        ``Backend`` dimension crossover_serving/ publishes ServerFaults under): its p99, and its server faults
+        out of its requests. Rollback alarms of the deploy that gives it its share.
+
+        Its faults: the serving code's own 500s (ServerFaults), a fleet target that refused or reset the
+        connection (TargetConnectionErrorCount: the load balancer answers 502). Never its target 5xx: the
+        502/503/504 the serving code sends on purpose (an origin the request named failed, overload, a missed
+        deadline) are the traffic's doing, and a client must not be able to roll the canary back by sending
+        them. Nor LambdaUserError, which counts bodies over Lambda's 1 MB and throttling with the crashes: a
+        function that crashes or times out is the LambdaErrors alarm of its live alias. A target that hangs
+        (the load balancer's 504) is the canary's p99."""
         metrics = group.metrics
         self._alarm("CanaryLatencyP99", metrics.target_response_time(statistic="p99", period=MINUTE),
                     p99_ms / 1000, f"the canary's p99 latency above the {p99_ms} ms target (seconds)", rollback=True)
@@ -147,12 +155,15 @@ class ModelMonitoring(Construct):
             return cloudwatch.Metric(namespace="AWS/ApplicationELB", metric_name=name, dimensions_map=dimensions,
                                      period=MINUTE, statistic="Sum")
 
+        faults = cloudwatch.Metric(namespace=NAMESPACE, metric_name="ServerFaults", period=MINUTE, statistic="Sum",
+                                   dimensions_map={"Model": self.model, "service": SERVICE, "Backend": backend})
         errors = cloudwatch.MathExpression(
-            expression="100 * (FILL(target5xx, 0) + FILL(lambdaErrors, 0)) / MAX([requests, 1])", period=MINUTE,
-            label="canary 5xx %", using_metrics={"target5xx": elb("HTTPCode_Target_5XX_Count"),
-                                                 "lambdaErrors": elb("LambdaUserError"),
-                                                 "requests": elb("RequestCount")})
-        self._alarm("CanaryErrorRate", errors, 1, "the canary's 5xx above 1% of its requests", rollback=True)
+            expression="100 * (FILL(faults, 0) + FILL(connectionErrors, 0)) / MAX([requests, 1])", period=MINUTE,
+            label="canary faults %", using_metrics={"faults": faults,
+                                                    "connectionErrors": elb("TargetConnectionErrorCount"),
+                                                    "requests": elb("RequestCount")})
+        self._alarm("CanaryErrorRate", errors, 1, f"the canary's ({backend}) server faults above 1% of its requests",
+                    rollback=True)
 
     def watch_function(self, function: lambda_.IFunction, *, rollback: bool = True) -> None:
         """``function``: the alias that serves, so the alarms see what a traffic shift sends there."""
