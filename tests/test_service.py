@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.instance_backends import GpuFleet
 from crossover.constructs.lambda_backend import LambdaBackend
 from crossover.cost import profile
-from tests import ROOT
 from tests.conftest import PUBLIC
+from tests.lint import cfn_lint
 
 CERTIFICATE = PUBLIC.split("'")[1]
 
@@ -95,9 +94,7 @@ def test_two_services_in_one_stack_name_nothing_alike(tmp_path: Path) -> None:
     # AND the template passes cfn-lint (no physical name twice: E3019 and friends)
     path = tmp_path / "two.json"
     path.write_text(json.dumps(Template.from_stack(stack).to_json()))
-    lint = subprocess.run([str(ROOT / ".venv" / "bin" / "cfn-lint"), "--format", "parseable", str(path)],
-                          capture_output=True, text=True)
-    assert [line for line in lint.stdout.splitlines() if ":E" in line] == []
+    cfn_lint([path])
 
 
 def test_what_a_team_wires_to(tmp_path: Path) -> None:
