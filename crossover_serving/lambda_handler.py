@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
@@ -29,10 +29,11 @@ from crossover_serving.deadline import Deadline
 from crossover_serving.errors import InputError
 from crossover_serving.fetch import FetchPolicy
 from crossover_serving.model import Model
+from crossover_serving.names import NAMESPACE, SERVICE
 from crossover_serving.spec import Spec
 
 logger = Logger()
-metrics = Metrics(namespace="crossover")
+metrics = Metrics(namespace=NAMESPACE)
 # A batch whose records all failed is still answered record by record (not by raising): SQS redelivers
 # exactly the reported ones either way, and the metrics below see every batch.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -52,10 +53,12 @@ def policy() -> FetchPolicy:
     return FetchPolicy.for_inputs(inputs.s3, inputs.https)
 
 
-def _deadline(context: Any, seconds: float) -> Deadline:
-    """``seconds`` from now, or less if the invocation ends sooner."""
+def _deadline(context: Any, seconds: float, *, sharing: int = 1) -> Deadline:
+    """``seconds`` from now, or less if the invocation ends sooner; ``sharing``: this and the records still to
+    run after it divide what is left equally, so a slow record cannot leave its batch-mates no time at all
+    (they would fail on every delivery, untried, until dead-lettered)."""
     remaining = getattr(context, "get_remaining_time_in_millis", lambda: seconds * 1000 + MARGIN_S * 1000)()
-    return Deadline.after(max(0.0, min(seconds, remaining / 1000 - MARGIN_S)))
+    return Deadline.after(max(0.0, min(seconds, (remaining / 1000 - MARGIN_S) / sharing)))
 
 
 def _respond(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -105,11 +108,11 @@ def _s3() -> Any:
     return boto3.client("s3")
 
 
-def _record(record: SQSRecord, context: Any) -> None:
+def _record(record: SQSRecord, context: Any, sharing: int) -> None:
     bucket = os.environ["RESULTS_BUCKET"]
     try:
         pipeline.process(record.body, model(), _s3(), bucket, policy(),
-                         _deadline(context, pipeline.MESSAGE_DEADLINE_S))
+                         _deadline(context, pipeline.MESSAGE_DEADLINE_S, sharing=sharing))
     except Exception as error:
         receives = str(_get(record.raw_event, "attributes", dict, {}).get("ApproximateReceiveCount", "1"))
         if not receives.isdigit() or int(receives) >= int(os.environ.get("MAX_RECEIVE_COUNT", "1")):
@@ -117,27 +120,49 @@ def _record(record: SQSRecord, context: Any) -> None:
         raise  # reported as this record's failure: SQS redelivers it or moves it to the dead-letter queue
 
 
-def _batch(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def _is_sqs_batch(records: list[Any]) -> bool:
+    """Records SQS could have sent: each one can then be reported by its id (a direct invocation may send
+    anything under "Records")."""
+    return all(isinstance(r, dict) and isinstance(r.get("messageId"), str) and isinstance(r.get("body"), str)
+               for r in records)
+
+
+def _batch(records: list[Any], event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if not records:
+        return {"batchItemFailures": []}
+    left = iter(range(len(records), 0, -1))  # records still to run, the one starting included
     batch: dict[str, Any] = dict(process_partial_response(
-        event=event, record_handler=lambda record: _record(record, context), processor=processor, context=context))
+        event=event, record_handler=lambda record: _record(record, context, next(left)), processor=processor,
+        context=context))
     failed = len(batch["batchItemFailures"])
     metrics.add_metric(name="PipelineFailures", unit=MetricUnit.Count, value=failed)
-    metrics.add_metric(name="PipelineResults", unit=MetricUnit.Count, value=len(event["Records"]) - failed)
+    metrics.add_metric(name="PipelineResults", unit=MetricUnit.Count, value=len(records) - failed)
     return batch
+
+
+def _fault() -> None:
+    """Counted for the model, and for its backend alone (crossover_serving.metrics.PER_BACKEND): a canary is
+    judged by its own faults."""
+    spec = model().spec
+    metrics.add_metric(name="ServerFaults", unit=MetricUnit.Count, value=1)
+    with single_metric(name="ServerFaults", unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
+                       default_dimensions={"Model": spec.name, "service": SERVICE}) as metric:
+        metric.add_dimension(name="Backend", value=spec.backend or "lambda")
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: Any, context: Any) -> dict[str, Any]:
     metrics.add_dimension(name="Model", value=model().spec.name)
-    if isinstance(event, dict) and isinstance(event.get("Records"), list):
-        return _batch(event, context)
+    records = event.get("Records") if isinstance(event, dict) else None
+    if isinstance(records, list) and _is_sqs_batch(records):
+        return _batch(records, event, context)
     try:
-        response = _http(event, context) if isinstance(event, dict) else _respond(
+        response = _http(event, context) if isinstance(event, dict) and records is None else _respond(
             400, {"error": "bad_event", "message": "expected a load balancer, function URL or SQS event"})
     except Exception:  # a fault of ours, never of the request: logged, counted, answered without internals
         logger.exception("request failed")
-        metrics.add_metric(name="ServerFaults", unit=MetricUnit.Count, value=1)
+        _fault()
         response = _respond(500, FAULT)
     metrics.add_metric(name=f"Status{response['statusCode'] // 100}xx", unit=MetricUnit.Count, value=1)
     return response

@@ -160,9 +160,14 @@ class _Connection(HttpToolsProtocol):
         if self._refusal is None:  # a refused head starts no request
             super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if self._refusal is None:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._disarm()
-        super().on_message_complete()
+        if self._refusal is None:
+            super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -193,7 +198,7 @@ class _Connection(HttpToolsProtocol):
         self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        self._refuse(400, "bad_request", "the request is not valid HTTP/1.1")
+        self._refuse(*(self._refusal or (400, "bad_request", "the request is not valid HTTP/1.1")))
 
 
 class _Refused(InputError):

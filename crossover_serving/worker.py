@@ -3,7 +3,9 @@
 
 Long-polls the queue, runs each message (crossover_serving.pipeline) under its own deadline, deletes a message
 only after its result is written, and leaves failures for SQS to redeliver and, past the receive
-limit, move to the dead-letter queue. No message can stop it: each one's failure is caught and
+limit, move to the dead-letter queue. A batch is kept invisible (its visibility timeout renewed, the
+queue's own) while the worker works through it, however long that takes: no message of it is handed to
+another consumer, and done twice, while it waits its turn. No message can stop it: each one's failure is caught and
 recorded, the messages of a batch that succeeded are deleted whatever happened to the others, and a
 queue or S3 outage is waited out. SIGTERM, or a spot interruption notice (``--watch-spot``), stops it: the
 message in hand is finished, the rest of its batch released to the queue at once, for another worker.
@@ -16,7 +18,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,8 @@ class Worker:
         inputs = model.spec.inputs
         self.policy = policy or FetchPolicy.for_inputs(inputs.s3, inputs.https)
         self.sqs, self.s3, self.wait_s, self.deadline_s = sqs, s3, wait_s, deadline_s
-        self.metrics = metrics or Recorder(model.spec.name)
+        self._visibility_s: int | None = None  # the queue's visibility timeout, read once
+        self.metrics = metrics or Recorder(model.spec.name, backend=model.spec.backend)
         self.stop = threading.Event()
         self.leaving: str | None = None  # why this instance is going away (a spot notice)
 
@@ -65,12 +69,13 @@ class Worker:
         done: list[dict[str, str]] = []
         handled = 0
         try:
-            for message in messages:
-                if self.stop.is_set():
-                    break
-                handled += 1
-                if self._handle(message):
-                    done.append({"Id": str(len(done)), "ReceiptHandle": message["ReceiptHandle"]})
+            with self._hidden(messages):
+                for message in messages:
+                    if self.stop.is_set():
+                        break
+                    handled += 1
+                    if self._handle(message):
+                        done.append({"Id": str(len(done)), "ReceiptHandle": message["ReceiptHandle"]})
         finally:  # whatever stopped the batch, what succeeded is not run again
             if done:
                 self._delete(done)
@@ -92,14 +97,45 @@ class Worker:
         for failure in response.get("Failed", []):
             print(f"worker: could not delete a finished message: {failure}", file=sys.stderr, flush=True)
 
+    def visibility_s(self) -> int:
+        if self._visibility_s is None:
+            attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"])
+            self._visibility_s = int(attributes["Attributes"]["VisibilityTimeout"])
+        return self._visibility_s
+
+    @contextmanager
+    def _hidden(self, messages: list[dict[str, Any]]) -> Iterator[None]:
+        """Renew the batch's visibility timeout every third of it until the batch is through: ten slow messages
+        run one after another outlast any fixed timeout, and a message that reappears is run twice. (A failed
+        message is left to reappear when its timeout ends, as the queue's own setting says.)"""
+        through = threading.Event()
+        seconds = self.visibility_s() if messages else 0
+
+        def renew() -> None:
+            while not through.wait(seconds / 3):
+                self._set_visibility(messages, seconds, "keep hidden")
+
+        renewer = threading.Thread(target=renew, name="visibility", daemon=True)
+        if seconds:
+            renewer.start()
+        try:
+            yield
+        finally:
+            through.set()
+            if renewer.is_alive():
+                renewer.join()
+
     def _release(self, messages: list[dict[str, Any]]) -> None:
         """Make messages this worker will not run visible again now, rather than when their timeout ends."""
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+        self._set_visibility(messages, 0, "release")
+
+    def _set_visibility(self, messages: list[dict[str, Any]], seconds: int, what: str) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": seconds}
                    for i, m in enumerate(messages)]
         try:
             self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
-        except Exception as e:  # they become visible when their visibility timeout ends: later, not lost
-            print(f"worker: could not release {len(entries)} message(s): {e!r}", file=sys.stderr, flush=True)
+        except Exception as e:  # they become visible when their visibility timeout ends: sooner or later, not lost
+            print(f"worker: could not {what} {len(entries)} message(s): {e!r}", file=sys.stderr, flush=True)
 
     def leave(self, reason: str) -> None:
         """The instance is going away (crossover_serving.interruption): take no more messages."""
