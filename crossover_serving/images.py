@@ -85,9 +85,15 @@ def decode_bytes(image: Image.Image, *, full_size: tuple[int, int], scans: int, 
     else:
         decoding = decoded
     box_rows = int(box[3]) - int(box[1]) + 3  # the rows the vertical filter reads, with its support
-    # The horizontal pass (RGB, 4 bytes a pixel), the resized image, its float32 array and the NCHW copy.
-    tensor = size * box_rows * 4 + box_rows * _ROW + size * size * (4 + 12 + 12)
+    # The horizontal pass (RGB, 4 bytes a pixel), the resized image, its bytes as an array, the float32 tensor.
+    tensor = size * box_rows * 4 + box_rows * _ROW + size * size * (4 + 3 + 12)
     return max(decoding, converted) + tensor + _OVERHEAD
+
+
+def _count_sos(data: bytes) -> int:
+    """``data.count(_SOS)`` at numpy's speed: Python's two-byte search runs at ~1 GB/s (0.1 ms a photo)."""
+    array = np.frombuffer(data, np.uint8)
+    return int(np.count_nonzero(array[1:][array[:-1] == 0xFF] == 0xDA))
 
 
 def container_steps(data: bytes) -> int:
@@ -156,8 +162,14 @@ class Preprocessor:
         self.spec = spec
         std = np.asarray(spec.std, np.float32)
         # (pixel / 255 - mean) / std == pixel * scale + offset: one multiply-add per value.
-        self.scale = (1.0 / (255.0 * std)).astype(np.float32)
-        self.offset = (-np.asarray(spec.mean, np.float32) / std).astype(np.float32)
+        scale = (1.0 / (255.0 * std)).astype(np.float32)
+        offset = (-np.asarray(spec.mean, np.float32) / std).astype(np.float32)
+        # Shaped for a multiply-add over long runs of one channel (NCHW) or whole rows (NHWC): over the
+        # 3-value pixels themselves numpy's inner loop is 3 long, and normalising took ~0.45 ms an image.
+        if spec.layout == "nchw":
+            self.scale, self.offset = scale[:, None, None], offset[:, None, None]
+        else:
+            self.scale, self.offset = np.tile(scale, spec.size), np.tile(offset, spec.size)
 
     def open(self, data: bytes) -> Opened:
         """Read the header, choose the draft scale and estimate the decode; refuse what is too costly."""
@@ -167,7 +179,7 @@ class Preprocessor:
                              f"segments, chunks or stray bytes); at most {MAX_HEADER_STEPS:,} for a JPEG and "
                              f"{MAX_CHUNKS:,} chunks for a PNG are read", status=413, code="too_many_segments")
         image = _open(data)
-        scans = data.count(_SOS) if image.format == "JPEG" else 1
+        scans = _count_sos(data) if image.format == "JPEG" else 1
         if scans > MAX_SCANS:
             raise InputError(f"the JPEG has {scans:,} scans; at most {MAX_SCANS} are decoded (each one costs a "
                              "pass over the whole image)", status=413, code="too_many_scans")
@@ -203,10 +215,18 @@ class Preprocessor:
                 tensor = rgb.resize((size, size), Image.Resampling.BILINEAR, box=opened.box)
         finally:
             opened.image.close()
-        array = np.asarray(tensor, np.float32)  # a fresh array: normalise it in place, no temporaries
-        array *= self.scale
-        array += self.offset
-        return np.ascontiguousarray(array.transpose(2, 0, 1)) if self.spec.layout == "nchw" else array
+        pixels = np.asarray(tensor)  # size x size x 3 bytes
+        array: np.ndarray
+        if self.spec.layout == "nchw":
+            array = np.empty((3, size, size), np.float32)
+            np.copyto(array, pixels.transpose(2, 0, 1))  # converted and transposed in one pass
+            rows = array
+        else:
+            array = pixels.astype(np.float32)
+            rows = array.reshape(size, -1)
+        rows *= self.scale  # in place: no temporaries
+        rows += self.offset
+        return array
 
     def __call__(self, data: bytes) -> np.ndarray:
         return self.decode(self.open(data))

@@ -96,10 +96,19 @@ class Model:
         return np.concatenate([self._infer(one[None]) for one in batch])
 
     def predict_batch(self, tensors: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
-        scores = _probabilities(self.run(np.stack(tensors)).reshape(len(tensors), -1))
-        top = np.argsort(-scores, axis=1, kind="stable")[:, : self.spec.top_k]
-        return [[{"label": self._label(i), "score": round(float(row[i]), 6)} for i in picks]
-                for row, picks in zip(scores, top, strict=True)]
+        batch = tensors[0][None] if len(tensors) == 1 else np.stack(tensors)  # one image: a view, not a copy
+        return [self._top(row) for row in self.run(batch).reshape(len(tensors), -1)]
+
+    def _top(self, outputs: np.ndarray) -> list[dict[str, Any]]:
+        """The top-k labels of one image: softmax of its logits (outputs that already are probabilities pass
+        through), in as few numpy calls as it takes (each costs microseconds on caches the model just swept)."""
+        scores = outputs
+        if not (outputs.min() >= 0 and abs(float(outputs.sum()) - 1) <= 1e-3):
+            scores = np.exp(outputs - outputs.max())
+            scores /= scores.sum()
+        picks = np.argsort(-scores, kind="stable")[: self.spec.top_k].tolist()
+        return [{"label": self._label(i), "score": round(score, 6)} for i, score in zip(picks, scores[picks].tolist(),
+                                                                                          strict=True)]
 
     def predict(self, image: bytes) -> list[dict[str, Any]]:
         """One image, decoded only if it fits the decode budget (Lambda and the worker decode one at a time)."""
@@ -146,11 +155,3 @@ def _neuron(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
             return np.asarray(module(torch.from_numpy(batch)).numpy())
 
     return infer
-
-
-def _probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Softmax of logits; outputs that already are probabilities pass through unchanged."""
-    if outputs.min() >= 0 and np.allclose(outputs.sum(axis=1), 1, atol=1e-3):
-        return outputs
-    shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
