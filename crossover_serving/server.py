@@ -99,7 +99,8 @@ class _Connection(HttpToolsProtocol):
     limits: ClassVar[Limits]
     _timer: asyncio.TimerHandle | None = None
     _held = b""  # received, not yet parsed: what follows a request that is still being answered
-    _head_bytes = 0  # of the request whose head is being received; -1 between heads
+    _head_bytes = 0  # received while the request's head is incomplete; -1 between heads
+    _header_bytes = 0  # the request line's and header lines' lengths
     _header_count = 0
     _refusal: tuple[int, str, str] | None = None  # a head over a limit: answered once the parser stops
 
@@ -122,13 +123,12 @@ class _Connection(HttpToolsProtocol):
             end = self._held.find(b"\r\n\r\n")
             cut = len(self._held) if end < 0 else end + 4
             piece, self._held = self._held[:cut], self._held[cut:]
-            if self._head_bytes >= 0:
-                self._head_bytes += len(piece)
-                if self._head_bytes > MAX_HEAD_BYTES:
-                    self._refusal = self._refusal or (431, "head_too_large", f"the request's head is over "
-                                                      f"{MAX_HEAD_BYTES:,} bytes")
             if self._refusal is None:
                 super().data_received(piece)
+            if self._head_bytes >= 0:  # a head still incomplete after this piece: llhttp holds what it has
+                self._head_bytes += len(piece)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._refuse_head(431, "head_too_large", f"the request's head is over {MAX_HEAD_BYTES:,} bytes")
             if self._refusal is not None:
                 self._refuse(*self._refusal)
                 return
@@ -138,20 +138,24 @@ class _Connection(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["state"]["arrival"] = time.monotonic()
-        self._head_bytes, self._header_count = 0, 0
+        self._head_bytes = self._header_bytes = self._header_count = 0
         # The application answers a body that misses the deadline with 408 first; this only closes what it
         # does not read (a body sent to /health), just after.
         self._arm(self.limits.deadline_s + BODY_GRACE_S)
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
+        self._header_bytes += len(url)
         if len(self.url) > MAX_URL_BYTES:
-            self._refusal = self._refusal or (414, "url_too_long", f"the URL is over {MAX_URL_BYTES:,} bytes")
+            self._refuse_head(414, "url_too_long", f"the URL is over {MAX_URL_BYTES:,} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
         if self._header_count > MAX_HEADERS:
-            self._refusal = self._refusal or (431, "too_many_headers", f"more than {MAX_HEADERS} header lines")
+            self._refuse_head(431, "too_many_headers", f"more than {MAX_HEADERS} header lines")
+        elif self._header_bytes > MAX_HEAD_BYTES:  # a head that arrived whole, in one read
+            self._refuse_head(431, "head_too_large", f"the request's head is over {MAX_HEAD_BYTES:,} bytes")
         if self._refusal is None:
             super().on_header(name, value)
 
@@ -186,6 +190,11 @@ class _Connection(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _refuse_head(self, status: int, code: str, message: str) -> None:
+        """Note the first limit a head broke: the parser goes on to its end, starting no request, and the
+        answer is sent once it stops."""
+        self._refusal = self._refusal or (status, code, message)
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         """Answer what the parser could not hand the application, and close."""

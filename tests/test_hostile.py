@@ -456,6 +456,8 @@ def test_a_head_of_endless_headers_is_refused_in_bounded_memory(tiny: Spec, tmp_
      "too_many_headers"),
     ("one long header", b"GET /health HTTP/1.1\r\nX-A: " + b"b" * MAX_HEAD_BYTES * 5 + b"\r\n\r\n", 431,
      "head_too_large"),
+    ("a whole head in one read", b"GET /health HTTP/1.1\r\n" + b"X-A: " + b"b" * 1200 + b"\r\n" * 1 +
+     (b"X-B: " + b"b" * 1200 + b"\r\n") * (MAX_HEADERS - 2) + b"\r\n", 431, "head_too_large"),
 ])
 def test_heads_over_a_limit_get_a_json_answer(counted: Counted, case: str, raw: bytes, status: int,
                                               code: str) -> None:
