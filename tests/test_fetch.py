@@ -86,17 +86,26 @@ def test_loopback_is_refused_even_with_a_listener_there(photos: dict[str, bytes]
     assert hits == [] and connections == []
 
 
-def test_allowed_origin_serves_the_image(photos: dict[str, bytes]) -> None:
+def _origin_address(base: str) -> tuple[str, int]:
+    """The (address, port) a fetch from the origin at ``base`` (http://127.0.0.2:<port>) must connect to."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def test_allowed_origin_serves_the_image(photos: dict[str, bytes], connections: list[tuple[str, int]]) -> None:
     with origin(photos["chelsea"]) as (base, hits):
         assert fetch(base + "/image", LOCAL) == photos["chelsea"]
         assert fetch(f"{base}/redirect?to={base}/image", LOCAL) == photos["chelsea"]
     assert hits == ["/image", f"/redirect?to={base}/image", "/image"]
+    # The spy sees what the fetcher really opens: one connection per request, each to the checked address and
+    # port (so the assertions that a refused URL connects to nothing are not a spy that records nothing).
+    assert connections == [_origin_address(base)] * 3
 
 
 def test_fails_when_a_redirect_points_at_metadata(connections: list[tuple[str, int]]) -> None:
     with origin(b"") as (base, _hits), pytest.raises(InputError, match="not public"):
         fetch(f"{base}/redirect?to=http://169.254.169.254/latest/meta-data/", LOCAL)
-    assert all(host == "127.0.0.2" for host, _ in connections)
+    assert connections == [_origin_address(base)]  # the origin's redirect, and nothing towards the metadata
 
 
 def test_fails_when_the_origin_drips_slowly() -> None:
