@@ -43,7 +43,7 @@ MAX_HEADER_STEPS = 1024
 MAX_CHUNKS = 4096
 _PNG = b"\x89PNG\r\n\x1a\n"
 _FILL = re.compile(rb"\xff+")
-_OVERHEAD = 1024 * 1024  # the decoders' own working memory (libjpeg, zlib), measured
+_OVERHEAD = 3 * 1024 * 1024 // 2  # the decoders' own working memory (libjpeg, zlib, libwebp), measured
 _ROW = 8  # Pillow keeps a pointer per row of every image: a 1-pixel-wide image costs 8 bytes a pixel more
 
 

@@ -104,6 +104,10 @@ def raw(port: int, data: bytes, timeout: float = 15) -> bytes:
     return answer
 
 
+def counted(answers: Counter[str]) -> str:
+    return ", ".join(f"{n} x {answer}" for answer, n in answers.most_common())
+
+
 def status_of(answer: bytes) -> str:
     if not answer:
         return "closed, no answer"
@@ -160,7 +164,7 @@ def attacks(s: Server, cat: bytes) -> list[tuple[str, str, Callable[[], str]]]:
             statuses = Counter(f"{st} {code}" for st, code in pool.map(lambda _: s.post(large, "image/png"),
                                                                        range(32)))
         after = s.post(cat)
-        return f"{dict(statuses)}; then a photo: {after[0]} {after[1]}"
+        return f"{counted(statuses)}; then a photo: {after[0]} {after[1]}"
 
     def squatters() -> str:
         socks = []
@@ -173,7 +177,7 @@ def attacks(s: Server, cat: bytes) -> list[tuple[str, str, Callable[[], str]]]:
         answers = Counter(" ".join(map(str, s.post(cat))) for _ in range(20))
         for sock in socks:
             sock.close()
-        return f"20 uploads meanwhile: {dict(answers)}"
+        return f"20 uploads meanwhile: {counted(answers)}"
 
     def pipelined() -> str:
         count = 40_000

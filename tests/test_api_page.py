@@ -8,6 +8,7 @@ import re
 from tests.conftest import ROOT
 
 ERRORS = {"InputError", "_Refused"}  # crossover_serving.errors.InputError and its subclasses: status=, code= keywords
+HEADS = {"_refuse_head"}  # the server's answers to a head the parser refuses: (status, code, message)
 
 
 def _dicts(tree: ast.Module) -> dict[str, ast.Dict]:
@@ -38,6 +39,8 @@ def answers_in_the_code() -> set[tuple[str, int]]:
                 continue
             name = getattr(node.func, "id", getattr(node.func, "attr", ""))
             keywords = {k.arg: k.value for k in node.keywords}
+            if name in HEADS and all(isinstance(a, ast.Constant) for a in node.args[:2]):
+                found.add((str(node.args[1].value), int(node.args[0].value)))  # type: ignore[attr-defined]
             if name in ERRORS and isinstance(keywords.get("code"), ast.Constant):
                 status = keywords.get("status")
                 found.add((keywords["code"].value, status.value if isinstance(status, ast.Constant) else 400))

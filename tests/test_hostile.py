@@ -230,7 +230,7 @@ def test_the_worker_records_hostile_images_as_input_errors(aws: str, tiny: Spec)
 
 @pytest.fixture(scope="module")
 def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Spec:
-    """A model whose one inference takes far longer than the deadlines below (~0.5 s on one core)."""
+    """A model whose one inference takes longer than the deadline below (~0.15 s on this 2-core machine)."""
     artifact = tiny_classifier(tmp_path_factory.mktemp("slow") / "slow.onnx", size=224, heavy=8)
     return Spec(name="slow", artifact=str(artifact), input=InputSpec(size=224, resize=224), backend="gpu")
 
@@ -247,7 +247,7 @@ def test_no_refusal_path_counts_a_server_fault(counted: Counted, slow_model: Spe
         answers["shed 503"] = counted.post(photos["chelsea_1024"])
     finally:
         counted.server.in_flight = 0
-    slow = Counted(slow_model, Limits(deadline_s=0.15))
+    slow = Counted(slow_model, Limits(deadline_s=0.05))  # its inference alone takes ~0.15 s
     try:
         answers["deadline 503"] = slow.post(photos["chelsea_1024"])
         slow_counts = slow.counts()
