@@ -30,6 +30,8 @@ from crossover_serving.errors import InputError
 from crossover_serving.spec import InputSpec
 
 FORMATS = ("JPEG", "PNG", "WEBP")
+# Pillow opens a JPEG that carries a multi-picture (MPF) header as "MPO": the same decoder, the same costs.
+JPEG = ("JPEG", "MPO")
 MAX_PIXELS = 40_000_000  # a 8000 x 5000 photo; above this Pillow refuses (decompression bombs)
 # A progressive JPEG from libjpeg has 10 scans, one from mozjpeg a few more; each scan costs a pass
 # over every block of the image (~12 ms at 40 megapixels on one core).
@@ -75,7 +77,7 @@ def decode_bytes(image: Image.Image, *, full_size: tuple[int, int], scans: int, 
         decoding = pixels * 16 + height * _ROW
     elif image.format == "PNG":
         decoding = decoded + 2 * row_bytes
-    elif image.format == "JPEG" and (scans > 1 or image.info.get("progressive")):
+    elif image.format in JPEG and (scans > 1 or image.info.get("progressive")):
         full_width, full_height = full_size
         layers = getattr(image, "layer", [])
         h_max = max((h for _, h, _, _ in layers), default=1)
@@ -107,7 +109,8 @@ def container_steps(data: bytes) -> int:
 
 
 def _jpeg_header_steps(data: bytes) -> int:
-    """Pillow's JpegImageFile._open reads a marker at a time and skips each fill or stray byte by itself."""
+    """Pillow's JpegImageFile._open reads a marker at a time and skips each fill or stray byte by itself; its
+    frame (SOFn) handler loops over every 3-byte component entry, its DQT handler over every 65-byte table."""
     i, steps = 2, 0
     while i + 1 < len(data) and steps <= MAX_HEADER_STEPS:
         if data[i] != 0xFF:  # stray bytes up to the next 0xFF: a step each
@@ -123,8 +126,15 @@ def _jpeg_header_steps(data: bytes) -> int:
         marker, steps = data[i + 1], steps + 1
         if marker == 0xDA:  # the first scan: Pillow's header parsing ends here
             break
-        standalone = marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD9
-        i += 2 if standalone else 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD9:  # standalone: no length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            steps += length // 3
+        elif marker == 0xDB:
+            steps += length // 65
+        i += 2 + length
     return steps
 
 
@@ -141,7 +151,10 @@ def _png_chunks(data: bytes) -> int:
 
 def png_row_bytes(data: bytes) -> int:
     """The bytes of one raw (filtered) row of a PNG, from its IHDR chunk: width x channels x bit depth."""
-    width, depth, colour = (int(field) for field in struct.unpack_from(">I4xBB", data, 16))
+    header = data.find(b"IHDR")  # the first chunk in a valid PNG; Pillow reads it wherever it is
+    if header < 0 or header + 14 > len(data):
+        return 0
+    width, depth, colour = (int(field) for field in struct.unpack_from(">I4xBB", data, header + 4))
     channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)
     return -(-width * channels * depth // 8) + 1
 
@@ -174,12 +187,13 @@ class Preprocessor:
     def open(self, data: bytes) -> Opened:
         """Read the header, choose the draft scale and estimate the decode; refuse what is too costly."""
         steps = container_steps(data)
-        if steps > MAX_HEADER_STEPS if data.startswith(b"\xff\xd8") else steps > MAX_CHUNKS:
-            raise InputError(f"the image's header takes over {min(steps, MAX_CHUNKS):,} parsing steps (marker "
-                             f"segments, chunks or stray bytes); at most {MAX_HEADER_STEPS:,} for a JPEG and "
-                             f"{MAX_CHUNKS:,} chunks for a PNG are read", status=413, code="too_many_segments")
+        jpeg = data.startswith(b"\xff\xd8")
+        if steps > (MAX_HEADER_STEPS if jpeg else MAX_CHUNKS):
+            what = (f"header takes over {MAX_HEADER_STEPS:,} parsing steps (marker segments and their entries, "
+                    f"fill or stray bytes)" if jpeg else f"has over {MAX_CHUNKS:,} chunks")
+            raise InputError(f"the image's {what}: more than is read", status=413, code="too_many_segments")
         image = _open(data)
-        scans = _count_sos(data) if image.format == "JPEG" else 1
+        scans = _count_sos(data) if image.format in JPEG else 1
         if scans > MAX_SCANS:
             raise InputError(f"the JPEG has {scans:,} scans; at most {MAX_SCANS} are decoded (each one costs a "
                              "pass over the whole image)", status=413, code="too_many_scans")
@@ -194,7 +208,7 @@ class Preprocessor:
         side = size / ratio
         left, top = (width - side) / 2, (height - side) / 2
         side_x = side_y = side
-        if image.format == "JPEG":
+        if image.format in JPEG:
             # Draft decoding picks a DCT scale (1/2, 1/4, 1/8) that keeps the image at least this big.
             image.draft("RGB", (max(1, round(width * ratio)), max(1, round(height * ratio))))
             scale_x, scale_y = image.size[0] / width, image.size[1] / height

@@ -39,6 +39,7 @@ metrics = Metrics(namespace=NAMESPACE)
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 HTTP_DEADLINE_S = 10.0  # as the instance server's (crossover_serving.server.Limits.deadline_s)
 MARGIN_S = 1.0  # kept back from the invocation's remaining time to answer before Lambda stops it
+MESSAGE_FLOOR_S = 3.0  # kept for each record of a batch still to run: a fetch, a decode and an inference
 FAULT = {"error": "internal", "message": "the function failed on this request; the fault is logged and counted"}
 
 
@@ -53,12 +54,15 @@ def policy() -> FetchPolicy:
     return FetchPolicy.for_inputs(inputs.s3, inputs.https)
 
 
-def _deadline(context: Any, seconds: float, *, sharing: int = 1) -> Deadline:
-    """``seconds`` from now, or less if the invocation ends sooner; ``sharing``: this and the records still to
-    run after it divide what is left equally, so a slow record cannot leave its batch-mates no time at all
-    (they would fail on every delivery, untried, until dead-lettered)."""
+def _deadline(context: Any, seconds: float, *, after: int = 0) -> Deadline:
+    """``seconds`` from now, or less if the invocation ends sooner. ``after``: the records of its batch still to
+    run after this one, each of which keeps a floor of the time left (``MESSAGE_FLOOR_S``, or an equal share
+    when less is left): a slow record cannot leave its batch-mates no time at all (they would fail on every
+    delivery, untried, until dead-lettered), and a record early in a batch still gets all the rest."""
     remaining = getattr(context, "get_remaining_time_in_millis", lambda: seconds * 1000 + MARGIN_S * 1000)()
-    return Deadline.after(max(0.0, min(seconds, (remaining / 1000 - MARGIN_S) / sharing)))
+    left = remaining / 1000 - MARGIN_S
+    floor = min(MESSAGE_FLOOR_S, left / (after + 1))
+    return Deadline.after(max(0.0, min(seconds, left - after * floor)))
 
 
 def _respond(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -108,11 +112,11 @@ def _s3() -> Any:
     return boto3.client("s3")
 
 
-def _record(record: SQSRecord, context: Any, sharing: int) -> None:
+def _record(record: SQSRecord, context: Any, after: int) -> None:
     bucket = os.environ["RESULTS_BUCKET"]
     try:
         pipeline.process(record.body, model(), _s3(), bucket, policy(),
-                         _deadline(context, pipeline.MESSAGE_DEADLINE_S, sharing=sharing))
+                         _deadline(context, pipeline.MESSAGE_DEADLINE_S, after=after))
     except Exception as error:
         receives = str(_get(record.raw_event, "attributes", dict, {}).get("ApproximateReceiveCount", "1"))
         if not receives.isdigit() or int(receives) >= int(os.environ.get("MAX_RECEIVE_COUNT", "1")):
@@ -130,9 +134,9 @@ def _is_sqs_batch(records: list[Any]) -> bool:
 def _batch(records: list[Any], event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not records:
         return {"batchItemFailures": []}
-    left = iter(range(len(records), 0, -1))  # records still to run, the one starting included
+    after = iter(range(len(records) - 1, -1, -1))  # records still to run after the one starting
     batch: dict[str, Any] = dict(process_partial_response(
-        event=event, record_handler=lambda record: _record(record, context, next(left)), processor=processor,
+        event=event, record_handler=lambda record: _record(record, context, next(after)), processor=processor,
         context=context))
     failed = len(batch["batchItemFailures"])
     metrics.add_metric(name="PipelineFailures", unit=MetricUnit.Count, value=failed)

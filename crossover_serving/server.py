@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -63,6 +64,8 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_URL_BYTES = 16 * 1024
 MAX_HEADERS = 100
 BODY_GRACE_S = 1.0  # past the deadline, for the application's own answer to a late body (408) to be sent
+CHUNKED_SLICE = 16 * 1024  # a chunked body is parsed in slices: what follows it is never parsed far ahead
+_CRLFS = re.compile(rb"(?:\r\n)*")
 
 
 @dataclass(frozen=True)
@@ -99,14 +102,15 @@ class _Connection(HttpToolsProtocol):
     limits: ClassVar[Limits]
     _timer: asyncio.TimerHandle | None = None
     _held = b""  # received, not yet parsed: what follows a request that is still being answered
-    _head_bytes = 0  # received while the request's head is incomplete; -1 between heads
+    _phase = "idle"  # of the request being parsed: "idle" (between requests), "head", then "body"
+    _content_length: int | None = None  # of its body; None: chunked
+    _head_bytes = 0  # received while its head is incomplete
     _header_bytes = 0  # the request line's and header lines' lengths
     _header_count = 0
-    _refusal: tuple[int, str, str] | None = None  # a head over a limit: answered once the parser stops
+    _refusal: tuple[int, str, str] | None = None  # a head the parser refused: answered once nothing is in flight
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_bytes = -1
         if len(self.connections) > self.limits.max_connections:
             transport.close()
             return
@@ -117,30 +121,48 @@ class _Connection(HttpToolsProtocol):
         self._feed()
 
     def _feed(self) -> None:
-        """Parse held bytes up to one head end at a time, stopping while a request waits behind the one being
-        answered (uvicorn's pipeline): the rest stays held, reading paused, until that answer is sent."""
-        while self._held and not self.pipeline and self.parser is not None and not self.transport.is_closing():
-            end = self._held.find(b"\r\n\r\n")
-            cut = len(self._held) if end < 0 else end + 4
-            piece, self._held = self._held[:cut], self._held[cut:]
-            if self._refusal is None:
-                super().data_received(piece)
-            if self._head_bytes >= 0:  # a head still incomplete after this piece: llhttp holds what it has
+        """Hand the parser what it may parse now, a piece at a time, cut where llhttp's callbacks change what
+        comes next: a head up to its end, a body up to its length (a chunked one in slices). Stop while a
+        request waits behind the one being answered (uvicorn's pipeline): the rest stays held, reading
+        paused, until that answer is sent. Bytes are sliced from one buffer, never copied twice."""
+        held, start = self._held, 0
+        while start < len(held) and not self.pipeline and self.parser is not None and self._refusal is None \
+                and not self.transport.is_closing():
+            if self._phase == "body":
+                size = CHUNKED_SLICE if self._content_length is None else max(1, self._content_length)
+                cut = min(len(held), start + size)
+            else:
+                if self._phase == "idle":  # line ends between requests: llhttp skips them, and so do we, at once
+                    start = _CRLFS.match(held, start).end()  # type: ignore[union-attr]
+                    if start == len(held):
+                        break
+                end = held.find(b"\r\n\r\n", start)
+                cut = len(held) if end < 0 else end + 4
+            piece, start = held[start:cut], cut
+            phase = self._phase
+            super().data_received(piece)
+            if phase == "body" and self._content_length is not None:
+                self._content_length -= len(piece)
+            if self._phase == "head":  # still incomplete: llhttp holds what it has of it
                 self._head_bytes += len(piece)
                 if self._head_bytes > MAX_HEAD_BYTES:
                     self._refuse_head(431, "head_too_large", f"the request's head is over {MAX_HEAD_BYTES:,} bytes")
-            if self._refusal is not None:
-                self._refuse(*self._refusal)
-                return
-        if self._held:
+        self._held = held[start:]
+        if self._refusal is not None and not self._answering():
+            self._refuse(*self._refusal)
+        elif self._held:
             self.flow.pause_reading()
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["state"]["arrival"] = time.monotonic()
+        self._phase, self._content_length = "head", None
         self._head_bytes = self._header_bytes = self._header_count = 0
-        # The application answers a body that misses the deadline with 408 first; this only closes what it
-        # does not read (a body sent to /health), just after.
+        # The whole request, head and body, on every path, within the deadline. The application answers a
+        # body that misses it with 408 first; this closes what it does not read (a body sent to /health).
         self._arm(self.limits.deadline_s + BODY_GRACE_S)
 
     def on_url(self, url: bytes) -> None:
@@ -150,17 +172,21 @@ class _Connection(HttpToolsProtocol):
             self._refuse_head(414, "url_too_long", f"the URL is over {MAX_URL_BYTES:,} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._phase == "body":  # a chunked body's trailers: nothing of the request the application reads
+            return
         self._header_count += 1
         self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
         if self._header_count > MAX_HEADERS:
             self._refuse_head(431, "too_many_headers", f"more than {MAX_HEADERS} header lines")
         elif self._header_bytes > MAX_HEAD_BYTES:  # a head that arrived whole, in one read
             self._refuse_head(431, "head_too_large", f"the request's head is over {MAX_HEAD_BYTES:,} bytes")
+        if name.lower() == b"content-length" and value.strip().isdigit():
+            self._content_length = int(value)
         if self._refusal is None:
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._head_bytes = -1
+        self._phase = "body"
         if self._refusal is None:  # a refused head starts no request
             super().on_headers_complete()
 
@@ -169,13 +195,24 @@ class _Connection(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._phase = "idle"
         if self._refusal is None:
             super().on_message_complete()
+        self._idle()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._feed()  # the next request, if one was held back
+        self._idle()
+        self._feed()  # the next request, if one was held back, or a refusal that waited for this answer
+
+    def _idle(self) -> None:
+        """Nothing in flight and nothing being received: the connection is idle from now, whatever stray line
+        ends it is sent (uvicorn's keep-alive timer restarts at every byte); or the application is answering,
+        within its own deadline."""
+        if self._answering():
+            self._disarm()
+        elif self._phase == "idle" and not self.pipeline:
+            self._arm(self.limits.keep_alive_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -193,7 +230,7 @@ class _Connection(HttpToolsProtocol):
 
     def _refuse_head(self, status: int, code: str, message: str) -> None:
         """Note the first limit a head broke: the parser goes on to its end, starting no request, and the
-        answer is sent once it stops."""
+        answer is sent once it stops and any request before it on this connection is answered."""
         self._refusal = self._refusal or (status, code, message)
 
     def _refuse(self, status: int, code: str, message: str) -> None:
@@ -206,8 +243,8 @@ class _Connection(HttpToolsProtocol):
                              b"connection: close\r\n\r\n%s" % (status, reason, len(body), body))
         self.transport.close()
 
-    def send_400_response(self, msg: str) -> None:
-        self._refuse(*(self._refusal or (400, "bad_request", "the request is not valid HTTP/1.1")))
+    def send_400_response(self, msg: str) -> None:  # llhttp refused the bytes: answered as any refused head
+        self._refuse_head(400, "bad_request", "the request is not valid HTTP/1.1")
 
 
 class _Refused(InputError):
@@ -337,10 +374,13 @@ class InferenceServer:
         deadline = Deadline.after(self.limits.deadline_s, start=request.scope["state"].get("arrival"))
         try:
             response = await self._answer(request, deadline)
-        except _Refused as e:  # the body is read off first: closing on unread bytes would reset the connection
+        except _Refused as e:
             self.metrics.add("InputErrors", MetricUnit.Count, 1)
-            with contextlib.suppress(TimeoutError, ClientDisconnect):
-                await self._discard(request, deadline)
+            # The body is read off first (closing on unread bytes would reset the connection), unless the client
+            # waits for "100 Continue" to send it: reading would invite the very body being refused.
+            if request.headers.get("expect", "").lower() != "100-continue":
+                with contextlib.suppress(TimeoutError, ClientDisconnect):
+                    await self._discard(request, deadline)
             return _json(e.status, e.body(), {"Connection": "close"})
         except InputError as e:
             self.metrics.add("InputErrors", MetricUnit.Count, 1)

@@ -69,13 +69,15 @@ class Worker:
         done: list[dict[str, str]] = []
         handled = 0
         try:
-            with self._hidden(messages):
+            with self._hidden(messages) as hidden:
                 for message in messages:
                     if self.stop.is_set():
                         break
                     handled += 1
                     if self._handle(message):
                         done.append({"Id": str(len(done)), "ReceiptHandle": message["ReceiptHandle"]})
+                    else:  # left to reappear when its timeout ends, for SQS to redeliver or dead-letter
+                        hidden.remove(message)
         finally:  # whatever stopped the batch, what succeeded is not run again
             if done:
                 self._delete(done)
@@ -104,22 +106,24 @@ class Worker:
         return self._visibility_s
 
     @contextmanager
-    def _hidden(self, messages: list[dict[str, Any]]) -> Iterator[None]:
-        """Renew the batch's visibility timeout every third of it until the batch is through: ten slow messages
-        run one after another outlast any fixed timeout, and a message that reappears is run twice. (A failed
-        message is left to reappear when its timeout ends, as the queue's own setting says.)"""
+    def _hidden(self, messages: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        """Renew the visibility timeout of the batch's messages every third of it until the batch is through:
+        ten slow messages run one after another outlast any fixed timeout, and a message that reappears is run
+        twice. Yields the messages renewed: one taken out of it (a failure) is left to its timeout."""
+        hidden = list(messages)
         through = threading.Event()
         seconds = self.visibility_s() if messages else 0
 
         def renew() -> None:
             while not through.wait(seconds / 3):
-                self._set_visibility(messages, seconds, "keep hidden")
+                if kept := list(hidden):
+                    self._set_visibility(kept, seconds, "keep hidden")
 
         renewer = threading.Thread(target=renew, name="visibility", daemon=True)
         if seconds:
             renewer.start()
         try:
-            yield
+            yield hidden
         finally:
             through.set()
             if renewer.is_alive():

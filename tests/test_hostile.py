@@ -14,7 +14,9 @@ import contextlib
 import dataclasses
 import functools
 import http.client
+import io
 import json
+import os
 import socket
 import struct
 import threading
@@ -29,11 +31,12 @@ import boto3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from crossover_serving import lambda_handler
 from crossover_serving.budget import MIB, Budget
 from crossover_serving.errors import InputError, Overloaded
-from crossover_serving.images import MAX_CHUNKS, MAX_HEADER_STEPS, Preprocessor
+from crossover_serving.images import MAX_CHUNKS, MAX_HEADER_STEPS, MAX_SCANS, Preprocessor
 from crossover_serving.metrics import Recorder
 from crossover_serving.model import Model
 from crossover_serving.server import MAX_HEAD_BYTES, MAX_HEADERS, MAX_URL_BYTES, Limits
@@ -657,3 +660,94 @@ def test_every_answer_carries_its_json_body(counted: Counted, raw: bytes, status
 def test_lambda_answers_any_records_shape(handler: Any, event: dict[str, Any]) -> None:  # noqa: F811
     response = handler(event, Context())
     assert response == {"batchItemFailures": []} if event["Records"] == [] else response["statusCode"] == 400
+
+
+# --- A review's findings: parse cost and timers on one connection, MPO, frame entries, Expect, ordering -----
+
+@pytest.mark.slow
+def test_line_ends_streamed_as_a_body_cost_the_server_next_to_nothing(tiny: Spec, tmp_path: Path) -> None:
+    """A body of CRLF CRLF once cut the parse into a piece per 4 bytes, each copying the rest: 1 MiB held the
+    event loop for a second."""
+    with _server_process(_spec_file(tmp_path, tiny)) as (port, pid):
+        stat = Path(f"/proc/{pid}/stat")
+
+        def cpu() -> float:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        before = cpu()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n")
+            for _ in range(32):
+                sock.sendall(b"\r\n\r\n" * 65536)  # 8 MiB in all
+        spent = cpu() - before
+    assert spent < 2, spent  # ~16 CPU-s before: a feed per 4 bytes
+
+
+@pytest.mark.parametrize("stray", [b"\r\n", b"\r\n" * 1000])
+def test_stray_line_ends_after_an_answer_do_not_keep_a_connection_open(tiny: Spec, stray: bytes) -> None:
+    served = Counted(tiny, Limits(deadline_s=1.0, keep_alive_s=1.0))
+    try:
+        with socket.create_connection(("127.0.0.1", served.server.port), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            sock.sendall(stray)
+            assert sock.recv(65536) == b""  # closed by the server
+            assert time.monotonic() - started < 3
+    finally:
+        served.server.drain()
+
+
+def test_a_jpeg_read_as_mpo_has_its_scans_capped() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (256, 256), (120, 60, 30)).save(buffer, "MPO", save_all=True, progressive=True,
+                                                     append_images=[Image.new("RGB", (8, 8))])
+    data = buffer.getvalue()
+    start, end = bombs._scans(data)[-1]
+    repeated = data[:end] + data[start:end] * (2 * MAX_SCANS) + data[end:]
+    assert Image.open(io.BytesIO(repeated)).format == "MPO"
+    with pytest.raises(InputError) as caught:
+        PREPROCESS.open(repeated)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_scans")
+
+
+def test_frame_headers_are_counted_entry_by_entry() -> None:
+    """95 frame segments of 21,000 components each: 102 markers, but ~2 M entries Pillow loops over."""
+    data = bombs.jpeg(64, 48)
+    sof = data.find(b"\xff\xc0")
+    length = int.from_bytes(data[sof + 2:sof + 4], "big")
+    frame = b"\xff\xc2" + (8 + 3 * 21000).to_bytes(2, "big") + data[sof + 4:sof + 9] + b"\x00" + b"\x01\x11\x00" * 21000
+    bomb = data[:sof] + frame * 95 + data[sof:sof + 2 + length] + data[sof + 2 + length:]
+    with pytest.raises(InputError) as caught:
+        PREPROCESS.open(bomb)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_segments")
+
+
+def test_a_refusal_a_client_waits_to_send_its_body_for_is_answered_at_once(counted: Counted) -> None:
+    big = counted.server.policy.max_bytes + 1
+    with socket.create_connection(("127.0.0.1", counted.server.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % big)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413") and time.monotonic() - started < 1, answer[:100]
+
+
+def test_a_pipelined_refusal_waits_for_the_answer_before_it(counted: Counted, photos: dict[str, bytes]) -> None:
+    image = photos["chelsea_1024"]
+    answer = _exchange(counted.server.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                       b"Content-Length: %d\r\n\r\n" % len(image) + image +
+                       b"GET /" + b"a" * (MAX_URL_BYTES + 1) + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 414" in answer, answer[:300]
+
+
+@pytest.mark.parametrize(("left_s", "after", "given_s"), [
+    (60.0, 9, 30.0),  # a full batch with time to spare: the first record may take its whole deadline
+    (31.0, 9, 3.0),  # 30 s of a 31 s invocation: 3 s kept for each of the 9 after it, 3 s left for it
+    (11.0, 9, 1.0),  # less than 3 s each: an equal share
+    (11.0, 0, 10.0),  # the last record: all that is left
+])
+def test_a_record_may_use_what_its_batch_mates_do_not_need(left_s: float, after: int, given_s: float) -> None:
+    deadline = lambda_handler._deadline(_Remaining(left_s), 30.0, after=after)
+    assert deadline.remaining() == pytest.approx(given_s, abs=0.05)
