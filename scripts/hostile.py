@@ -215,6 +215,19 @@ def attacks(s: Server, cat: bytes) -> list[tuple[str, str, Callable[[], str]]]:
                     time.sleep(0.1)
         return f"closed after {time.monotonic() - started:.1f} s (deadline 10 s + 1 s)"
 
+    def line_ends() -> str:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n")
+            with contextlib.suppress(OSError):
+                for _ in range(32):
+                    sock.sendall(b"\r\n\r\n" * 65536)
+            answer = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        return f"{status_of(answer)}, closed after {time.monotonic() - started:.1f} s"
+
     def contention() -> str:
         def p50(n: int) -> float:
             times = []
@@ -261,6 +274,7 @@ def attacks(s: Server, cat: bytes) -> list[tuple[str, str, Callable[[], str]]]:
         ("limits uvicorn lacks", "one connection pipelining 40,000 GET /health (1.3 MB)", pipelined),
         ("limits uvicorn lacks", "one head of 200 MiB of small headers", header_flood),
         ("limits uvicorn lacks", "a body trickled to /health, a byte every 0.1 s", trickle),
+        ("limits uvicorn lacks", "8 MiB of CRLF CRLF as the body of a GET /health", line_ends),
         ("container parsing", "6 MB JPEG of 1.5 M empty APP5 segments", post(app5_bomb())),
         ("container parsing", "6 MB PNG of 500 k empty private chunks", post(png_chunks(), "image/png")),
         ("container parsing", "4 clients sending that JPEG in a loop while one sends photos", contention),
