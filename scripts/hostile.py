@@ -93,15 +93,25 @@ def server() -> Iterator[Server]:
         process.wait(timeout=60)
 
 
-def raw(port: int, data: bytes, timeout: float = 15) -> bytes:
+def stream(port: int, head: bytes, chunk: bytes = b"", count: int = 0, timeout: float = 30) -> tuple[bytes, int]:
+    """Send ``head``, then ``chunk`` ``count`` times or until the server stops reading; the whole answer, and
+    the bytes of ``chunk`` sent."""
+    sent = 0
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         with contextlib.suppress(OSError):
-            sock.sendall(data)
+            sock.sendall(head)
+            for _ in range(count):
+                sock.sendall(chunk)
+                sent += len(chunk)
         answer = b""
         with contextlib.suppress(OSError):
-            while chunk := sock.recv(1 << 20):
-                answer += chunk
-    return answer
+            while received := sock.recv(1 << 20):
+                answer += received
+    return answer, sent
+
+
+def raw(port: int, data: bytes) -> bytes:
+    return stream(port, data)[0]
 
 
 def counted(answers: Counter[str]) -> str:
@@ -192,17 +202,7 @@ def attacks(s: Server, cat: bytes) -> list[tuple[str, str, Callable[[], str]]]:
         return f"{received.count(b'HTTP/1.1 200'):,} x 200, in order"
 
     def header_flood() -> str:
-        sent = 0
-        with socket.create_connection(("127.0.0.1", s.port), timeout=15) as sock:
-            with contextlib.suppress(OSError):
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-                while sent < 200 * 2**20:
-                    sock.sendall(b"X-A: b\r\n" * 8192)
-                    sent += 8 * 8192
-            answer = b""
-            with contextlib.suppress(OSError):
-                while chunk := sock.recv(65536):
-                    answer += chunk
+        answer, sent = stream(s.port, b"GET /health HTTP/1.1\r\nHost: x\r\n", b"X-A: b\r\n" * 8192, 3200)
         return f"{status_of(answer)}; cut off after {sent / 2**20:.1f} MiB sent"
 
     def trickle() -> str:
@@ -217,15 +217,8 @@ def attacks(s: Server, cat: bytes) -> list[tuple[str, str, Callable[[], str]]]:
 
     def line_ends() -> str:
         started = time.monotonic()
-        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n")
-            with contextlib.suppress(OSError):
-                for _ in range(32):
-                    sock.sendall(b"\r\n\r\n" * 65536)
-            answer = b""
-            with contextlib.suppress(OSError):
-                while chunk := sock.recv(65536):
-                    answer += chunk
+        answer, _ = stream(s.port, b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n",
+                           b"\r\n\r\n" * 65536, 32)
         return f"{status_of(answer)}, closed after {time.monotonic() - started:.1f} s"
 
     def contention() -> str:

@@ -34,6 +34,7 @@ from crossover_serving.images import MAX_PIXELS, MAX_SCANS, Preprocessor
 from crossover_serving.model import Model
 from crossover_serving.spec import InputSpec, InputsSpec, Spec
 from tests import bombs
+from tests.test_lambda_handler import lambda_metrics
 
 settings.register_profile("ci", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -136,21 +137,6 @@ def _serving(model: Model, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         lambda_handler.policy.cache_clear()
 
 
-def _lambda_metrics(out: str) -> dict[str, float]:
-    """The metric values the handler's embedded-metric-format lines on stdout carry, summed by name."""
-    totals: dict[str, float] = {}
-    for line in out.splitlines():
-        if not line.startswith("{") or '"_aws"' not in line:
-            continue
-        blob = json.loads(line)
-        for directive in blob["_aws"]["CloudWatchMetrics"]:
-            for metric in directive["Metrics"]:
-                value = blob[metric["Name"]]
-                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(value if isinstance(value, list)
-                                                                             else [value])
-    return totals
-
-
 EVENT_KEYS = ["httpMethod", "path", "body", "isBase64Encoded", "headers", "rawPath", "requestContext"]
 CLEAN_EVENT = {"httpMethod": "POST", "path": "/predict", "headers": {"content-type": "image/png"},
                "isBase64Encoded": True}
@@ -186,7 +172,7 @@ def test_lambda_http_events_never_raise(case: tuple[dict[str, Any], bool], monke
     with _serving(tiny_models["http"], monkeypatch) as handler:
         capsys.readouterr()
         response = handler(event, Context())
-        metrics = _lambda_metrics(capsys.readouterr().out)
+        metrics = lambda_metrics(capsys.readouterr().out)
     # THEN a 2xx-4xx answer, counted by its status class, and never a fault (not a 500, nor a ServerFaults)
     status = response["statusCode"]
     assert 200 <= status < 500, (event, response)
@@ -249,7 +235,7 @@ def test_sqs_events_report_every_bad_record_and_never_raise(records: list[tuple[
     with _serving(tiny_models["sqs"], monkeypatch) as handler:
         capsys.readouterr()
         response = handler(event, Context())
-        metrics = _lambda_metrics(capsys.readouterr().out)
+        metrics = lambda_metrics(capsys.readouterr().out)
     expected = [_succeeds(r["body"]) for r in event["Records"]]
     failed = [f["itemIdentifier"] for f in response["batchItemFailures"]]
     assert failed == [r["messageId"] for r, ok in zip(event["Records"], expected, strict=True) if ok is None]

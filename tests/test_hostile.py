@@ -45,7 +45,7 @@ from crossover_serving.worker import Worker
 from tests import bombs
 from tests.graphs import tiny_classifier
 from tests.origin import origin
-from tests.test_lambda_handler import INPUTS, Context, alb_event, handler, sqs_record  # noqa: F401 - a fixture
+from tests.test_lambda_handler import INPUTS, Context, alb_event, handler, lambda_metrics, sqs_record  # noqa: F401 - a fixture
 from tests.test_server import TEST_POLICY, _server_process, _spec_file, start
 
 PREPROCESS = Preprocessor(InputSpec())
@@ -186,28 +186,13 @@ def test_urls_a_client_or_its_origin_breaks_are_refused_without_a_fault(counted:
     assert counted.counts().get("ServerFaults", 0) == 0
 
 
-def _lambda_metrics(out: str) -> dict[str, float]:
-    """The metric values the handler's embedded-metric-format lines on stdout carry, summed by name."""
-    totals: dict[str, float] = {}
-    for line in out.splitlines():
-        if not line.startswith("{") or '"_aws"' not in line:
-            continue
-        blob = json.loads(line)
-        for directive in blob["_aws"]["CloudWatchMetrics"]:
-            for metric in directive["Metrics"]:
-                value = blob[metric["Name"]]
-                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(value if isinstance(value, list)
-                                                                             else [value])
-    return totals
-
-
 @pytest.mark.parametrize("name", CLIENT_BYTES)
 def test_lambda_refuses_hostile_bytes_without_a_fault(handler: Any, name: str,  # noqa: F811 - the fixture
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     make, status, code = CLIENT_BYTES[name]
     response = handler(alb_event(make(), "image/jpeg"), Context())
     assert (response["statusCode"], json.loads(response["body"])["error"]) == (status, code)
-    metrics = _lambda_metrics(capsys.readouterr().out)
+    metrics = lambda_metrics(capsys.readouterr().out)
     assert metrics["InputErrors"] == 1 and "ServerFaults" not in metrics
 
 
@@ -276,7 +261,7 @@ def test_no_refusal_path_counts_a_fault_on_lambda(handler: Any, capsys: pytest.C
     answers.append(handler(alb_event(bombs.webp(8000, 5000), "image/webp"), Context())["statusCode"])
     answers.append(handler(alb_event(b'{"s3": "s3://elsewhere/x.png"}', "application/json"), Context())["statusCode"])
     assert answers == [504, 502, 413, 403]
-    metrics = _lambda_metrics(capsys.readouterr().out)
+    metrics = lambda_metrics(capsys.readouterr().out)
     assert metrics["InputErrors"] == 4 and "ServerFaults" not in metrics
 
 
@@ -690,7 +675,10 @@ def test_stray_line_ends_after_an_answer_do_not_keep_a_connection_open(tiny: Spe
     try:
         with socket.create_connection(("127.0.0.1", served.server.port), timeout=10) as sock:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            answer = b""
+            while not answer.endswith(b"}"):  # the whole answer, its head and its body
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200")
             started = time.monotonic()
             sock.sendall(stray)
             assert sock.recv(65536) == b""  # closed by the server

@@ -48,6 +48,21 @@ def handler(monkeypatch: pytest.MonkeyPatch, lite0_spec: Spec) -> Iterator[Any]:
     lambda_handler.policy.cache_clear()
 
 
+def lambda_metrics(out: str) -> dict[str, float]:
+    """The metric values the handler's embedded-metric-format lines on stdout carry, summed by name."""
+    totals: dict[str, float] = {}
+    for line in out.splitlines():
+        if not line.startswith("{") or '"_aws"' not in line:
+            continue
+        blob = json.loads(line)
+        for directive in blob["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = blob[metric["Name"]]
+                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(value if isinstance(value, list)
+                                                                             else [value])
+    return totals
+
+
 def alb_event(body: bytes, content_type: str = "image/png", path: str = "/predict") -> dict[str, Any]:
     return {"requestContext": {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:"
                                                           "targetgroup/t/0123456789abcdef"}},
