@@ -71,6 +71,9 @@ _CRLFS = re.compile(rb"(?:\r\n)*")
 @dataclass(frozen=True)
 class Limits:
     max_in_flight: int = 64  # requests being fetched, decoded or waiting for the model; more get 503 at once
+    # Of those, fetching the image a request names: an origin that stalls holds its slot until the deadline, and
+    # clients naming one must not take every slot from requests that carry their image.
+    max_fetches: int = 32
     max_queue: int = 32  # decoded images waiting for the model
     deadline_s: float = 10.0  # from a request's first byte to its answer
     # How long a connection may wait for its next request: longer than the load balancer's idle timeout
@@ -296,7 +299,8 @@ class InferenceServer:
         self.bodies = Budget(limits.body_budget_mib * MIB, "request bodies")
         self.decoding: Budget | None = None  # sized once the model is loaded
         self._decoders = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="decode")
-        self._fetchers = ThreadPoolExecutor(limits.max_in_flight, thread_name_prefix="fetch")
+        self.fetching = 0
+        self._fetchers = ThreadPoolExecutor(limits.max_fetches, thread_name_prefix="fetch")
         _raise_file_limit()
         self.socket = _listen(host, port)
         protocol = type("Connection", (_Connection,), {"limits": limits})
@@ -457,14 +461,22 @@ class InferenceServer:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout_at(deadline.at):
             parsed = parse(body, content_type, self.policy)
-            data = parsed if isinstance(parsed, bytes) else await loop.run_in_executor(
-                self._fetchers, fetch, parsed.uri, self.policy, deadline)
+            data = parsed if isinstance(parsed, bytes) else await self._fetch(parsed.uri, deadline)
             prepared = await loop.run_in_executor(self._decoders, self._prepare, model, decoding, data)
             if isinstance(prepared, Opened):  # its memory was not free: wait for it, then decode
                 await decoding.take(prepared.decode_bytes, deadline.at)
                 prepared = await self._decode_taken(model, decoding, prepared)
             top = await asyncio.wrap_future(batcher.enqueue(prepared, deadline.at))
         return _json(200, prediction(self.spec.name, top))
+
+    async def _fetch(self, uri: str, deadline: Deadline) -> bytes:
+        if self.fetching >= self.limits.max_fetches:
+            raise Overloaded("too many image fetches in flight")
+        self.fetching += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._fetchers, fetch, uri, self.policy, deadline)
+        finally:
+            self.fetching -= 1
 
     @staticmethod
     def _prepare(model: Model, decoding: Budget, image: bytes) -> np.ndarray | Opened:

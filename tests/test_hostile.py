@@ -24,6 +24,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +370,27 @@ def test_bodies_past_the_budget_are_shed_and_read_off(tiny: Spec, photos: dict[s
         assert served.post(photos["chelsea_1024"])[0] == 200
     finally:
         served.server.drain()
+
+
+def test_clients_naming_a_stalling_origin_leave_room_for_images_sent(tiny: Spec, photos: dict[str, bytes]) -> None:
+    served = Counted(tiny, Limits(deadline_s=3.0, max_in_flight=4, max_fetches=2))
+    try:
+        with origin(b"") as (base, _), ThreadPoolExecutor(2) as pool:
+            # GIVEN two requests whose origin drips its head until their deadline, holding the fetch slots
+            stalled = [pool.submit(served.post, json.dumps({"url": f"{base}/slow-headers"}).encode(),
+                                   "application/json") for _ in range(2)]
+            started = time.monotonic()
+            while served.server.fetching < 2 and time.monotonic() - started < 5:
+                time.sleep(0.01)
+            # WHEN a third names it too, and a client sends its image
+            third = served.post(json.dumps({"url": f"{base}/slow-headers"}).encode(), "application/json")
+            sent = served.post(photos["chelsea_1024"])
+            # THEN the third is shed at once, the image is answered, and the stalled ones end at their deadline
+            assert (third[0], third[1]["error"]) == (503, "overloaded") and sent[0] == 200
+            assert [f.result()[0] for f in stalled] == [504, 504]
+    finally:
+        served.server.drain()
+    assert served.server.fetching == 0
 
 
 # --- 5. Limits uvicorn lacks ------------------------------------------------------------------------------------
