@@ -34,13 +34,13 @@ ROLLBACK = {
     ("cpu", "pipeline"): {"FailedMessages", "ModelLoadFailures"},
 }
 
-# During a canary the new backend's own alarms and the canary's judge the deploy; the load balancer's p99 and
-# fault rate (mostly the old backend's) and the old backend's alarms only notify.
+# During a canary the new backend's own alarms, the canary's and the stack's server faults judge the deploy;
+# the load balancer's p99 (mostly the old backend's) and the old backend's alarms only notify.
 CANARY_OWN = {"lambda": {"LambdaErrors"}, "gpu": {"GpuUnhealthyHosts", "ModelLoadFailures"},
               "eia": {"EiaUnhealthyHosts", "ModelLoadFailures"},
               "inferentia": {"InferentiaUnhealthyHosts", "ModelLoadFailures"},
               "cpu": {"CpuUnhealthyHosts", "ModelLoadFailures"}}
-CANARY_ROLLBACK = {"CanaryLatencyP99", "CanaryErrorRate"}
+CANARY_ROLLBACK = {"ErrorRate", "CanaryLatencyP99", "CanaryErrorRate"}
 
 # The function's traffic shift is judged by what judges it when it serves alone (crossover.service
 # FUNCTION_ALARMS), also while it is the backend a canary moves from or to.

@@ -6,7 +6,7 @@ to use an existing one). What is watched (R: the alarm also rolls a deployment b
 | signal | realtime | pipeline |
 |---|---|---|
 | p99 latency above ``traffic.p99_ms`` (R, but not during a canary) | load balancer target response time | — |
-| server faults (500s, load balancer 5xx) above 1% (R, not in a canary) | load balancer, crossover_serving/ | — |
+| server faults (500s, load balancer 5xx) above 1% (R) | load balancer, crossover_serving/ | — |
 | unhealthy hosts, per fleet (R) | instance backends | — |
 | the canary's p99, and its own server faults above 1% of its requests (R) | during a canary | — |
 | Lambda errors (R) and throttles, through the ``live`` alias | lambda | lambda |
@@ -108,8 +108,10 @@ class ModelMonitoring(Construct):
             left_annotations=annotations))
 
     def watch_realtime(self, front_door: RealtimeFrontDoor, *, p99_ms: int, rollback: bool = True) -> None:
-        """``rollback``: the load balancer's p99 and fault rate judge the release (during a canary they are
-        mostly the old backend's, so the canary's own p99 and faults do instead)."""
+        """``rollback``: the load balancer's p99 judges the release (during a canary it is mostly the old
+        backend's, so the canary's own p99 does instead). Its fault rate always does: only server faults count,
+        none a client can cause, and during a canary it guards the update that creates the new backend at
+        weight 0, before the canary's own alarms exist."""
         metrics = front_door.load_balancer.metrics
         self._alarm("LatencyP99", metrics.target_response_time(statistic="p99", period=MINUTE), p99_ms / 1000,
                     f"p99 latency above the {p99_ms} ms target (seconds)", rollback=rollback)
@@ -124,7 +126,7 @@ class ModelMonitoring(Construct):
                            "elb5xx": metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=MINUTE),
                            "requests": metrics.request_count(period=MINUTE)})
         self._alarm("ErrorRate", errors, 1, "server faults (500s and load balancer 5xx) above 1% of requests",
-                    rollback=rollback)
+                    rollback=True)
 
     def watch_targets(self, group: elbv2.ApplicationTargetGroup, backend: str, *, rollback: bool = True) -> None:
         """A fleet's instances behind the load balancer (``backend``: its id, as a canary has two fleets)."""
