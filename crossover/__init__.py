@@ -1,6 +1,7 @@
 """crossover: serve a trained image model on the AWS backend that fits its traffic.
 
-The public API for a team's own CDK app: ``from crossover import ModelService, ModelConfig, load_config``.
+The public API for a team's own CDK app: ``from crossover import ModelService, ModelConfig, load_config, size``
+(and the types the docs name: ``Sizing``, ``PrivateEgress``, ``RealtimeFrontDoor``, ``PathFrontDoor``, the backends).
 It is imported on first use, so the CLI's commands that never synthesize do not load the CDK.
 """
 
@@ -12,10 +13,30 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crossover.config import ModelConfig, load_config
+    from crossover.constructs.backend import PrivateEgress
+    from crossover.constructs.front_door import PathFrontDoor, RealtimeFrontDoor
+    from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
+    from crossover.constructs.lambda_backend import LambdaBackend
+    from crossover.constructs.pipeline_front_door import PipelineFrontDoor
+    from crossover.figures import FleetFigures, Sizing
     from crossover.service import ModelService
+    from crossover.sizing import size
 
-__all__ = ["ModelConfig", "ModelService", "load_config"]
-_HOME = {"ModelService": "crossover.service", "ModelConfig": "crossover.config", "load_config": "crossover.config"}
+__all__ = ["CpuFleet", "EiaFleet", "FleetFigures", "GpuFleet", "InferentiaFleet", "LambdaBackend", "ModelConfig",
+           "ModelService", "PathFrontDoor", "PipelineFrontDoor", "PrivateEgress", "RealtimeFrontDoor", "Sizing",
+           "load_config", "size"]
+_MODULES = {
+    "crossover.config": ("ModelConfig", "load_config"),
+    "crossover.service": ("ModelService",),
+    "crossover.sizing": ("size",),
+    "crossover.figures": ("Sizing", "FleetFigures"),
+    "crossover.constructs.backend": ("PrivateEgress",),
+    "crossover.constructs.front_door": ("RealtimeFrontDoor", "PathFrontDoor"),
+    "crossover.constructs.pipeline_front_door": ("PipelineFrontDoor",),
+    "crossover.constructs.lambda_backend": ("LambdaBackend",),
+    "crossover.constructs.instance_backends": ("GpuFleet", "EiaFleet", "InferentiaFleet", "CpuFleet"),
+}
+_HOME = {name: module for module, names in _MODULES.items() for name in names}
 
 PROJECT = Path.cwd()
 """The project the CLI and ``make`` work in, as for the cdk CLI: cdk.json, models/, profiles/, node_modules/.

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from crossover.config.schema import BACKEND_IDS, BACKENDS
+from crossover.backends import BACKEND_IDS, BACKENDS
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 LOCKS = (type(threading.Lock()), type(threading.RLock()))

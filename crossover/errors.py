@@ -17,4 +17,4 @@ def extra(name: str, what: str) -> Iterator[None]:
         yield
     except ModuleNotFoundError as e:
         raise UserError(f"{what} needs {e.name}, which comes with the {name!r} extra: "
-                        f"pip install 'crossover[{name}]'") from None
+                        f"pip install 'crossover-cdk[{name}]'") from None

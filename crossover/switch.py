@@ -15,16 +15,10 @@ from dataclasses import dataclass
 
 from ruamel.yaml import YAML
 
+from crossover.backends import KINDS
 from crossover.config import BACKENDS, RETIRED, ConfigError, LoadedConfig, Problem, load
 
 # What each backend holds, under its own id: created by a move to it, removed by a move away.
-DEPLOYS = {
-    "lambda": "Lambda function, its live alias and CodeDeploy group, role, log group and security group",
-    "gpu": "GPU Auto Scaling group, launch template, role, security group, log group, scaling policy",
-    "eia": "C5 Auto Scaling group with Elastic Inference, launch template, EI endpoint, role, scaling policy",
-    "inferentia": "Inferentia Auto Scaling group, launch template, role, security group, scaling policy",
-    "cpu": "CPU Auto Scaling group, launch template, role, security group, log group, scaling policy",
-}
 KEPT = "front door (load balancer, listener, security group, access-log bucket), the Endpoint output"
 READY = {"lambda": "its live alias names the published version (and any provisioned concurrency is allocated)",
          "fleet": "scaling.min instances have signalled ready, each once the load balancer found it healthy"}
@@ -145,15 +139,15 @@ def plan(move: Move) -> list[str]:
     before, after = move.before.config, move.after.config
     if move.kind == "switch":
         new, old = after.backend, before.backend
-        return [f"creates {new} ({DEPLOYS[new]}) beside {old}, which keeps every request meanwhile",
+        return [f"creates {new} ({KINDS[new].holds}) beside {old}, which keeps every request meanwhile",
                 f"waits until {new} is ready: {readiness(new)}",
                 f"then moves the listener: every request to {new}",
-                f"then removes {old} ({DEPLOYS[old]}), after the listener no longer names it",
+                f"then removes {old} ({KINDS[old].holds}), after the listener no longer names it",
                 f"keeps the {KEPT}"]
     if move.kind == "canary":
         assert after.canary is not None
         new, old, share = after.backend, after.canary.from_, after.canary.percent
-        return [f"creates {new} ({DEPLOYS[new]}) and its canary alarms; {old} keeps every request meanwhile",
+        return [f"creates {new} ({KINDS[new].holds}) and its canary alarms; {old} keeps every request meanwhile",
                 f"waits until {new} is ready: {readiness(new)}",
                 f"then splits the listener: {100 - share}% to {old}, {share}% to {new} (make deploy: a second "
                 "update, judged by the canary's own p99 and 5xx alarms, which roll it back)",
@@ -163,12 +157,12 @@ def plan(move: Move) -> list[str]:
         assert before.canary is not None
         new, old = before.backend, before.canary.from_
         return [f"moves the listener: every request to {new} (already ready)",
-                f"then removes {old} ({DEPLOYS[old]}) and the canary alarms", f"keeps the {KEPT}"]
+                f"then removes {old} ({KINDS[old].holds}) and the canary alarms", f"keeps the {KEPT}"]
     if move.kind == "abort":
         assert before.canary is not None
         new, old = before.backend, before.canary.from_
         return [f"moves the listener: every request back to {old} (never stopped serving)",
-                f"then removes {new} ({DEPLOYS[new]}) and the canary alarms", f"keeps the {KEPT}"]
+                f"then removes {new} ({KINDS[new].holds}) and the canary alarms", f"keeps the {KEPT}"]
     return []
 
 

@@ -184,7 +184,7 @@ def test_a_missing_extra_is_named_not_a_traceback(tmp_path: Path, monkeypatch: p
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     # WHEN a plot is asked for THEN one line says which extra to install, and nothing is drawn
     assert main(["cost", str(ROOT / "models" / "resnet152.yaml"), "--plot", str(tmp_path / "p.png")]) == 1
-    assert "--plot needs matplotlib, which comes with the 'plot' extra: pip install 'crossover[plot]'" in (
+    assert "--plot needs matplotlib, which comes with the 'plot' extra: pip install 'crossover-cdk[plot]'" in (
         capsys.readouterr().err)
     assert not (tmp_path / "p.png").exists()
 

@@ -13,7 +13,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Annotations, Match, Template
 
-from crossover import ModelConfig, ModelService, compliance, load_config
+from crossover import ModelConfig, ModelService, compliance, load_config, size
 from crossover.capacity import per_minute
 from crossover.config.schema import Endpoint, GpuSpec, LambdaSpec, ModelSpec, Scaling
 from crossover.constructs.artifact import ModelArtifact
@@ -64,10 +64,10 @@ def test_services_in_a_foreign_stack_bring_every_acknowledgement_with_them(tmp_p
     # GIVEN a team's stack and VPC with a Lambda service, a public GPU service and a GPU pipeline
     app, stack, vpc = team_stack(tmp_path)
     ModelService(stack, "Tagger", config=tagger(), vpc=vpc)
-    ModelService(stack, "Detector", config=detector(endpoint=Endpoint(certificate_arn=CERTIFICATE)), vpc=vpc,
-                 throughput=300.0)
-    ModelService(stack, "Batch", config=detector(name="batch", service="pipeline", scaling=Scaling(min=0, max=4),
-                                                 inputs={"s3": ["team-images"]}), vpc=vpc, throughput=300.0)
+    public = detector(endpoint=Endpoint(certificate_arn=CERTIFICATE))
+    ModelService(stack, "Detector", config=public, vpc=vpc, sizing=size(public, throughput=300.0))
+    batch = detector(name="batch", service="pipeline", scaling=Scaling(min=0, max=4), inputs={"s3": ["team-images"]})
+    ModelService(stack, "Batch", config=batch, vpc=vpc, sizing=size(batch, throughput=300.0))
     # WHEN the cdk-nag packs run over the app THEN only the team's own VPC has findings: none under a service
     found = findings(app, tmp_path)
     assert found, "the team's VPC has findings of its own: the packs ran"
@@ -77,8 +77,9 @@ def test_services_in_a_foreign_stack_bring_every_acknowledgement_with_them(tmp_p
 def test_two_services_in_one_stack_name_nothing_alike(tmp_path: Path) -> None:
     _, stack, vpc = team_stack(tmp_path)
     public = Endpoint(certificate_arn=CERTIFICATE)
-    ModelService(stack, "A", config=tagger(name="a", endpoint=public), vpc=vpc)
-    ModelService(stack, "B", config=tagger(name="b", endpoint=public), vpc=vpc)
+    for name in ("a", "b"):
+        config = tagger(name=name, endpoint=public)
+        ModelService(stack, name.upper(), config=config, vpc=vpc, sizing=size(config))
     resources = Template.from_stack(stack).to_json()["Resources"]
 
     def names(kind: str, key: str) -> list[str]:
@@ -127,7 +128,8 @@ def test_a_backend_is_built_from_the_config_with_its_front_door(tmp_path: Path) 
     _, stack, vpc = team_stack(tmp_path)
     front_door = RealtimeFrontDoor(stack, "FrontDoor", vpc=vpc, allowed_peer=ec2.Peer.ipv4("10.0.0.0/8"))
     config = detector()
-    fleet = GpuFleet.from_config(stack, "Gpu", config=config, vpc=vpc, front_door=front_door, throughput=250.0)
+    fleet = GpuFleet.from_config(stack, "Gpu", config=config, vpc=vpc, front_door=front_door,
+                                 sizing=size(config, throughput=250.0))
     assert fleet.route is not None and fleet.grant_principal is fleet.role
     front_door.forward([(fleet.route, 100)], after=[fleet.ready])
     template = Template.from_stack(stack)
@@ -174,13 +176,14 @@ def test_isolated_subnets_are_used_with_a_warning_and_public_only_is_refused(tmp
 def test_an_unmeasured_fleet_says_so_and_a_measured_one_does_not(tmp_path: Path) -> None:
     _, stack, vpc = team_stack(tmp_path)
     unmeasured = detector(model=ModelSpec(artifact="s3://team-models/d.onnx"))  # no gmacs, no figure
-    ModelService(stack, "Guess", config=unmeasured, vpc=vpc)
-    ModelService(stack, "Known", config=unmeasured.model_copy(update={"name": "known"}), vpc=vpc, throughput=120.0)
+    ModelService(stack, "Guess", config=unmeasured, vpc=vpc, sizing=size(unmeasured))
+    known = unmeasured.model_copy(update={"name": "known"})
+    ModelService(stack, "Known", config=known, vpc=vpc, sizing=size(known, throughput=120.0))
     warnings = Annotations.from_stack(stack).find_warning("*", Match.string_like_regexp("placeholder"))
     assert [w.id for w in warnings] == ["/Team/Guess"]  # where the fleet is built: its ModelService
     # AND a throughput for a backend with no instances is refused, with what to give instead
-    with pytest.raises(ValueError, match="Team/Fn: throughput is one instance's images/s, and lambda has no"):
-        ModelService(stack, "Fn", config=tagger(), vpc=vpc, throughput=10.0)
+    with pytest.raises(ValueError, match="throughput is one instance's images/s, and lambda has no instances"):
+        size(tagger(), throughput=10.0)
 
 
 def test_load_config_makes_local_artifacts_absolute(tmp_path: Path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 from aws_cdk.assertions import Match
 
-from crossover.config import BACKENDS as SCHEMA_BACKENDS
-from crossover.service import FLEETS
+from crossover.backends import BACKENDS
+from crossover.config import Backend
+from crossover.constructs.registry import CONSTRUCTS
 from crossover_serving.spec import Spec
 from tests.conftest import Synth
 
@@ -17,8 +18,8 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
 
 
-def test_backend_registry_covers_every_backend_the_schema_allows() -> None:
-    assert ("lambda", *FLEETS) == SCHEMA_BACKENDS
+def test_one_registry_names_every_backend_the_schema_allows_and_builds_each() -> None:
+    assert get_args(Backend) == BACKENDS == tuple(CONSTRUCTS)
 
 
 def test_lambda_function_is_configured_from_the_config(synth: Synth) -> None:

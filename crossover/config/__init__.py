@@ -4,11 +4,10 @@
 finds configs in a folder. Everything a caller needs is importable from here.
 """
 
+from crossover.backends import BACKEND_IDS, BACKENDS
 from crossover.config.discovery import find, load_all, model_files, models_folder
 from crossover.config.loading import ConfigError, LoadedConfig, Problem, describe, load, load_config, yaml_mapping
 from crossover.config.schema import (
-                                      BACKEND_IDS,
-                                      BACKENDS,
                                       GRAVITON_FAMILIES,
                                       RETIRED,
                                       STACK_PREFIX,

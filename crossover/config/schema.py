@@ -8,7 +8,7 @@ built in Python (field names or YAML keys: ``ModelConfig(lambda_=...)`` and ``{"
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,11 +19,8 @@ SERVED_INPUT = ServedInput()
 
 Backend = Literal["lambda", "gpu", "eia", "inferentia", "cpu"]
 Service = Literal["realtime", "pipeline"]
-BACKENDS: tuple[str, ...] = get_args(Backend)
-# Construct ids by backend kind: stable whatever else is deployed, so a canary adds the new backend beside the
-# old one without touching it, and promoting or aborting deletes one without touching the other. A realtime
-# backend's target group is named after its id too (``<id>Targets``). The tools read templates by them.
-BACKEND_IDS = {"lambda": "Lambda", "gpu": "Gpu", "eia": "Eia", "inferentia": "Inferentia", "cpu": "Cpu"}
+# The Literal is what pydantic and mypy check against; crossover.backends is the table (tests/test_config.py
+# checks that the two name the same backends, in the same order).
 
 STACK_PREFIX = "ModelStack-"
 # CloudFormation stack names: a letter, then letters, digits and hyphens, at most 128 characters.
@@ -156,6 +153,9 @@ class Endpoint(_Strict):
     allowed_cidr: Annotated[str, Field(pattern=r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")] | None = None
     # The endpoint is the model's stable address: deleting it takes a deliberate step.
     deletion_protection: bool = True
+    # How many services share the load balancer (a team's own: ModelService(load_balancer=..., path_prefix=...)):
+    # the cost model charges each its share of the hourly fee.
+    services_per_load_balancer: int = Field(default=1, ge=1)
 
 
 class NetworkSpec(_Strict):
@@ -537,16 +537,17 @@ class ModelConfig(_Strict):
         """Whether the selected backend runs a Neuron-compiled model rather than the ONNX one."""
         return self.backend == "inferentia" and self.inferentia.neuron_artifact is not None
 
-    def serving_spec(self, artifact: str, backend: str | None = None) -> dict[str, Any]:
+    def serving_spec(self, artifact: str, backend: str | None = None, path_prefix: str = "") -> dict[str, Any]:
         """What the serving side reads (crossover_serving.spec.Spec) on ``backend`` (default: the selected one):
-        the model section, the artifact's location, the batch."""
+        the model section, the artifact's location, the batch, and the path prefix it is served under."""
         backend = backend or self.backend
         section = getattr(self, "lambda_" if backend == "lambda" else backend)
         model = self.model.model_dump(include={"sha256", "input", "labels", "top_k"})
         neuron = backend == "inferentia" and self.inferentia.neuron_artifact is not None
         return {"name": self.name, "backend": backend, **model, "artifact": artifact,
                 "format": "neuron" if neuron else self.model.format,
-                "max_batch": getattr(section, "max_batch", 1), "inputs": self.inputs.model_dump()}
+                "max_batch": getattr(section, "max_batch", 1), "inputs": self.inputs.model_dump(),
+                **({"path_prefix": path_prefix} if path_prefix else {})}
 
 
 def is_s3_uri(value: str) -> bool:

@@ -14,10 +14,10 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, Unpack
 
 import jsii
-from aws_cdk import Annotations, Aws, CfnResource, Duration, Size
+from aws_cdk import Aws, CfnResource, Duration, Size
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -30,23 +30,25 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 import crossover.bundle
-from crossover.capacity import per_minute
+from crossover.backends import BACKEND_IDS
 from crossover.compliance import INLINE, NIST, acknowledge, acknowledge_logs, policy_of
-from crossover.config import BACKEND_IDS, FleetSpec, ModelConfig, SpotSpec
+from crossover.config import FleetSpec, ModelConfig, SpotSpec
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.backend import (
     FrontDoor,
+    Messages,
     PrivateEgress,
+    Requests,
     artifact_location,
     built_here,
+    l1,
     model_artifact,
-    subnets,
+    private_subnets,
 )
-from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.inputs import grant_read_inputs
+from crossover.constructs.metrics import MetricOptions, defaults
 from crossover.constructs.monitoring import ModelMonitoring
-from crossover.constructs.pipeline_front_door import PipelineFrontDoor
-from crossover.cost import profile
+from crossover.figures import Sizing
 from crossover_serving.names import NAMESPACE
 
 BOOTSTRAP = files("crossover") / "ami" / "bootstrap.sh"  # package data, installed beside the code
@@ -89,10 +91,10 @@ class FleetImage:
     extra_policies: list[iam.PolicyStatement] = field(default_factory=list)
 
 
+@jsii.implements(ec2.IConnectable, iam.IGrantable)
 class InstanceFleet(Construct):
     """Instances of ``instance_type`` serving the model on port 8080, ``min_capacity``..``max_capacity``, in
-    ``vpc_subnets`` (the VPC's private subnets with egress by default), attached to ``front_door`` on
-    construction.
+    ``vpc_subnets`` (crossover's one default: the VPC's private subnets), bound to ``front_door`` on construction.
 
     Behind a realtime front door ``requests_per_minute`` is the target-tracking target per instance
     (crossover.capacity); on a pipeline the fleet tracks ``backlog`` worth of messages per instance at
@@ -115,36 +117,54 @@ class InstanceFleet(Construct):
                  spot: SpotSpec | None = None) -> None:
         super().__init__(scope, id)
         self.vpc, self.requests_per_minute, self.images_per_second = vpc, requests_per_minute, images_per_second
-        load_balanced = isinstance(front_door, RealtimeFrontDoor)
-        self.subnets = subnets(vpc_subnets)
+        self.spot, self.backlog, self.health_grace = spot, backlog, health_grace
+        self.subnets = private_subnets(self, vpc, vpc_subnets)
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, allow_all_outbound=private_egress is None,
             description="Model instances: inference port from the front door")
         if private_egress is not None:
             private_egress.allow_from(self.security_group)
-        log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH)
-        acknowledge_logs(log_group)
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
                              description="Model instances: read the model and the serving bundle, write logs")
         bundle = s3_assets.Asset(self, "Bundle", path=str(crossover.bundle.SERVING),
                                  exclude=crossover.bundle.SERVING_EXCLUDE)
         lock = crossover.bundle.instance_lock(image.runtime, MACHINES[instance_type.architecture])
         runtime = runtime_bundle(self, lock)
+        self._grant(artifact, (bundle, runtime), input_prefixes, image.extra_policies)
+        self.user_data = ec2.UserData.for_linux()
+        self.launch_template = self._launch_template(instance_type, image.machine_image, root_volume)
+        self.group = self._group(instance_type, min_capacity, max_capacity)
+        self._write_user_data(bundle, runtime, lock, artifact, spec, image.runtime, int(health_grace.to_seconds()))
+        self.route: elbv2.ApplicationTargetGroup | None = None
+        policy = policy_of(self.role)
+        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", "cloudwatch:PutMetricData takes no resource ARN (a "
+                    "condition limits it to the crossover metric namespace), nor does elasticloadbalancing:"
+                    "DescribeTargetHealth, with which an instance waits to be found healthy before it signals ready.")
+        acknowledge(policy, NIST + "IAMNoInlinePolicy", INLINE)
+        front_door.attach(self)
+
+    def _grant(self, artifact: ModelArtifact, bundles: Sequence[s3_assets.Asset], input_prefixes: Sequence[str],
+               extra: Sequence[iam.PolicyStatement]) -> None:
+        """The instances' role: read the model, the bundles and the declared inputs; write logs and metrics."""
+        log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH)
+        acknowledge_logs(log_group)
         self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
-            f"arn:{Aws.PARTITION}:s3:::{asset.s3_bucket_name}/{asset.s3_object_key}" for asset in (bundle, runtime)]))
+            f"arn:{Aws.PARTITION}:s3:::{asset.s3_bucket_name}/{asset.s3_object_key}" for asset in bundles]))
         artifact.grant_read(self.role)
         grant_read_inputs(self.role, input_prefixes)
         log_group.grant_write(self.role)
         # PutMetricData takes no resource; the condition keeps it to crossover's own namespace.
         self.role.add_to_policy(iam.PolicyStatement(actions=["cloudwatch:PutMetricData"], resources=["*"],
                                                     conditions={"StringEquals": {"cloudwatch:namespace": NAMESPACE}}))
-        for statement in image.extra_policies:
+        for statement in extra:
             self.role.add_to_policy(statement)
 
-        self.user_data = ec2.UserData.for_linux()
-        self.launch_template = ec2.LaunchTemplate(
+    def _launch_template(self, instance_type: ec2.InstanceType, machine_image: ec2.IMachineImage,
+                         root_volume: Size) -> ec2.LaunchTemplate:
+        """IMDSv2 only, hop limit 1; an encrypted gp3 root volume; no public address (private subnets)."""
+        return ec2.LaunchTemplate(
             self, "LaunchTemplate",
-            instance_type=instance_type, machine_image=image.machine_image,
+            instance_type=instance_type, machine_image=machine_image,
             user_data=self.user_data, role=self.role, security_group=self.security_group,
             require_imdsv2=True, http_put_response_hop_limit=1, http_tokens=ec2.LaunchTemplateHttpTokens.REQUIRED,
             block_devices=[ec2.BlockDevice(device_name="/dev/xvda", volume=ec2.BlockDeviceVolume.ebs(
@@ -152,71 +172,56 @@ class InstanceFleet(Construct):
                 delete_on_termination=True))],
             detailed_monitoring=True,
         )
+
+    def _group(self, instance_type: ec2.InstanceType, min_capacity: int,
+               max_capacity: int) -> autoscaling.AutoScalingGroup:
+        """The Auto Scaling group: ready once its minimum signalled, rolling one instance at a time, EC2 health
+        checks until a load balancer's take over (:meth:`serve_requests`)."""
         notifications = sns.Topic(self, "Events", enforce_ssl=True,
                                   master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"))
-        self.spot = spot
-        self.group = autoscaling.AutoScalingGroup(
-            self, "Group", vpc=vpc, vpc_subnets=self.subnets,
+        spot, grace = self.spot, self.health_grace
+        group = autoscaling.AutoScalingGroup(
+            self, "Group", vpc=self.vpc, vpc_subnets=self.subnets,
             **({"launch_template": self.launch_template} if spot is None else
                {"mixed_instances_policy": self._mixed(instance_type, spot), "capacity_rebalance": True}),
             min_capacity=min_capacity, max_capacity=max_capacity,
-            # Behind a load balancer, its /ready checks decide health; a pipeline worker has only EC2's.
-            health_checks=autoscaling.HealthChecks.with_additional_checks(
-                additional_types=[autoscaling.AdditionalHealthCheckType.ELB],
-                grace_period=health_grace) if load_balanced
-            else autoscaling.HealthChecks.ec2(grace_period=health_grace),
-            signals=autoscaling.Signals.wait_for_min_capacity(timeout=health_grace),
+            health_checks=autoscaling.HealthChecks.ec2(grace_period=grace),
+            signals=autoscaling.Signals.wait_for_min_capacity(timeout=grace),
             update_policy=autoscaling.UpdatePolicy.rolling_update(
-                max_batch_size=1, min_instances_in_service=min_capacity, pause_time=health_grace),
+                max_batch_size=1, min_instances_in_service=min_capacity, pause_time=grace),
             notifications=[autoscaling.NotificationConfiguration(topic=notifications)],
             group_metrics=[autoscaling.GroupMetrics.all()],
         )
         if spot is not None:
-            group = self.ready  # the L1 Auto Scaling group
+            cfn = l1(group, autoscaling.CfnAutoScalingGroup)
             nested = ("the group's launch template (inside its MixedInstancesPolicy, which this rule does not "
                       "read) ")
-            acknowledge(group, "AwsSolutions-EC26", nested + "encrypts every EBS volume it creates.")
-            acknowledge(group, NIST + "EC2IMDSv2Enabled", nested + "requires IMDSv2 tokens, hop limit 1.")
+            acknowledge(cfn, "AwsSolutions-EC26", nested + "encrypts every EBS volume it creates.")
+            acknowledge(cfn, NIST + "EC2IMDSv2Enabled", nested + "requires IMDSv2 tokens, hop limit 1.")
             # A replaced or scaled-in instance gets the time to drain before it is terminated: the load
             # balancer's checks find it leaving within LEAVE_S, and what it holds finishes.
-            self.group.add_lifecycle_hook("Leave", lifecycle_transition=autoscaling.LifecycleTransition.
-                                          INSTANCE_TERMINATING, heartbeat_timeout=Duration.seconds(LEAVE_S),
-                                          default_result=autoscaling.DefaultResult.CONTINUE)
-        self._write_user_data(bundle, runtime, lock, artifact, spec, image.runtime, int(health_grace.to_seconds()))
-        self.route: elbv2.ApplicationTargetGroup | None = None
-        if isinstance(front_door, RealtimeFrontDoor):
-            self.route = self._serve_realtime(front_door)
-        else:
-            self._serve_pipeline(front_door, backlog)
-        policy = policy_of(self.role)
-        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", "cloudwatch:PutMetricData takes no resource ARN (a "
-                    "condition limits it to the crossover metric namespace), nor does elasticloadbalancing:"
-                    "DescribeTargetHealth, with which an instance waits to be found healthy before it signals ready.")
-        acknowledge(policy, NIST + "IAMNoInlinePolicy", INLINE)
+            group.add_lifecycle_hook("Leave", lifecycle_transition=autoscaling.LifecycleTransition.
+                                     INSTANCE_TERMINATING, heartbeat_timeout=Duration.seconds(LEAVE_S),
+                                     default_result=autoscaling.DefaultResult.CONTINUE)
+        return group
 
     @classmethod
     def from_config(cls, scope: Construct, id: str, *, config: ModelConfig, vpc: ec2.IVpc, front_door: FrontDoor,
                     artifact: ModelArtifact | None = None, vpc_subnets: ec2.SubnetSelection | None = None,
-                    throughput: float | None = None, measured: profile.Measured | None = None,
-                    private_egress: PrivateEgress | None = None) -> Self:
-        """This kind's section of the shared config, behind ``front_door``. ``throughput``: one instance's
-        images/s, measured (else the config's figure, ``measured``'s bench profile, an estimate from
-        ``model.gmacs``, or a placeholder with a synth warning); ``measured`` also holds the load test that
-        sets the realtime scaling target."""
+                    private_egress: PrivateEgress | None = None, sizing: Sizing | None = None,
+                    path_prefix: str = "") -> Self:
+        """This kind's section of the shared config, behind ``front_door``. ``sizing``: the figures
+        ``crossover.size(config)`` computes (one instance's images/s and the realtime scaling target); without it,
+        the config's ``images_per_second`` or the kind's placeholder. ``path_prefix``: where the front door serves
+        it (``/cats`` for ``/cats/predict``)."""
         fleet: FleetSpec = getattr(config, cls.KIND)
-        measured = measured or profile.Measured()
-        if throughput is None:
-            figure = profile.images_per_second(config, cls.KIND, measured.bench)
-            if figure is None:
-                Annotations.of(scope).add_warning_v2("crossover:placeholder-throughput",
-                                                     profile.placeholder_warning(config, cls.KIND))
-            throughput = profile.PLACEHOLDER_IMAGES_PER_SECOND[cls.KIND] if figure is None else figure.value
+        figures = (sizing or Sizing()).fleet(config, cls.KIND)
         artifact = artifact or model_artifact(scope, f"{id}Artifact", artifact_location(config, cls.KIND))
-        return cls(scope, id, vpc=vpc, artifact=artifact, spec=config.serving_spec(artifact.s3_uri, cls.KIND),
+        return cls(scope, id, vpc=vpc, artifact=artifact,
+                   spec=config.serving_spec(artifact.s3_uri, cls.KIND, path_prefix),
                    front_door=front_door, instance_type=ec2.InstanceType(fleet.instance_type),
-                   min_capacity=config.scaling.min, max_capacity=config.scaling.max, images_per_second=throughput,
-                   requests_per_minute=per_minute(
-                       profile.planned_rate(config, cls.KIND, throughput, measured.load).value),
+                   min_capacity=config.scaling.min, max_capacity=config.scaling.max,
+                   images_per_second=figures.images_per_second, requests_per_minute=figures.requests_per_minute,
                    vpc_subnets=vpc_subnets, root_volume=Size.gibibytes(fleet.root_volume_gib),
                    health_grace=Duration.seconds(fleet.health_grace_s),
                    backlog=Duration.seconds(config.pipeline.backlog_s), input_prefixes=config.inputs.s3,
@@ -230,17 +235,25 @@ class InstanceFleet(Construct):
 
     @property
     def connections(self) -> ec2.Connections:
+        """The instances' security group: their way out (``db.connections.allow_default_port_from(fleet)``)."""
         return self.group.connections
 
     @property
     def grant_principal(self) -> iam.IPrincipal:
         return self.role
 
-    def watch(self, monitoring: ModelMonitoring, *, rollback: bool) -> None:
+    def watch(self, monitoring: ModelMonitoring, *, rollback: bool) -> list[cloudwatch.Alarm]:
         """Unhealthy instances behind the load balancer (a pipeline worker has none: model-load failures,
         which the service watches once for all its fleets, say the same)."""
-        if self.route is not None:
-            monitoring.watch_targets(self.route, BACKEND_IDS[self.KIND], rollback=rollback)
+        if self.route is None:
+            return []
+        return [monitoring.watch_targets(self.route, BACKEND_IDS[self.KIND], rollback=rollback)]
+
+    def metric_in_service_instances(self, **options: Unpack[MetricOptions]) -> cloudwatch.Metric:
+        """Instances in service (Average)."""
+        return cloudwatch.Metric(namespace="AWS/AutoScaling", metric_name="GroupInServiceInstances",
+                                 dimensions_map={"AutoScalingGroupName": self.group.auto_scaling_group_name},
+                                 **defaults(options, statistic="Average"))
 
     def _mixed(self, instance_type: ec2.InstanceType, spot: SpotSpec) -> autoscaling.MixedInstancesPolicy:
         """On-demand up to the base (and the percentage above it), spot for the rest, from every listed type."""
@@ -277,18 +290,19 @@ class InstanceFleet(Construct):
     @property
     def ready(self) -> CfnResource:
         """Complete once the group's minimum instances signalled ready (its creation policy)."""
-        group = self.group.node.default_child
-        assert isinstance(group, CfnResource)
-        return group
+        return l1(self.group, autoscaling.CfnAutoScalingGroup)
 
-    def _serve_realtime(self, front_door: RealtimeFrontDoor) -> elbv2.ApplicationTargetGroup:
+    def serve_requests(self, door: Requests) -> None:
         """Register the group behind the front door under its kind's id, scale on requests per target. Each instance
         signals ready only once the load balancer finds it healthy, so a switch, a canary or a rolling
         update's replacement never sends requests to an instance that cannot answer them yet."""
         # Registering the group as a target opens exactly the front door -> instances path on PORT.
-        group = front_door.route_to(BACKEND_IDS[self.KIND], [self.group], port=PORT, vpc=self.vpc,
-                                    health_check=elbv2.HealthCheck(path="/ready", healthy_threshold_count=2,
-                                                                   interval=Duration.seconds(15)))
+        group = door.route_to(self.KIND, [self.group], port=PORT, vpc=self.vpc,
+                              health_check=elbv2.HealthCheck(path="/ready", healthy_threshold_count=2,
+                                                             interval=Duration.seconds(15)))
+        self.route = group
+        # Behind a load balancer its /ready checks decide health (the grace period stays); a worker has EC2's.
+        l1(self.group, autoscaling.CfnAutoScalingGroup).health_check_type = "ELB"
         # DescribeTargetHealth takes no resource ARN (elasticloadbalancing's Describe* actions never do).
         self.role.add_to_policy(iam.PolicyStatement(actions=["elasticloadbalancing:DescribeTargetHealth"],
                                                     resources=["*"]))
@@ -307,16 +321,15 @@ class InstanceFleet(Construct):
                  {"AutoScalingGroupName": self.group.auto_scaling_group_name}, "Average"),
             ], result=("perInstanceButOne", "requests / IF(instances > 1, instances - 1, 1)",
                        "Requests per instance but one"))
-        return group
 
-    def _serve_pipeline(self, front_door: PipelineFrontDoor, backlog: Duration) -> None:
+    def consume(self, door: Messages) -> None:
         """Run the SQS worker; scale on backlog per instance, and start the first instance from zero."""
-        queue = front_door.queue
+        queue, backlog = door.queue, self.backlog
         self._boot("export CROSSOVER_MODE=worker", f"export CROSSOVER_QUEUE_URL={queue.queue_url}",
-                   f"export CROSSOVER_RESULTS_BUCKET={front_door.results.bucket_name}",
-                   f"export CROSSOVER_MAX_RECEIVE_COUNT={front_door.max_receive_count}")
+                   f"export CROSSOVER_RESULTS_BUCKET={door.results.bucket_name}",
+                   f"export CROSSOVER_MAX_RECEIVE_COUNT={door.max_receive_count}")
         queue.grant_consume_messages(self.role)
-        front_door.grant_write_results(self.role)
+        door.grant_write_results(self.role)
         visible = queue.metric_approximate_number_of_messages_visible(period=Duration.minutes(1), statistic="Maximum")
         in_service = cloudwatch.Metric(namespace="AWS/AutoScaling", metric_name="GroupInServiceInstances",
                                        dimensions_map={"AutoScalingGroupName": self.group.auto_scaling_group_name},

@@ -1,24 +1,32 @@
-"""The realtime front door: an Application Load Balancer whose identity never depends on the backend."""
+"""The realtime front doors: a load balancer of the model's own (``RealtimeFrontDoor``), or a path prefix on a
+team's load balancer (``PathFrontDoor``). Either way its identity never depends on the backend."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
+from typing import Unpack
 
 import jsii
 from aws_cdk import ArnFormat, Aws, CfnResource, Duration, Names, RemovalPolicy, Stack, Token
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_wafv2 as wafv2
-from constructs import Construct, IValidation
+from constructs import Construct, IConstruct, IValidation
 
+from crossover.backends import BACKEND_IDS, BACKENDS
 from crossover.compliance import CHECKOV, NIST, acknowledge, acknowledge_logs
+from crossover.constructs.backend import Backend
+from crossover.constructs.metrics import MINUTE, MetricOptions, defaults
 
 STAGING_PORT = 8008
 BACKEND_HEADER = "x-crossover-backend"
-STAGING_PRIORITY = {"Lambda": 1, "Gpu": 2, "Eia": 3, "Inferentia": 4, "Cpu": 5}
+# A backend's staging rule's priority: its place in crossover.backends, from 1.
+STAGING_PRIORITY = {kind: i + 1 for i, kind in enumerate(BACKENDS)}
 LOG_BUCKET = "This bucket only receives the load balancer's access logs"
 INTERNAL_HTTP = ("The endpoint is internal, reachable only from its allowed peer (the VPC by default); "
                  "giving endpoint.certificate_arn makes it HTTPS with a redirect and WAF.")
@@ -27,17 +35,99 @@ STAGING = ("The staging listener takes no client's request: the security group a
            "sends them requests (a target group is checked only once a listener uses it).")
 
 
-class RealtimeFrontDoor(Construct):
-    """An ALB in front of whichever backend serves the model.
+class RequestFrontDoor(Construct):
+    """What both realtime front doors share: each backend's target group, health-checked from the start but sent
+    no request until :meth:`forward` names it, and the routing that waits for every backend's readiness.
+
+    Each backend has a group of its own (CloudFormation cannot change a group's target type in place, and during a
+    canary two backends are behind the listener at once). A group is health-checked only once a listener uses it,
+    and a fleet's instances wait to be found healthy before they signal ready: so each group is also staged on a
+    listener that sends it no client's request (:meth:`_stage`).
+    """
+
+    def __init__(self, scope: Construct, id: str) -> None:
+        super().__init__(scope, id)
+        self.routes: list[tuple[elbv2.ApplicationTargetGroup, int]] = []
+        self.node.add_validation(_Forwards(self))
+
+    def attach(self, backend: Backend) -> None:
+        backend.serve_requests(self)
+
+    def route_to(self, kind: str, targets: Sequence[elbv2.IApplicationLoadBalancerTarget], *,
+                 port: int | None = None, health_check: elbv2.HealthCheck | None = None,
+                 vpc: ec2.IVpc | None = None) -> elbv2.ApplicationTargetGroup:
+        """A target group ``<id>Targets`` for backend ``kind`` (a Lambda function, or instances on ``port``)."""
+        name = BACKEND_IDS[kind]
+        group = elbv2.ApplicationTargetGroup(
+            self, f"{name}Targets", targets=list(targets), port=port, vpc=vpc, health_check=health_check,
+            protocol=elbv2.ApplicationProtocol.HTTP if port else None,
+            deregistration_delay=Duration.seconds(30) if port else None)
+        self._stage(kind, group)
+        return group
+
+    def forward(self, routes: Sequence[tuple[elbv2.ApplicationTargetGroup, int]], *,
+                after: Sequence[CfnResource]) -> None:
+        """Send the service's requests to ``routes`` by weight (out of 100), and change the routing only once
+        every resource in ``after`` is complete: each backend's readiness (its group's creation policy, or its
+        alias), so that no request reaches a backend before it can answer."""
+        self.routes = list(routes)
+        action = (elbv2.ListenerAction.forward([routes[0][0]]) if len(routes) == 1 else
+                  elbv2.ListenerAction.weighted_forward([elbv2.WeightedTargetGroup(target_group=group, weight=weight)
+                                                         for group, weight in routes]))
+        routing = self._forward(action)
+        for resource in after:
+            routing.node.add_dependency(resource)
+
+    def _stage(self, kind: str, group: elbv2.ApplicationTargetGroup) -> None:
+        raise NotImplementedError
+
+    def _forward(self, action: elbv2.ListenerAction) -> IConstruct:
+        """Route the service's requests with ``action``; returns what changes when the routing does."""
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def connections(self) -> ec2.Connections:
+        """Who may call the endpoint (``connections.allow_default_port_from(clients)``)."""
+        raise NotImplementedError
+
+    def metric_request_count(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
+        """Requests the load balancer sent the service's backends (Sum)."""
+        return self._per_group("RequestCount", "SUM", **options)
+
+    def metric_target_response_time(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
+        """Seconds from the request leaving the load balancer to the answer (default p99); during a canary the
+        slower of the two backends'."""
+        return self._per_group("TargetResponseTime", "MAX", **defaults(options, statistic="p99"))
+
+    def metric_faults(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
+        """The load balancer's answers for a target that failed it (Sum)."""
+        return self._per_group("TargetConnectionErrorCount", "SUM", **options)
+
+    def _per_group(self, name: str, combine: str, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
+        """``name`` of each forwarded target group, combined (``SUM`` or ``MAX``) during a canary."""
+        metrics = {f"group{i}": group.metrics.custom(name, **defaults(options, statistic="Sum"))
+                   for i, (group, _) in enumerate(self.routes)}
+        if len(metrics) == 1:
+            return next(iter(metrics.values()))
+        series = ", ".join(f"FILL({id}, 0)" if combine == "SUM" else id for id in metrics)
+        return cloudwatch.MathExpression(expression=f"{combine}([{series}])", using_metrics=metrics,
+                                         period=options.get("period", MINUTE), label=options.get("label", name))
+
+
+class RealtimeFrontDoor(RequestFrontDoor):
+    """An ALB of the model's own in front of whichever backend serves it.
 
     Internal by default, in ``vpc_subnets`` (the VPC's private subnets), reachable from ``allowed_peer`` over
     HTTP on port 80.
     With ``certificate_arn`` it is internet-facing, serves HTTPS on 443 with a TLS 1.3 policy and
     redirects HTTP to HTTPS and sits behind a logged WAFv2 web ACL (AWS common and known-bad-input
     rules). Access logs go to an encrypted, versioned, SSL-only bucket; deletion protection is on by
-    default. Backends plug in through :meth:`route_to` and :meth:`forward`; the ids of everything here
-    are fixed, so switching a backend changes only the target groups and the listener's forward action,
-    never the DNS name.
+    default. The ids of everything here are fixed, so switching a backend changes only the target groups and the
+    listener's forward action, never the DNS name.
     """
 
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, allowed_peer: ec2.IPeer,
@@ -111,8 +201,6 @@ class RealtimeFrontDoor(Construct):
         for finding in (NIST + "ELBv2ACMCertificateRequired", NIST + "ALBHttpToHttpsRedirection",
                         CHECKOV + "CKV_AWS_2", CHECKOV + "CKV_AWS_103"):
             acknowledge(self.staging, finding, STAGING)
-        self.forwarded = False
-        self.node.add_validation(_Forwards(self))
 
     def _protect_with_waf(self) -> None:
         """A public endpoint gets a WAFv2 web ACL with AWS's common and known-bad-inputs rule groups."""
@@ -146,55 +234,107 @@ class RealtimeFrontDoor(Construct):
             actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"AWSLogs/{Aws.ACCOUNT_ID}/*")]))
         self.load_balancer.set_attribute("access_logs.s3.enabled", "true")
         self.load_balancer.set_attribute("access_logs.s3.bucket", bucket.bucket_name)
-        # The load balancer checks that it may write to the bucket when the attribute is set.
-        assert bucket.policy is not None
-        self.load_balancer.node.add_dependency(bucket.policy)
+        # The load balancer checks that it may write to the bucket when the attribute is set: after its policy.
+        self.load_balancer.node.add_dependency(bucket)
 
     @property
     def url(self) -> str:
         scheme = "https" if self.public else "http"
         return f"{scheme}://{self.load_balancer.load_balancer_dns_name}"
 
-    def route_to(self, name: str, targets: Sequence[elbv2.IApplicationLoadBalancerTarget], *,
-                 port: int | None = None, health_check: elbv2.HealthCheck | None = None,
-                 vpc: ec2.IVpc | None = None) -> elbv2.ApplicationTargetGroup:
-        """A target group ``<name>Targets`` for one backend (a Lambda function, or instances on ``port``),
-        health-checked from the start but sent no request until :meth:`forward` names it.
+    @property
+    def connections(self) -> ec2.Connections:
+        return self.listener.connections
 
-        Each backend has a group of its own (CloudFormation cannot change a group's target type in place,
-        and during a canary two backends are behind the listener at once). The staging listener forwards
-        to it through a rule: a target group is health-checked only once a listener uses it, and a fleet's
-        instances wait to be found healthy before they signal ready.
-        """
-        group = elbv2.ApplicationTargetGroup(
-            self, f"{name}Targets", targets=list(targets), port=port, vpc=vpc, health_check=health_check,
-            protocol=elbv2.ApplicationProtocol.HTTP if port else None,
-            deregistration_delay=Duration.seconds(30) if port else None)
-        self.staging.add_target_groups(name, target_groups=[group], priority=STAGING_PRIORITY[name],
-                                       conditions=[elbv2.ListenerCondition.http_header(BACKEND_HEADER, [name])])
-        return group
+    def _stage(self, kind: str, group: elbv2.ApplicationTargetGroup) -> None:
+        """On the staging listener, which no client can reach (the security group admits none to its port)."""
+        self.staging.add_target_groups(BACKEND_IDS[kind], target_groups=[group], priority=STAGING_PRIORITY[kind],
+                                       conditions=[elbv2.ListenerCondition.http_header(BACKEND_HEADER,
+                                                                                       [BACKEND_IDS[kind]])])
 
-    def forward(self, routes: Sequence[tuple[elbv2.ApplicationTargetGroup, int]], *,
-                after: Sequence[CfnResource]) -> None:
-        """Send the listener's requests to ``routes`` by weight (out of 100), and change the listener only once
-        every resource in ``after`` is complete: each backend's readiness (its group's creation policy, or
-        its alias), so that no request reaches a backend before it can answer."""
-        action = (elbv2.ListenerAction.forward([routes[0][0]]) if len(routes) == 1 else
-                  elbv2.ListenerAction.weighted_forward([elbv2.WeightedTargetGroup(target_group=group, weight=weight)
-                                                         for group, weight in routes]))
+    def _forward(self, action: elbv2.ListenerAction) -> IConstruct:
         self.listener.add_action("Forward", action=action)
-        self.forwarded = True
-        for resource in after:
-            self.listener.node.add_dependency(resource)
+        return self.listener
+
+    # The load balancer is the service's own: its metrics also count what it answers itself (503 with no
+    # healthy target, 502 for a target that failed), and a request refused before any target.
+    def metric_request_count(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
+        return self.load_balancer.metrics.request_count(**defaults(options))
+
+    def metric_target_response_time(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
+        return self.load_balancer.metrics.target_response_time(**defaults(options, statistic="p99"))
+
+    def metric_faults(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
+        return self.load_balancer.metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT,
+                                                        **defaults(options))
+
+
+class PathFrontDoor(RequestFrontDoor):
+    """The service under ``path_prefix`` (``/cats``: requests to ``/cats`` and ``/cats/*``) on a listener of a
+    team's own load balancer: several models, one load balancer. The load balancer, its listener, TLS, WAF,
+    logs and who may reach it are the team's; this adds listener rules and target groups only.
+
+    The listener's rules for the service sit at ``priority * 10 + 1..9`` (default ``priority``: from a hash of
+    the prefix): the forward rule first, then a staging rule per backend, which asks for the same paths and a
+    header and so never matches a request: it only makes the load balancer health-check the group before the
+    forward rule names it. Two services on one listener with the same prefix or block are refused at synth.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, listener: elbv2.IApplicationListener,
+                 load_balancer: elbv2.IApplicationLoadBalancer, path_prefix: str, priority: int | None = None) -> None:
+        super().__init__(scope, id)
+        self.listener, self.load_balancer, self.path_prefix = listener, load_balancer, path_prefix
+        self.block = priority if priority is not None else 1 + zlib.crc32(path_prefix.encode()) % (RULE_BLOCKS - 1)
+        self.paths = elbv2.ListenerCondition.path_patterns([path_prefix, f"{path_prefix}/*"])
+        self.node.add_validation(_OneListenerRule(self))
+
+    @property
+    def url(self) -> str:
+        protocol = getattr(self.listener.node.default_child, "protocol", "HTTP")  # an imported listener: HTTP
+        return f"{str(protocol).lower()}://{self.load_balancer.load_balancer_dns_name}{self.path_prefix}"
+
+    @property
+    def connections(self) -> ec2.Connections:
+        return self.load_balancer.connections
+
+    def _stage(self, kind: str, group: elbv2.ApplicationTargetGroup) -> None:
+        elbv2.ApplicationListenerRule(
+            self, f"{BACKEND_IDS[kind]}Staging", listener=self.listener, priority=self.block * 10 + 1 +
+            STAGING_PRIORITY[kind], target_groups=[group],
+            conditions=[self.paths, elbv2.ListenerCondition.http_header(BACKEND_HEADER, [BACKEND_IDS[kind]])])
+
+    def _forward(self, action: elbv2.ListenerAction) -> IConstruct:
+        return elbv2.ApplicationListenerRule(self, "Forward", listener=self.listener, priority=self.block * 10 + 1,
+                                             conditions=[self.paths], action=action)
+
+
+RULE_BLOCKS = 5000  # listener rule priorities go to 50,000: blocks of ten
 
 
 @jsii.implements(IValidation)
 class _Forwards:
-    """A front door whose listener forwards nowhere would deploy and answer every request with an error."""
+    """A front door that forwards nowhere would deploy and answer every request with an error."""
 
-    def __init__(self, front_door: RealtimeFrontDoor) -> None:
+    def __init__(self, front_door: RequestFrontDoor) -> None:
         self.front_door = front_door
 
     def validate(self) -> list[str]:
-        return [] if self.front_door.forwarded else [
+        return [] if self.front_door.routes else [
             "no backend behind this front door: call forward() with its backends' routes (ModelService does)"]
+
+
+@jsii.implements(IValidation)
+class _OneListenerRule:
+    """Two services on one listener must differ in path prefix and in rule block."""
+
+    def __init__(self, door: PathFrontDoor) -> None:
+        self.door = door
+
+    def validate(self) -> list[str]:
+        others = [d for d in self.door.node.root.node.find_all() if isinstance(d, PathFrontDoor)
+                  and d is not self.door and d.listener.node.path == self.door.listener.node.path]
+        return [f"{other.node.path} is on the same listener with the same "
+                f"{'path prefix' if other.path_prefix == self.door.path_prefix else 'rule block'} "
+                f"({other.path_prefix}, block {other.block}): give each service its own path_prefix "
+                "(and priority=, if their blocks collide)" for other in others
+                if other.path_prefix == self.door.path_prefix or other.block == self.door.block]

@@ -19,6 +19,7 @@ from constructs import Construct
 
 from crossover.compliance import CFN_LINT, EI_RETIRED, acknowledge, policy_of
 from crossover.config import GRAVITON_FAMILIES, ModelConfig
+from crossover.constructs.backend import l1
 from crossover.constructs.fleet import FleetImage, InstanceFleet
 
 GPU_AMI = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
@@ -110,15 +111,12 @@ class EiaFleet(InstanceFleet):
         return {**super()._options(config), "accelerator": config.eia.accelerator}
 
     def _attach_accelerator(self, accelerator: str) -> None:
-        # The LaunchTemplate L2 has no Elastic Inference option (its "fields not yet implemented"), so
-        # the typed L1 data gets it: the property stays visible to cdk-nag and cfn-lint.
-        cfn = self.launch_template.node.default_child
-        assert isinstance(cfn, ec2.CfnLaunchTemplate)
-        data = cfn.launch_template_data
-        assert isinstance(data, ec2.CfnLaunchTemplate.LaunchTemplateDataProperty)
-        cfn.launch_template_data = ec2.CfnLaunchTemplate.LaunchTemplateDataProperty(
-            **{**data._values, "elastic_inference_accelerators": [
-                ec2.CfnLaunchTemplate.LaunchTemplateElasticInferenceAcceleratorProperty(type=accelerator, count=1)]})
+        # The LaunchTemplate L2 has no Elastic Inference option (its "fields not yet implemented") and the L1's
+        # typed data is set whole: an override adds the one property, visible in the template to cdk-nag and
+        # cfn-lint.
+        cfn = l1(self.launch_template, ec2.CfnLaunchTemplate)
+        cfn.add_property_override("LaunchTemplateData.ElasticInferenceAccelerators",
+                                  [{"Type": accelerator, "Count": 1}])
         acknowledge(cfn, "CloudFormation-Validate::F3002",
                     EI_RETIRED + "Current CloudFormation schemas no longer list ElasticInferenceAccelerators.")
         acknowledge(cfn, CFN_LINT + "E3002",

@@ -4,43 +4,44 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
+import jsii
 from aws_cdk import Annotations, CfnResource, Duration, RemovalPolicy, Size
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
-from aws_cdk import aws_elasticloadbalancingv2_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from crossover import bundle
 from crossover.compliance import CHECKOV, INLINE, NIST, acknowledge, acknowledge_logs, policy_of
-from crossover.config import BACKEND_IDS, ModelConfig
+from crossover.config import ModelConfig
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.backend import (
     FrontDoor,
+    Messages,
     PrivateEgress,
+    Requests,
     artifact_location,
     built_here,
+    l1,
     model_artifact,
-    subnets,
+    private_subnets,
 )
-from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.inputs import grant_read_inputs
+from crossover.constructs.metrics import MetricOptions, defaults
 from crossover.constructs.monitoring import ModelMonitoring
-from crossover.constructs.pipeline_front_door import PipelineFrontDoor
+from crossover.figures import Sizing
 from crossover_serving.names import SERVICE
 
 HANDLER = "crossover_serving.lambda_handler.handler"
 # Provisioned concurrency's utilisation target: 30% headroom for a burst while more environments initialise.
 PROVISIONED_UTILISATION = 0.7
-RUNTIME = lambda_.Runtime.PYTHON_3_13
-assert RUNTIME.name == f"python{bundle.PYTHON_VERSION}", "bundle.PYTHON_VERSION must match the runtime"
+RUNTIME = lambda_.Runtime.PYTHON_3_13  # bundle.PYTHON_VERSION builds for it (tests/test_lambda_bundle.py)
 SYNC_LAMBDA = ("Nothing invokes the function asynchronously: the load balancer calls it synchronously and "
                "returns its errors to the caller, and an SQS event source retries and dead-letters through "
                "the queue's redrive policy; a function's dead-letter queue only receives asynchronous events.")
@@ -49,9 +50,10 @@ RUNTIME_CHOICE = ("python3.13, not the newest runtime: it is the newest whose ex
                   "client); AWS supports it for years yet, and it supports SnapStart.")
 
 
+@jsii.implements(ec2.IConnectable, iam.IGrantable)
 class LambdaBackend(Construct):
-    """The model served by a Lambda function in ``vpc_subnets`` (the VPC's private subnets by default), attached
-    to ``front_door`` on construction.
+    """The model served by a Lambda function in ``vpc_subnets`` (crossover's one default: the VPC's private
+    subnets), bound to ``front_door`` on construction.
 
     The function loads the model from S3 at init (a ResNet-sized file does not fit beside ONNX Runtime
     in a 250 MB zip), runs on python3.13 (RUNTIME_CHOICE says why) with X-Ray tracing, logs as JSON to a log group
@@ -82,6 +84,8 @@ class LambdaBackend(Construct):
                  log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
                  private_egress: PrivateEgress | None = None, snapstart: bool = False) -> None:
         super().__init__(scope, id)
+        self.batch_size, self.max_concurrency = batch_size, max_concurrency
+        self.max_batching_window = max_batching_window
         log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
         acknowledge_logs(log_group)
         # A role of our own instead of the AWS managed execution policies, which allow logs:* on every
@@ -108,7 +112,7 @@ class LambdaBackend(Construct):
             reserved_concurrent_executions=reserved_concurrency,
             environment={"CROSSOVER_SPEC": json.dumps(spec, separators=(",", ":")), "POWERTOOLS_SERVICE_NAME": SERVICE},
             role=self.role, log_group=log_group, logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE, vpc=vpc, vpc_subnets=subnets(vpc_subnets),
+            tracing=lambda_.Tracing.ACTIVE, vpc=vpc, vpc_subnets=private_subnets(self, vpc, vpc_subnets),
             # The snapshot is taken after init, which loads the model and creates no SDK client or connection
             # (crossover_serving.lambda_handler): nothing in it is stale or must be unique after a restore.
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snapstart else None,
@@ -126,25 +130,21 @@ class LambdaBackend(Construct):
                                         max_capacity=provisioned_concurrency_max).scale_on_utilization(
                 utilization_target=PROVISIONED_UTILISATION)
         self.route: elbv2.ApplicationTargetGroup | None = None
-        if isinstance(front_door, RealtimeFrontDoor):
-            self.route = front_door.route_to(BACKEND_IDS[self.KIND], [targets.LambdaTarget(self.alias)])
-            permission = next(c for c in self.alias.node.children if isinstance(c, lambda_.CfnPermission))
-            acknowledge(permission, CHECKOV + "CKV_AWS_364", "The load balancer's permission to invoke the live "
-                        "alias: the target group must be created after it (ELB checks the permission on "
-                        "registration), so naming the group's ARN here would be a cycle.")
-        else:
-            self._consume(front_door, batch_size, max_batching_window, max_concurrency)
         self._acknowledge()
+        front_door.attach(self)
 
     @classmethod
     def from_config(cls, scope: Construct, id: str, *, config: ModelConfig, vpc: ec2.IVpc, front_door: FrontDoor,
                     artifact: ModelArtifact | None = None, vpc_subnets: ec2.SubnetSelection | None = None,
-                    private_egress: PrivateEgress | None = None) -> LambdaBackend:
+                    private_egress: PrivateEgress | None = None, sizing: Sizing | None = None,
+                    path_prefix: str = "") -> LambdaBackend:
         """The ``lambda`` section of the shared config, behind ``front_door`` (``artifact``: the model file when
-        the caller already published it; else it is published here)."""
+        the caller already published it; else it is published here; ``path_prefix``: where the front door serves
+        it, ``/cats`` for ``/cats/predict``). ``sizing`` is for the fleets: a function has no instances."""
         spec, pipe = config.lambda_, config.pipeline
         artifact = artifact or model_artifact(scope, f"{id}Artifact", artifact_location(config, cls.KIND))
-        return cls(scope, id, vpc=vpc, artifact=artifact, spec=config.serving_spec(artifact.s3_uri, cls.KIND),
+        return cls(scope, id, vpc=vpc, artifact=artifact,
+                   spec=config.serving_spec(artifact.s3_uri, cls.KIND, path_prefix),
                    front_door=front_door, vpc_subnets=vpc_subnets, private_egress=private_egress,
                    snapstart=spec.snapstart,
                    memory_size=Size.mebibytes(spec.memory_mib),
@@ -157,6 +157,7 @@ class LambdaBackend(Construct):
 
     @property
     def connections(self) -> ec2.Connections:
+        """The function's security group: its way out (``db.connections.allow_default_port_from(backend)``)."""
         return self.function.connections
 
     @property
@@ -167,13 +168,49 @@ class LambdaBackend(Construct):
     def ready(self) -> CfnResource:
         """Complete once the live alias names the published version, with its provisioned concurrency
         (if any) allocated: initialised environments, the model loaded."""
-        alias = self.alias.node.default_child
-        assert isinstance(alias, CfnResource)
-        return alias
+        return l1(self.alias, lambda_.CfnAlias)
 
-    def watch(self, monitoring: ModelMonitoring, *, rollback: bool) -> None:
+    def serve_requests(self, door: Requests) -> None:
+        """The live alias as the target of its group. The load balancer's permission to invoke it comes first
+        (ELB checks it when the target registers)."""
+        permission = lambda_.CfnPermission(self, "LoadBalancerInvoke", action="lambda:InvokeFunction",
+                                           function_name=self.alias.function_arn,
+                                           principal="elasticloadbalancing.amazonaws.com")
+        acknowledge(permission, CHECKOV + "CKV_AWS_364", "The load balancer's permission to invoke the live "
+                    "alias: the target group must be created after it (ELB checks the permission on "
+                    "registration), so naming the group's ARN here would be a cycle.")
+        self.route = door.route_to(self.KIND, [_AliasTarget(self.alias)])
+        self.route.node.add_dependency(permission)
+
+    def consume(self, door: Messages) -> None:
+        """Consume the queue in batches, reporting failures per message; write results to the bucket."""
+        mapping = lambda_.EventSourceMapping(
+            self, "Queue", target=self.alias, event_source_arn=door.queue.queue_arn, batch_size=self.batch_size,
+            max_batching_window=self.max_batching_window, report_batch_item_failures=True,
+            max_concurrency=self.max_concurrency)
+        door.queue.grant_consume_messages(self.alias)
+        door.grant_write_results(self.function)
+        self.function.add_environment("RESULTS_BUCKET", door.results.bucket_name)
+        self.function.add_environment("MAX_RECEIVE_COUNT", str(door.max_receive_count))
+        acknowledge(mapping, "Serverless-LambdaEventSourceMappingDestination", "SQS event sources take no "
+                    "on-failure destination: a failing message is retried by SQS and moved by the queue's redrive "
+                    "policy to the dead-letter queue, with its error in errors/<id>.json.")
+
+    def watch(self, monitoring: ModelMonitoring, *, rollback: bool) -> list[cloudwatch.Alarm]:
         """Errors and throttles through the live alias, so the alarms see what a traffic shift sends there."""
-        monitoring.watch_function(self.alias, rollback=rollback)
+        return monitoring.watch_function(self.alias, rollback=rollback)
+
+    def metric_errors(self, **options: Unpack[MetricOptions]) -> cloudwatch.Metric:
+        """Invocations of the live alias that failed (the function crashed or timed out; Sum)."""
+        return self.alias.metric_errors(**defaults(options))
+
+    def metric_requests(self, **options: Unpack[MetricOptions]) -> cloudwatch.Metric:
+        """Invocations of the live alias (Sum)."""
+        return self.alias.metric_invocations(**defaults(options))
+
+    def metric_latency(self, **options: Unpack[MetricOptions]) -> cloudwatch.Metric:
+        """The live alias's duration in milliseconds (default p99)."""
+        return self.alias.metric_duration(**defaults(options, statistic="p99"))
 
     def shift_traffic(self, alarms: list[cloudwatch.Alarm], shift: str) -> codedeploy.LambdaDeploymentGroup:
         """Move ``live`` to each new version in ``shift`` steps (a CodeDeploy configuration, e.g.
@@ -188,21 +225,6 @@ class LambdaBackend(Construct):
                     "traffic shifts (the Limited variant: update aliases, read alarms, invoke only "
                     "CodeDeployHook_* functions), kept current as the service changes.")
         return group
-
-    def _consume(self, front_door: PipelineFrontDoor, batch_size: int, max_batching_window: Duration,
-                 max_concurrency: int) -> None:
-        """Consume the queue in batches, reporting failures per message; write results to the bucket."""
-        source = sources.SqsEventSource(front_door.queue, batch_size=batch_size,
-                                        max_batching_window=max_batching_window, report_batch_item_failures=True,
-                                        max_concurrency=max_concurrency)
-        self.alias.add_event_source(source)
-        front_door.grant_write_results(self.function)
-        self.function.add_environment("RESULTS_BUCKET", front_door.results.bucket_name)
-        self.function.add_environment("MAX_RECEIVE_COUNT", str(front_door.max_receive_count))
-        mapping = next(c for c in self.alias.node.children if isinstance(c, lambda_.EventSourceMapping))
-        acknowledge(mapping, "Serverless-LambdaEventSourceMappingDestination", "SQS event sources take no "
-                    "on-failure destination: a failing message is retried by SQS and moved by the queue's redrive "
-                    "policy to the dead-letter queue, with its error in errors/<id>.json.")
 
     def _acknowledge(self) -> None:
         policy = policy_of(self.role)
@@ -222,3 +244,16 @@ class LambdaBackend(Construct):
 
 
 ARCHITECTURES = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}
+
+
+@jsii.implements(elbv2.IApplicationLoadBalancerTarget)
+class _AliasTarget:
+    """The alias as a load balancer target; LambdaBackend grants the invoke permission itself, so it can name it."""
+
+    def __init__(self, alias: lambda_.Alias) -> None:
+        self.alias = alias
+
+    def attach_to_application_target_group(self, _group: elbv2.IApplicationTargetGroup
+                                           ) -> elbv2.LoadBalancerTargetProps:
+        return elbv2.LoadBalancerTargetProps(target_type=elbv2.TargetType.LAMBDA,
+                                             target_json={"id": self.alias.function_arn})

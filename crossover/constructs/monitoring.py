@@ -33,12 +33,11 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from crossover.constructs.front_door import RealtimeFrontDoor
+from crossover.constructs.front_door import RequestFrontDoor
+from crossover.constructs.metrics import MINUTE, serving_metric
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
-from crossover.cost.band import Band
-from crossover_serving.names import NAMESPACE, SERVICE
+from crossover.figures import Band
 
-MINUTE = Duration.minutes(1)
 GPU_BUSY_PERCENT = 90
 FAILED_MESSAGES_PERCENT = 10  # a bad release fails every message; hostile inputs are a few percent
 
@@ -60,7 +59,7 @@ class ModelMonitoring(Construct):
     def alarm_name(self, id: str) -> str:
         return f"{self.name}-{id}"
 
-    def _alarm(self, id: str, metric: cloudwatch.Metric | cloudwatch.MathExpression, threshold: float, what: str,
+    def _alarm(self, id: str, metric: cloudwatch.IMetric, threshold: float, what: str,
                periods: int = 3, rollback: bool = False, graph: bool = True,
                comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING
@@ -80,7 +79,7 @@ class ModelMonitoring(Construct):
                                                                   value=threshold, label="alarm")]))
         return alarm
 
-    def watch_volume(self, count: cloudwatch.Metric, edges: Band, hours_per_month: float) -> None:
+    def watch_volume(self, count: cloudwatch.IMetric, edges: Band, hours_per_month: float) -> None:
         """The front door's daily count (requests or messages sent) projected to a month, against the band
         in which the backend is the one to run (crossover.cost.band): below or above it for 3 of 5 days,
         an alarm says which backend is cheaper and the command that moves there. Never a rollback alarm:
@@ -107,14 +106,14 @@ class ModelMonitoring(Construct):
             title="monthly volume, projected, and the backend's band", left=[projected], width=8,
             left_annotations=annotations))
 
-    def watch_realtime(self, front_door: RealtimeFrontDoor, *, p99_ms: int, rollback: bool = True) -> None:
+    def watch_realtime(self, front_door: RequestFrontDoor, *, p99_ms: int,
+                       rollback: bool = True) -> list[cloudwatch.Alarm]:
         """``rollback``: the load balancer's p99 judges the release (during a canary it is mostly the old
         backend's, so the canary's own p99 does instead). Its fault rate always does: only server faults count,
         none a client can cause, and during a canary it guards the update that creates the new backend at
-        weight 0, before the canary's own alarms exist."""
-        metrics = front_door.load_balancer.metrics
-        self._alarm("LatencyP99", metrics.target_response_time(statistic="p99", period=MINUTE), p99_ms / 1000,
-                    f"p99 latency above the {p99_ms} ms target (seconds)", rollback=rollback)
+        weight 0, before the canary's own alarms exist. Returns both: they judge a Lambda's traffic shifts."""
+        latency = self._alarm("LatencyP99", front_door.metric_target_response_time(), p99_ms / 1000,
+                              f"p99 latency above the {p99_ms} ms target (seconds)", rollback=rollback)
         # Server faults only: the serving code's own 500s and what the load balancer answers for a target
         # that failed (502: it crashed or reset, 503: none healthy, 504: it hung). The 502/503/504 the
         # serving code sends on purpose (an origin the request named failed, overload, a missed deadline)
@@ -122,20 +121,19 @@ class ModelMonitoring(Construct):
         errors = cloudwatch.MathExpression(
             expression="100 * (FILL(faults, 0) + FILL(elb5xx, 0)) / MAX([requests, 1])", period=MINUTE,
             label="faults %",
-            using_metrics={"faults": self._serving_metric("ServerFaults"),
-                           "elb5xx": metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT, period=MINUTE),
-                           "requests": metrics.request_count(period=MINUTE)})
-        self._alarm("ErrorRate", errors, 1, "server faults (500s and load balancer 5xx) above 1% of requests",
-                    rollback=True)
+            using_metrics={"faults": serving_metric(self.model, "ServerFaults"),
+                           "elb5xx": front_door.metric_faults(), "requests": front_door.metric_request_count()})
+        return [latency, self._alarm("ErrorRate", errors, 1, "server faults (500s and load balancer 5xx) above 1% "
+                                     "of requests", rollback=True)]
 
-    def watch_targets(self, group: elbv2.ApplicationTargetGroup, backend: str, *, rollback: bool = True) -> None:
+    def watch_targets(self, group: elbv2.ApplicationTargetGroup, backend: str, *,
+                      rollback: bool = True) -> cloudwatch.Alarm:
         """A fleet's instances behind the load balancer (``backend``: its id, as a canary has two fleets)."""
-        self._alarm(f"{backend}UnhealthyHosts", group.metrics.unhealthy_host_count(period=MINUTE,
+        return self._alarm(f"{backend}UnhealthyHosts", group.metrics.unhealthy_host_count(period=MINUTE,
                                                                                   statistic="Maximum"), 0,
                     f"unhealthy {backend} instances behind the load balancer", periods=5, rollback=rollback)
 
-    def watch_canary(self, group: elbv2.ApplicationTargetGroup, front_door: RealtimeFrontDoor, *, backend: str,
-                     p99_ms: int) -> None:
+    def watch_canary(self, group: elbv2.ApplicationTargetGroup, *, backend: str, p99_ms: int) -> None:
         """The canary's own judges, from its target group and its own backend alone (``backend``: its id, the
         ``Backend`` dimension crossover_serving/ publishes ServerFaults under): its p99, and its server faults
         out of its requests. Rollback alarms of the deploy that gives it its share.
@@ -150,50 +148,41 @@ class ModelMonitoring(Construct):
         metrics = group.metrics
         self._alarm("CanaryLatencyP99", metrics.target_response_time(statistic="p99", period=MINUTE),
                     p99_ms / 1000, f"the canary's p99 latency above the {p99_ms} ms target (seconds)", rollback=True)
-        dimensions = {"TargetGroup": group.target_group_full_name,
-                      "LoadBalancer": front_door.load_balancer.load_balancer_full_name}
-
-        def elb(name: str) -> cloudwatch.Metric:
-            return cloudwatch.Metric(namespace="AWS/ApplicationELB", metric_name=name, dimensions_map=dimensions,
-                                     period=MINUTE, statistic="Sum")
-
-        faults = cloudwatch.Metric(namespace=NAMESPACE, metric_name="ServerFaults", period=MINUTE, statistic="Sum",
-                                   dimensions_map={"Model": self.model, "service": SERVICE, "Backend": backend})
         errors = cloudwatch.MathExpression(
             expression="100 * (FILL(faults, 0) + FILL(connectionErrors, 0)) / MAX([requests, 1])", period=MINUTE,
-            label="canary faults %", using_metrics={"faults": faults,
-                                                    "connectionErrors": elb("TargetConnectionErrorCount"),
-                                                    "requests": elb("RequestCount")})
+            label="canary faults %", using_metrics={
+                "faults": serving_metric(self.model, "ServerFaults", backend=backend),
+                "connectionErrors": metrics.custom("TargetConnectionErrorCount", period=MINUTE, statistic="Sum"),
+                "requests": metrics.custom("RequestCount", period=MINUTE, statistic="Sum")})
         self._alarm("CanaryErrorRate", errors, 1, f"the canary's ({backend}) server faults above 1% of its requests",
                     rollback=True)
 
-    def watch_function(self, function: lambda_.IFunction, *, rollback: bool = True) -> None:
-        """``function``: the alias that serves, so the alarms see what a traffic shift sends there."""
-        self._alarm("LambdaErrors", function.metric_errors(period=MINUTE), 0, "Lambda errors", rollback=rollback)
+    def watch_function(self, function: lambda_.IFunction, *, rollback: bool = True) -> list[cloudwatch.Alarm]:
+        """``function``: the alias that serves, so the alarms see what a traffic shift sends there. Returns its
+        errors alarm: it judges the function's traffic shifts."""
+        errors = self._alarm("LambdaErrors", function.metric_errors(period=MINUTE), 0, "Lambda errors",
+                             rollback=rollback)
         self._alarm("LambdaThrottles", function.metric_throttles(period=MINUTE), 0, "Lambda throttles")
+        return [errors]
 
-    def watch_pipeline(self, front_door: PipelineFrontDoor, *, backlog_s: int) -> None:
+    def watch_pipeline(self, front_door: PipelineFrontDoor, *, backlog_s: int) -> list[cloudwatch.Alarm]:
+        """Returns the failed-messages alarm: it judges a Lambda's traffic shifts."""
         self._alarm("QueueAge", front_door.queue.metric_approximate_age_of_oldest_message(
             period=MINUTE, statistic="Maximum"), backlog_s, f"oldest message waiting over {backlog_s} s")
         self._alarm("DeadLetters", front_door.dead_letters.metric_approximate_number_of_messages_visible(
             period=MINUTE, statistic="Maximum"), 0, "messages in the dead-letter queue", periods=1)
         failed = cloudwatch.MathExpression(
             expression="100 * failures / MAX([failures + results, 1])", period=MINUTE, label="failed %",
-            using_metrics={"failures": self._serving_metric("PipelineFailures"),
-                           "results": self._serving_metric("PipelineResults")})
-        self._alarm("FailedMessages", failed, FAILED_MESSAGES_PERCENT,
-                    f"more than {FAILED_MESSAGES_PERCENT}% of messages failing", rollback=True)
-
-    def _serving_metric(self, name: str, statistic: str = "Sum") -> cloudwatch.Metric:
-        """What crossover_serving/ publishes, under the same dimensions in Lambda and on instances."""
-        return cloudwatch.Metric(namespace=NAMESPACE, metric_name=name, period=MINUTE, statistic=statistic,
-                                 dimensions_map={"Model": self.model, "service": SERVICE})
+            using_metrics={"failures": serving_metric(self.model, "PipelineFailures"),
+                           "results": serving_metric(self.model, "PipelineResults")})
+        return [self._alarm("FailedMessages", failed, FAILED_MESSAGES_PERCENT,
+                            f"more than {FAILED_MESSAGES_PERCENT}% of messages failing", rollback=True)]
 
     def watch_gpus(self) -> None:
         """Saturated GPUs: the fleet is short of capacity (scaling at its maximum, or tracking too late)."""
-        self._alarm("GpuUtilization", self._serving_metric("GpuUtilization", "Average"), GPU_BUSY_PERCENT,
-                    f"GPU utilisation above {GPU_BUSY_PERCENT}% (average over the fleet)", periods=5)
+        self._alarm("GpuUtilization", serving_metric(self.model, "GpuUtilization", statistic="Average"),
+                    GPU_BUSY_PERCENT, f"GPU utilisation above {GPU_BUSY_PERCENT}% (average over the fleet)", periods=5)
 
     def watch_model_loads(self, *, rollback: bool = True) -> None:
-        self._alarm("ModelLoadFailures", self._serving_metric("ModelLoadFailures"), 0,
+        self._alarm("ModelLoadFailures", serving_metric(self.model, "ModelLoadFailures"), 0,
                     "instances that failed to load the model", periods=1, rollback=rollback)

@@ -13,6 +13,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from crossover.compliance import CHECKOV, NIST, acknowledge, logical_id, policy_of
+from crossover.constructs.backend import Backend
 
 RESULT_PREFIXES = ("results/*", "errors/*")
 RESULTS_BUCKET = ("This bucket holds the pipeline's results, written only by its own consumer role; access "
@@ -57,6 +58,14 @@ class PipelineFrontDoor(Construct):
         acknowledge(self.dead_letters, "Serverless-SQSRedrivePolicy", "This is the dead-letter queue: what lands "
                     "here is kept 14 days for inspection, with its error in errors/<id>.json; a queue behind it "
                     "would only move the same messages again.")
+
+    def attach(self, backend: Backend) -> None:
+        backend.consume(self)
+
+    def grant_read_results(self, grantee: iam.IGrantable) -> iam.Grant:
+        """s3:GetObject on results/* and errors/* (the bucket's key is AWS-managed: no key grant needed)."""
+        return iam.Grant.add_to_principal(grantee=grantee, actions=["s3:GetObject"], resource_arns=[
+            self.results.arn_for_objects(prefix) for prefix in RESULT_PREFIXES])
 
     def grant_write_results(self, grantee: iam.IGrantable) -> iam.Grant:
         """s3:PutObject on results/* and errors/*, nothing else."""

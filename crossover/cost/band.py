@@ -12,26 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from crossover.config import ModelConfig
 from crossover.cost import model
 from crossover.cost.catalog import Catalog
 from crossover.cost.profile import BenchProfile, LoadFigure
+from crossover.figures import Band
 
 MARGIN = 0.10
 SAMPLES_PER_DECADE = 50  # where the band may change; each edge is then bisected to a part in a million
-
-
-@dataclass(frozen=True)
-class Band:
-    """Volumes (images a month) from ``low`` to ``high``; None: no edge on that side within RANGE. ``below``
-    and ``above`` say what to do past each edge."""
-
-    low: float | None
-    high: float | None
-    below: str | None
-    above: str | None
 
 
 def band(config: ModelConfig, catalog: Catalog, bench: BenchProfile | None = None,

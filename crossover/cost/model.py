@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from crossover import capacity
+from crossover.backends import SPOT_BACKENDS
 from crossover.config import BACKENDS, RETIRED, ModelConfig, SpotSpec
 from crossover.cost import coldstart, profile
 from crossover.cost.catalog import Catalog, MissingPrice, hourly
@@ -41,7 +42,6 @@ NEW_CONNECTIONS_PER_LCU_SECOND = 25
 RANGE = (1e3, 1e10)  # images per month searched for crossovers and plotted
 # Lambda's default concurrency quota per region: assumed, since an account's own quota may differ.
 ACCOUNT_LAMBDA_CONCURRENCY = 1000
-SPOT_BACKENDS = ("gpu", "inferentia", "cpu")  # instance backends priced as spot fleets too (EI is retired)
 
 
 Count = Literal["all", "on_demand", "spot"]  # which of a fleet's instances a per-instance price applies to

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from crossover import PROJECT, capacity
+from crossover.backends import KINDS
 from crossover.config import GRAVITON_FAMILIES, LoadedConfig, ModelConfig, vcpus
 from crossover_serving.names import LAMBDA_MIB_PER_VCPU
 
@@ -42,7 +43,6 @@ HOW_TO_MEASURE = ("set {section} to a measured figure, or model.gmacs (billions 
                   "`crossover bench <config>` (Lambda and CPU figures)")
 # One instance's images/s when the config, a bench profile and model.gmacs all say nothing (a ResNet-50-class
 # model at batch 1-8): what the scaling target falls back on, with a warning, until the model is measured.
-PLACEHOLDER_IMAGES_PER_SECOND = {"gpu": 200.0, "eia": 60.0, "inferentia": 400.0, "cpu": 12.0}
 LAMBDA_OVERHEAD_MS = 10.0  # decode + preprocess of a typical photo (bench/serving.py measures ~6-8 ms)
 # A Lambda cold start, until `crossover bench` measures the model: the model arrives in one S3 GetObject
 # stream (AWS's S3 performance guidelines: 85-90 MB/s per request); importing the handler took 0.27-0.40 s
@@ -231,7 +231,7 @@ def images_per_second(config: ModelConfig, backend: str, bench: BenchProfile | N
 
 def placeholder_warning(config: ModelConfig, backend: str) -> str:
     return (f"{backend}: no throughput figure for {getattr(config, backend).instance_type}, so its scaling target "
-            f"assumes a placeholder {PLACEHOLDER_IMAGES_PER_SECOND[backend]:g} images/s per instance; "
+            f"assumes a placeholder {KINDS[backend].placeholder_images_per_second:g} images/s per instance; "
             + HOW_TO_MEASURE.format(section=f"{backend}.images_per_second"))
 
 
