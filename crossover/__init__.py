@@ -11,6 +11,8 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crossover.errors import report_user_errors
+
 if TYPE_CHECKING:
     from crossover.config import ModelConfig, load_config
     from crossover.constructs.backend import PrivateEgress
@@ -37,6 +39,8 @@ _MODULES = {
     "crossover.constructs.instance_backends": ("GpuFleet", "EiaFleet", "InferentiaFleet", "CpuFleet"),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
+
+report_user_errors()
 
 PROJECT = Path.cwd()
 """The project the CLI and ``make`` work in, as for the cdk CLI: cdk.json, models/, profiles/, node_modules/.

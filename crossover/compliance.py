@@ -6,13 +6,32 @@ one L1 resource, one granular finding (a cdk-nag rule, a CDK CloudFormation-vali
 template), and a reason. So a ``ModelService`` in a team's own stack brings its acknowledgements along, and
 :func:`apply` (the packs) is all that is left app-wide. Nothing is acknowledged stack-wide; each
 acknowledgement is also written into its resource's Metadata, so the template shows what was accepted.
+
+In a team's app, :func:`apply` tells the two apart: a finding on a resource of crossover's constructs fails the
+synth (each construct acknowledged what it accepts; what is left is a bug, or a grant the team made to a service,
+which the team acknowledges); a finding on the team's own resources is reported as the team's, with the line that
+acknowledges it, and fails the synth only with ``strict=True``.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, App, CfnResource, Stack, Validations
+import sys
+
+import jsii
+from aws_cdk import (
+    Acknowledgment,
+    App,
+    CfnResource,
+    IPolicyValidationContext,
+    IPolicyValidationPlugin,
+    PolicyValidationPluginReport,
+    PolicyViolatingResource,
+    PolicyViolation,
+    Stack,
+    Validations,
+)
 from aws_cdk import aws_iam as iam
-from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
+from cdk_nag import AwsSolutionsChecks, NagPack, NIST80053R5Checks, ServerlessChecks
 from constructs import IConstruct
 
 # cdk-nag plugins apply to the whole app; NIST 800-53 rev 5 was asked of the instance backends and
@@ -25,9 +44,67 @@ NIST = "NIST.800.53.R5-"
 MIN_REASON = 40  # characters: a reason says why the finding does not apply here, not just that it does not
 
 
-def apply(app: App) -> None:
-    """The packs, on every stack of ``app``: a finding no construct acknowledged fails the synth."""
-    Validations.of(app).add_plugins(*(pack() for pack in PACKS))
+def apply(app: App, *, strict: bool = False) -> None:
+    """The packs, on every stack of ``app``: a finding on crossover's resources that no construct acknowledged
+    fails the synth; a finding on the app's own resources is printed as the app's, with the line that
+    acknowledges it, and fails the synth too with ``strict``."""
+    Validations.of(app).add_plugins(*(_Owned(pack(), app, strict) for pack in PACKS))
+
+
+@jsii.implements(IPolicyValidationPlugin)
+class _Owned:
+    """A cdk-nag pack whose report keeps the findings on crossover's resources (a resource is crossover's when a
+    construct above it is a class of crossover's) and reports the others as the app's own."""
+
+    def __init__(self, pack: NagPack, app: App, strict: bool) -> None:
+        self.pack, self.app, self.strict = pack, app, strict
+
+    @property
+    def name(self) -> str:
+        return str(self.pack.name)
+
+    @property
+    def rule_ids(self) -> list[str] | None:
+        return self.pack.rule_ids
+
+    @property
+    def version(self) -> str | None:
+        return self.pack.version
+
+    def validate(self, context: IPolicyValidationContext) -> PolicyValidationPluginReport:
+        report = self.pack.validate(context)
+        constructs = {c.node.path: c for c in self.app.node.find_all()}
+        ours: list[tuple[PolicyViolation, PolicyViolatingResource]] = []
+        theirs: list[tuple[PolicyViolation, PolicyViolatingResource]] = []
+        for violation in report.violations:
+            for resource in violation.violating_resources:
+                construct = constructs.get(resource.construct_path or "")
+                owned = _crossovers(construct) and not _granted(construct, violation.rule_name)
+                (ours if owned or self.strict else theirs).append((violation, resource))
+        for violation, resource in theirs:
+            where = ("crossover.compliance.policy_of(<the service's backend you granted to>)"
+                     if _crossovers(constructs.get(resource.construct_path or "")) else "<that construct>")
+            print(f"warning: {resource.construct_path}: {violation.rule_name}: {violation.description.strip()} "
+                  f"(yours, not crossover's). Fix it, or acknowledge it where you create it: "
+                  f'crossover.compliance.acknowledge({where}, "{violation.rule_name}", "<why it does not apply>")',
+                  file=sys.stderr)
+        kept = [PolicyViolation(rule_name=v.rule_name, description=v.description, fix=v.fix, severity=v.severity,
+                                rule_metadata=v.rule_metadata, violating_resources=[r])
+                for v, r in ours]
+        return PolicyValidationPluginReport(success=not kept, violations=kept, metadata=report.metadata,
+                                            plugin_version=report.plugin_version)
+
+
+def _granted(construct: IConstruct | None, rule: str) -> bool:
+    """A wildcard left on a crossover role's policy: every construct acknowledges its own wildcards, so this one
+    came from a grant the app made to the service (``bucket.grant_read(service)``) and is the app's to judge."""
+    return rule.startswith("AwsSolutions-IAM5") and isinstance(construct, iam.CfnPolicy)
+
+
+def _crossovers(construct: IConstruct | None) -> bool:
+    """Whether ``construct`` belongs to one of crossover's constructs (a ModelService, NetworkStack, ...)."""
+    return construct is not None and any(type(scope).__module__.startswith("crossover.")
+                                         for scope in construct.node.scopes)
 
 
 def acknowledge(resource: IConstruct, finding: str, reason: str) -> None:
@@ -57,16 +134,16 @@ def policy_of(principal: iam.IGrantable) -> CfnResource:
     """The inline default policy that grants on ``principal`` (a role, or a function's role) were written to."""
     role = principal.grant_principal
     policy = role.node.try_find_child("DefaultPolicy") if isinstance(role, iam.Role) else None
-    if policy is None:
+    if policy is None or not isinstance(policy.node.default_child, CfnResource):
         raise ValueError(f"{principal} has no default policy to acknowledge a finding on")
-    assert isinstance(policy.node.default_child, CfnResource)
     return policy.node.default_child
 
 
 def logical_id(resource: IConstruct) -> str:
     """The logical id cdk-nag prints in a finding that names ``resource`` (e.g. ``<ResultsABC123.Arn>``)."""
     target = resource if isinstance(resource, CfnResource) else resource.node.default_child
-    assert isinstance(target, CfnResource)
+    if not isinstance(target, CfnResource):
+        raise ValueError(f"{resource.node.path} is not one CloudFormation resource")
     return str(Stack.of(target).resolve(target.logical_id))
 
 

@@ -79,7 +79,7 @@ def _get(mapping: Any, key: str, kind: type, default: Any) -> Any:
 def _http(event: dict[str, Any], context: Any) -> dict[str, Any]:
     http = _get(_get(event, "requestContext", dict, {}), "http", dict, {})
     method = _get(event, "httpMethod", str, "") or _get(http, "method", str, "")
-    path = _get(event, "path", str, "") or _get(event, "rawPath", str, "") or "/"
+    path = model().spec.route(_get(event, "path", str, "") or _get(event, "rawPath", str, "") or "/")
     if path in ("/health", "/ready") and method == "GET":
         return _respond(200, {"status": "ok", "model": model().spec.name})
     if path != "/predict":

@@ -357,9 +357,10 @@ class InferenceServer:
             allow = getattr(exc, "headers", None) or {}
             return _json(405, {"error": "method_not_allowed", "message": f"use {allow.get('Allow', 'POST')}"}, allow)
 
-        app = Starlette(routes=[Route("/predict", self._predict, methods=["POST"]),
-                                Route("/health", self._health, methods=["GET"]),
-                                Route("/ready", self._ready, methods=["GET"])],
+        routes = (("/predict", self._predict, "POST"), ("/health", self._health, "GET"), ("/ready", self._ready, "GET"))
+        prefixes = dict.fromkeys(["", self.spec.path_prefix])  # under a shared load balancer's prefix too
+        app = Starlette(routes=[Route(prefix + path, handler, methods=[method])
+                                for prefix in prefixes for path, handler, method in routes],
                         exception_handlers={404: not_found, 405: not_allowed})
         app.router.redirect_slashes = False  # /predict/ is a 404 with its JSON body, not a bare 307
         return app

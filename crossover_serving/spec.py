@@ -43,6 +43,16 @@ class Spec:
     top_k: int = 5
     max_batch: int = 1
     inputs: InputsSpec = field(default_factory=InputsSpec)
+    # Where a shared load balancer serves the model (ModelService(path_prefix="/cats")): it answers
+    # <prefix>/predict as /predict. The unprefixed paths still answer (health checks, local tools).
+    path_prefix: str = ""
+
+    def route(self, path: str) -> str:
+        """``path`` without the prefix the model is served under."""
+        prefix = self.path_prefix
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            return path[len(prefix):] or "/"
+        return path
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Spec:

@@ -390,3 +390,15 @@ def test_fails_when_the_selected_backend_has_no_price(tmp_path: Path, capsys: py
     assert main(["cost", str(path)]) == 1
     assert (f"{path}: backend gpu cannot be priced: the bundled catalog: no price for ec2.g5.2xlarge; add it (with "
             "its source and date) or pick a priced type") in capsys.readouterr().err
+
+
+def test_a_shared_load_balancer_is_split_between_its_services(tmp_path: Path) -> None:
+    # GIVEN one model alone on its load balancer, and the same model as one of three services on a team's own
+    alone = config(tmp_path, "backend: lambda\n")
+    shared = config(tmp_path, "backend: lambda\nendpoint: {services_per_load_balancer: 3}\n")
+    # WHEN the front door is priced THEN the shared one pays a third of the hours ($16.425 / 3 = $5.475) and the
+    # same capacity units: they follow its own traffic (150 KB/image / 0.4 GB per LCU-hour x $0.008 = $3.00 / 1M)
+    own, third = model.front_door(CATALOG, alone, "lambda"), model.front_door(CATALOG, shared, "lambda")
+    assert own.fixed == pytest.approx(ALB_FIXED) and third.fixed == pytest.approx(5.475)
+    assert third.per_image == own.per_image == pytest.approx(3.00 / 1e6)
+    assert third.name == "load balancer (1/3 shared)"

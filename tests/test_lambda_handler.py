@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -204,3 +205,16 @@ def test_an_image_too_large_for_the_functions_memory_is_refused(handler: Any, mo
     lambda_handler.model.cache_clear()
     response = handler(alb_event(bombs.webp(8000, 5000), "image/webp"), Context())
     assert (response["statusCode"], json.loads(response["body"])["error"]) == (413, "too_large_to_decode")
+
+
+def test_under_a_path_prefix_the_function_answers_the_prefixed_path(handler: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                    photos: dict[str, bytes]) -> None:
+    # GIVEN the function behind a shared load balancer's /cats rule
+    spec = json.loads(os.environ["CROSSOVER_SPEC"])
+    monkeypatch.setenv("CROSSOVER_SPEC", json.dumps({**spec, "path_prefix": "/cats"}))
+    lambda_handler.model.cache_clear()
+    # WHEN the load balancer passes /cats/predict on THEN it is answered as /predict; /dogs/predict is not
+    answer = handler(alb_event(photos["chelsea"], path="/cats/predict"), Context())
+    assert answer["statusCode"] == 200, answer
+    assert json.loads(answer["body"])["top"][0]["label"] in CAT_CLASSES
+    assert handler(alb_event(photos["chelsea"], path="/dogs/predict"), Context())["statusCode"] == 404

@@ -26,7 +26,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dist = work / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
                     "--wheel-dir", str(dist), str(ROOT)], check=True, capture_output=True)
-    (wheel,) = dist.glob("crossover-*.whl")
+    (wheel,) = dist.glob("crossover_cdk-*.whl")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     # The versions the checkout pins (its lock), so pip takes them from its cache instead of resolving anew.
@@ -49,17 +49,20 @@ def run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_the_wheel_declares_its_dependencies_and_ships_its_data(installed: Path, tmp_path: Path) -> None:
     code = """
 import importlib.metadata, importlib.resources, json, re, crossover
+print(importlib.metadata.metadata("crossover-cdk")["Name"])
 data = [("crossover", "ami/bootstrap.sh"), ("crossover", "ami/components/crossover-hardening.yaml"),
         ("crossover", "cost/prices.yaml"), ("crossover_serving", "requirements.txt"),
         ("crossover_serving", "labels/imagenet.txt")]
 print(crossover.__file__)
-required = [re.split(r"[<>=\\[ ;]", r)[0] for r in importlib.metadata.requires("crossover") if "extra ==" not in r]
+required = [re.split(r"[<>=\\[ ;]", r)[0] for r in importlib.metadata.requires("crossover-cdk") if "extra ==" not in r]
 print(json.dumps(required))
 print(all(importlib.resources.files(package).joinpath(name).is_file() for package, name in data))
 """
     result = run(installed, "python", "-c", code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    location, requires, data = result.stdout.splitlines()
+    # The distribution has a name of its own ("crossover" on PyPI is an unrelated project); the import name stays
+    name, location, requires, data = result.stdout.splitlines()
+    assert name == "crossover-cdk"
     assert location.startswith(str(installed)), "crossover was imported from outside the virtual environment"
     assert {"aws-cdk-lib", "cdk-nag", "constructs", "pydantic"} <= set(json.loads(requires))
     assert data == "True"
@@ -81,10 +84,26 @@ def test_the_example_team_app_synthesizes_from_the_installed_wheel(installed: Pa
     assert result.returncode == 0, result.stdout + result.stderr
     template_path = tmp_path / "out" / "TeamInference.template.json"
     template = json.loads(template_path.read_text())
-    # THEN both models are in the team's stack, in the team's VPC, each with its own endpoint
+    # THEN both models are in the team's stack and VPC, on the team's one load balancer, each under its prefix
     assert {"TaggerEndpoint", "DetectorEndpoint"} <= set(template["Outputs"])
-    kinds = [r["Type"] for r in template["Resources"].values()]
-    assert kinds.count("AWS::ElasticLoadBalancingV2::LoadBalancer") == 2 and kinds.count("AWS::EC2::VPC") == 1
+    resources = template["Resources"]
+    kinds = [r["Type"] for r in resources.values()]
+    assert kinds.count("AWS::ElasticLoadBalancingV2::LoadBalancer") == 1 and kinds.count("AWS::EC2::VPC") == 1
     assert "AWS::Lambda::Function" in kinds and "AWS::AutoScaling::AutoScalingGroup" in kinds
+    (listener,) = [k for k, r in resources.items() if r["Type"] == "AWS::ElasticLoadBalancingV2::Listener"]
+    rules = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::ElasticLoadBalancingV2::ListenerRule"]
+    assert all(rule["ListenerArn"] == {"Ref": listener} for rule in rules)
+    forwards = {c["PathPatternConfig"]["Values"][0] for rule in rules for c in rule["Conditions"]
+                if rule["Actions"][0]["Type"] == "forward" and len(rule["Conditions"]) == 1}
+    assert forwards == {"/tagger", "/detector"}
+    assert template["Outputs"]["DetectorEndpoint"]["Value"]["Fn::Join"][1][-1] == "/detector"
+    # AND the team's grant reached both backends' roles (the Lambda function's and the instances')
+    labels = next(k for k in resources if k.startswith("Labels") and resources[k]["Type"] == "AWS::S3::Bucket")
+    granted = [k for k, r in resources.items() if r["Type"] == "AWS::IAM::Policy" and labels in json.dumps(r)]
+    assert sorted(k.split("Role")[0] for k in granted) == ["DetectorGpu", "TaggerLambda"]
+    # AND the team's own alarm watches the detector's serving latency (p99, milliseconds)
+    slow = next(r["Properties"] for k, r in resources.items() if k.startswith("DetectorSlow"))
+    assert (slow["MetricName"], slow["ExtendedStatistic"]) == ("LatencyMs", "p99")
+    assert {"Name": "Model", "Value": "detector"} in slow["Dimensions"]
     # AND cfn-lint finds no error in it (its exit code says so too), nor any warning but W3005
     cfn_lint([template_path])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import ipaddress
 import json
@@ -23,7 +24,7 @@ import pytest
 
 from crossover_serving.fetch import FetchPolicy
 from crossover_serving.metrics import Recorder
-from crossover_serving.server import FAULT, InferenceServer, Limits
+from crossover_serving.server import FAULT, NOT_FOUND, InferenceServer, Limits
 from crossover_serving.spec import InputSpec, Spec
 from tests import bombs
 from tests.conftest import CAT_CLASSES, ROOT
@@ -608,3 +609,19 @@ def test_large_decodes_wait_for_memory_instead_of_growing_the_process(tiny_spec:
     assert set(statuses) <= {200, 503} and 200 in statuses, statuses
     grown_mib = (peak - rss_before) / 1024
     assert grown_mib < 700 + 150, f"the server grew by {grown_mib:.0f} MiB"
+
+
+def test_under_a_path_prefix_it_answers_the_prefixed_paths_and_no_other(lite0_spec: Spec,
+                                                                         photos: dict[str, bytes]) -> None:
+    # GIVEN a model served under /cats on a shared load balancer
+    server = start(dataclasses.replace(lite0_spec, path_prefix="/cats"))
+    try:
+        # WHEN a client posts to /cats/predict THEN it is answered as /predict
+        status, body, _ = call(server, "POST", "/cats/predict", photos["chelsea"], png())
+        assert status == 200 and body["top"][0]["label"] in CAT_CLASSES
+        # AND the load balancer's health check and local tools still find /ready; another prefix is a 404
+        assert call(server, "GET", "/ready")[0] == 200 and call(server, "GET", "/cats/ready")[0] == 200
+        assert call(server, "POST", "/dogs/predict", photos["chelsea"], png())[:2] == (404, NOT_FOUND)
+        assert call(server, "POST", "/catsx/predict", photos["chelsea"], png())[0] == 404
+    finally:
+        server.drain()

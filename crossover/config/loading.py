@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from crossover.config.schema import ModelConfig, bucket_problem, is_s3_uri
+from crossover.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class LoadedConfig:
         return config.model_copy(update=update)
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """One or more problems in one or more config files; str() is one problem per line."""
 
     def __init__(self, problems: Sequence[Problem]):

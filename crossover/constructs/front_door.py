@@ -96,25 +96,16 @@ class RequestFrontDoor(Construct):
 
     def metric_request_count(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
         """Requests the load balancer sent the service's backends (Sum)."""
-        return self._per_group("RequestCount", "SUM", **options)
+        return self._per_group("RequestCount", **options)
 
-    def metric_target_response_time(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
-        """Seconds from the request leaving the load balancer to the answer (default p99); during a canary the
-        slower of the two backends'."""
-        return self._per_group("TargetResponseTime", "MAX", **defaults(options, statistic="p99"))
-
-    def metric_faults(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
-        """The load balancer's answers for a target that failed it (Sum)."""
-        return self._per_group("TargetConnectionErrorCount", "SUM", **options)
-
-    def _per_group(self, name: str, combine: str, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
-        """``name`` of each forwarded target group, combined (``SUM`` or ``MAX``) during a canary."""
+    def _per_group(self, name: str, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
+        """``name`` of each forwarded target group, summed during a canary."""
         metrics = {f"group{i}": group.metrics.custom(name, **defaults(options, statistic="Sum"))
                    for i, (group, _) in enumerate(self.routes)}
         if len(metrics) == 1:
             return next(iter(metrics.values()))
-        series = ", ".join(f"FILL({id}, 0)" if combine == "SUM" else id for id in metrics)
-        return cloudwatch.MathExpression(expression=f"{combine}([{series}])", using_metrics=metrics,
+        series = ", ".join(f"FILL({id}, 0)" for id in metrics)
+        return cloudwatch.MathExpression(expression=f"SUM([{series}])", using_metrics=metrics,
                                          period=options.get("period", MINUTE), label=options.get("label", name))
 
 
@@ -262,9 +253,11 @@ class RealtimeFrontDoor(RequestFrontDoor):
         return self.load_balancer.metrics.request_count(**defaults(options))
 
     def metric_target_response_time(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
+        """Seconds from the request leaving the load balancer to the answer (default p99)."""
         return self.load_balancer.metrics.target_response_time(**defaults(options, statistic="p99"))
 
     def metric_faults(self, **options: Unpack[MetricOptions]) -> cloudwatch.IMetric:
+        """The load balancer's own 5xx: for a target that failed, or none healthy (Sum)."""
         return self.load_balancer.metrics.http_code_elb(elbv2.HttpCodeElb.ELB_5XX_COUNT,
                                                         **defaults(options))
 

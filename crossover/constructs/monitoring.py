@@ -33,7 +33,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from crossover.constructs.front_door import RequestFrontDoor
+from crossover.constructs.front_door import RealtimeFrontDoor, RequestFrontDoor
 from crossover.constructs.metrics import MINUTE, serving_metric
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from crossover.figures import Band
@@ -112,17 +112,29 @@ class ModelMonitoring(Construct):
         backend's, so the canary's own p99 does instead). Its fault rate always does: only server faults count,
         none a client can cause, and during a canary it guards the update that creates the new backend at
         weight 0, before the canary's own alarms exist. Returns both: they judge a Lambda's traffic shifts."""
-        latency = self._alarm("LatencyP99", front_door.metric_target_response_time(), p99_ms / 1000,
-                              f"p99 latency above the {p99_ms} ms target (seconds)", rollback=rollback)
-        # Server faults only: the serving code's own 500s and what the load balancer answers for a target
-        # that failed (502: it crashed or reset, 503: none healthy, 504: it hung). The 502/503/504 the
-        # serving code sends on purpose (an origin the request named failed, overload, a missed deadline)
-        # are the traffic's doing, and a client must not be able to roll a deployment back by sending them.
-        errors = cloudwatch.MathExpression(
-            expression="100 * (FILL(faults, 0) + FILL(elb5xx, 0)) / MAX([requests, 1])", period=MINUTE,
-            label="faults %",
-            using_metrics={"faults": serving_metric(self.model, "ServerFaults"),
-                           "elb5xx": front_door.metric_faults(), "requests": front_door.metric_request_count()})
+        if isinstance(front_door, RealtimeFrontDoor):
+            latency = self._alarm("LatencyP99", front_door.metric_target_response_time(), p99_ms / 1000,
+                                  f"p99 latency above the {p99_ms} ms target (seconds)", rollback=rollback)
+            # Server faults only: the serving code's own 500s and what the load balancer answers for a target
+            # that failed (502: it crashed or reset, 503: none healthy, 504: it hung). The 502/503/504 the
+            # serving code sends on purpose (an origin the request named failed, overload, a missed deadline)
+            # are the traffic's doing, and a client must not be able to roll a deployment back by sending them.
+            errors = cloudwatch.MathExpression(
+                expression="100 * (FILL(faults, 0) + FILL(elb5xx, 0)) / MAX([requests, 1])", period=MINUTE,
+                label="faults %",
+                using_metrics={"faults": serving_metric(self.model, "ServerFaults"),
+                               "elb5xx": front_door.metric_faults(), "requests": front_door.metric_request_count()})
+        else:
+            # A team's load balancer counts its other services too, and its target groups' metrics would make the
+            # Lambda's traffic shift wait on its own target group (which names the alias: a cycle): the serving
+            # code's own figures judge, its p99 and its faults out of what it answered.
+            latency = self._alarm("LatencyP99", serving_metric(self.model, "LatencyMs", statistic="p99"), p99_ms,
+                                  f"p99 latency above the {p99_ms} ms target (milliseconds)", rollback=rollback)
+            errors = cloudwatch.MathExpression(
+                expression="100 * FILL(faults, 0) / MAX([FILL(answered, 0) + FILL(faults, 0), 1])", period=MINUTE,
+                label="faults %", using_metrics={
+                    "faults": serving_metric(self.model, "ServerFaults"),
+                    "answered": serving_metric(self.model, "LatencyMs", statistic="SampleCount")})
         return [latency, self._alarm("ErrorRate", errors, 1, "server faults (500s and load balancer 5xx) above 1% "
                                      "of requests", rollback=True)]
 

@@ -201,9 +201,9 @@ class Crossover:
 def front_door(catalog: Catalog, config: ModelConfig, backend: str) -> Part:
     """The front door's monthly cost.
 
-    realtime: the load balancer's hours plus capacity units, by bytes or new connections (Lambda
-    targets get 0.4 GB per LCU-hour, instances 1 GB). pipeline: queue requests — one send per image,
-    plus one receive and one delete per batch of up to ten.
+    realtime: the load balancer's hours (its share of them, on a shared one) plus capacity units, by bytes or
+    new connections (Lambda targets get 0.4 GB per LCU-hour, instances 1 GB). pipeline: queue requests — one
+    send per image, plus one receive and one delete per batch of up to ten.
     """
     if config.service == "pipeline":
         batch = min(10, config.pipeline.batch_size) if backend == "lambda" else 10
@@ -211,7 +211,11 @@ def front_door(catalog: Catalog, config: ModelConfig, backend: str) -> Part:
     gb_per_lcu_hour = LAMBDA_GB_PER_LCU_HOUR if backend == "lambda" else INSTANCE_GB_PER_LCU_HOUR
     by_bytes = config.traffic.image_kb / 1e6 / gb_per_lcu_hour
     lcu_hours_per_image = max(by_bytes, 1 / (NEW_CONNECTIONS_PER_LCU_SECOND * 3600))
-    return Part("load balancer", fixed=catalog.alb.hourly_usd.usd * catalog.hours_per_month,
+    # A load balancer shared by several services (a team's own): each pays its share of the hours, and its own
+    # capacity units (they follow its traffic).
+    sharing = config.endpoint.services_per_load_balancer
+    return Part("load balancer" if sharing == 1 else f"load balancer (1/{sharing} shared)",
+                fixed=catalog.alb.hourly_usd.usd * catalog.hours_per_month / sharing,
                 per_image=lcu_hours_per_image * catalog.alb.lcu_hourly_usd.usd, shared=True)
 
 
