@@ -33,9 +33,10 @@ from rich.table import Table
 from crossover import PROJECT
 from crossover.config import BACKEND_IDS
 from crossover.emulator import ACCOUNT, REGION, references
+from crossover.shape import BACKEND_HEADER
 
 CDK = str(PROJECT / "node_modules" / ".bin" / "cdk")
-ROUTE = "AWS::ElasticLoadBalancingV2::Listener"
+LISTENER, RULE = "AWS::ElasticLoadBalancingV2::Listener", "AWS::ElasticLoadBalancingV2::ListenerRule"
 # What a route waits for before it may send a backend traffic, by the word a person uses for it.
 READY = {"AWS::AutoScaling::AutoScalingGroup": "group", "AWS::Lambda::Alias": "alias"}
 
@@ -274,7 +275,7 @@ def guarantees(update: Update, old: dict[str, Any], new: dict[str, Any],
         return [i for i, (x, _, s) in enumerate(update) if x == logical_id and s in statuses]
 
     def targets(route: dict[str, Any]) -> set[str]:
-        refs = references(route.get("Properties", {}).get("DefaultActions", []))
+        refs = references(route_actions(route))
         return {kind for ref in refs if ref in new and (kind := backend_of(new[ref])) is not None}
 
     ready = {}  # backend -> (index of its readiness completing, what it is)
@@ -285,16 +286,17 @@ def guarantees(update: Update, old: dict[str, Any], new: dict[str, Any],
     said: list[tuple[str, bool]] = []
     moved: list[int] = []
     for route, resource in new.items():
-        starts = at(route, "CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS") if resource["Type"] == ROUTE else []
+        starts = at(route, "CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS") if route_actions(resource) else []
         if not starts:
             continue
         moved += at(route, "CREATE_COMPLETE", "UPDATE_COMPLETE")
+        what = "listener" if resource["Type"] == LISTENER else "listener rule"
         verb = "created" if at(route, "CREATE_IN_PROGRESS") else "changed"
         for kind in sorted(targets(resource)):
             if kind in ready:
-                said.append((f"listener {verb} after {ready[kind][1]} was ready", starts[0] > ready[kind][0]))
+                said.append((f"{what} {verb} after {ready[kind][1]} was ready", starts[0] > ready[kind][0]))
             else:
-                said.append((f"listener {verb}; {kind} was ready before this update", kind in ready_before))
+                said.append((f"{what} {verb}; {kind} was ready before this update", kind in ready_before))
     if not moved:
         said += [(f"{what} was ready; no listener changed", True) for _, what in ready.values()]
     removed: dict[str, list[int]] = {}
@@ -309,9 +311,21 @@ def guarantees(update: Update, old: dict[str, Any], new: dict[str, Any],
     return said
 
 
+def route_actions(resource: dict[str, Any]) -> list[Any]:
+    """What a resource that routes clients' requests does with them: a listener's default actions, a listener
+    rule's actions (a team's load balancer: ModelService(path_prefix=...)). Nothing for anything else, and for a
+    staging rule, which asks for the backend header and routes no client's request."""
+    properties = resource.get("Properties", {})
+    if resource["Type"] == LISTENER:
+        return list(properties.get("DefaultActions", []))
+    staging = any(c.get("HttpHeaderConfig", {}).get("HttpHeaderName") == BACKEND_HEADER
+                  for c in properties.get("Conditions", []))
+    return list(properties.get("Actions", [])) if resource["Type"] == RULE and not staging else []
+
+
 def split(emu: Emulator, stack: str) -> list[tuple[str, float]]:
-    """Where the stack's listeners that forward send requests: (backend, percent), e.g. [("lambda", 90.0), ("cpu",
-    10.0)]."""
+    """Where the stack's listeners and listener rules that forward send requests: (backend, percent), e.g.
+    [("lambda", 90.0), ("cpu", 10.0)]."""
     resources = template(emu, stack)
     cloudformation, elbv2 = emu.client("cloudformation"), emu.client("elbv2")
     physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for page in
@@ -320,10 +334,12 @@ def split(emu: Emulator, stack: str) -> list[tuple[str, float]]:
     by_arn = {physical[x]: backend_of(r) or x for x, r in resources.items() if x in physical}
     shares = []
     for logical_id, resource in resources.items():
-        if resource["Type"] != ROUTE or logical_id not in physical:
+        if not route_actions(resource) or logical_id not in physical:
             continue
-        (listener,) = elbv2.describe_listeners(ListenerArns=[physical[logical_id]])["Listeners"]
-        for action in listener["DefaultActions"]:
+        actions = (elbv2.describe_listeners(ListenerArns=[physical[logical_id]])["Listeners"][0]["DefaultActions"]
+                   if resource["Type"] == LISTENER else
+                   elbv2.describe_rules(RuleArns=[physical[logical_id]])["Rules"][0]["Actions"])
+        for action in actions:
             if action["Type"] != "forward":
                 continue
             groups = action.get("ForwardConfig", {}).get("TargetGroups") or [

@@ -5,6 +5,9 @@ the names the stacks write that the deploy tools read (no CDK imports: the tools
 CANARY_WEIGHT_CONTEXT = "crossover:canary-weight"
 # The stack output that lists the alarms CloudFormation rolls a deploy back on.
 ROLLBACK_ALARMS_OUTPUT = "RollbackAlarms"
+# The header a backend's staging rule asks for (crossover.constructs.front_door): a rule that asks for it stages a
+# target group for health checks and routes no client's request (the rehearsal tells the two kinds apart by it).
+BACKEND_HEADER = "x-crossover-backend"
 
 AZS = 2  # subnets in two availability zones; interface endpoints are billed per AZ
 # One NAT gateway by default: the cheapest way out for a small deployment (about $33 a month against about

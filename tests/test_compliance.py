@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from aws_cdk import Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from crossover import compliance
 from crossover.app import new_app
+from crossover.constructs.pipeline_front_door import PipelineFrontDoor
 from tests import ROOT
 from tests.conftest import Synth
 
@@ -45,14 +46,36 @@ def test_acknowledgements_are_recorded_on_single_resources(synth: Synth) -> None
     assert not any(f == "AwsSolutions-EC23" and not s.endswith("-public") for s, _, f, _ in recorded)
 
 
-def test_fails_when_a_finding_is_not_acknowledged(tmp_path: Path) -> None:
-    # GIVEN a stack with a bucket that allows plain HTTP WHEN synthesized with the packs THEN synth fails
+def test_fails_when_a_finding_on_crossovers_resources_is_not_acknowledged(tmp_path: Path) -> None:
+    # GIVEN a bucket that allows plain HTTP inside one of crossover's constructs (a front door)
     app = new_app(outdir=str(tmp_path))
     stack = Stack(app, "Careless")
-    s3.Bucket(stack, "Open")
+    door = PipelineFrontDoor(stack, "FrontDoor", visibility_timeout=Duration.seconds(60))
+    s3.Bucket(door, "Open")
     compliance.apply(app)
+    # WHEN synthesized with the packs THEN synth fails, naming the finding
     with pytest.raises(RuntimeError, match=r"ValidationFailed[\s\S]*AwsSolutions-S10"):
         app.synth()
+
+
+def test_the_apps_own_findings_are_reported_as_its_own_with_the_line_that_fixes_each(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # GIVEN the same bucket in the app's own stack, outside every crossover construct
+    app = new_app(outdir=str(tmp_path / "out"))
+    s3.Bucket(Stack(app, "Team"), "Open")
+    compliance.apply(app)
+    # WHEN synthesized THEN the synth goes on, and each finding is printed as the app's with its acknowledge line
+    app.synth()
+    err = capfd.readouterr().err
+    assert ("warning: Team/Open/Resource: AwsSolutions-S10: " in err and "(yours, not crossover's)" in err
+            and 'crossover.compliance.acknowledge(<that construct>, "AwsSolutions-S10", "<why it does not apply>")'
+            in err)
+    # AND with strict=True the same finding fails the synth
+    strict = new_app(outdir=str(tmp_path / "strict"))
+    s3.Bucket(Stack(strict, "Team"), "Open")
+    compliance.apply(strict, strict=True)
+    with pytest.raises(RuntimeError, match=r"ValidationFailed[\s\S]*AwsSolutions-S10"):
+        strict.synth()
 
 
 def test_an_acknowledgement_names_one_resource_and_gives_a_reason(tmp_path: Path) -> None:

@@ -270,12 +270,18 @@ def test_config_loader_survives_arbitrary_bytes(tmp_path_factory: pytest.TempPat
         load(path)
 
 
-def test_base64_bodies_are_checked() -> None:
+def test_base64_bodies_are_checked(monkeypatch: pytest.MonkeyPatch, lite0_spec: Spec) -> None:
     from crossover_serving import lambda_handler
 
+    # The function's spec, as Lambda's init loads it (it routes the path: ModelService(path_prefix=...))
+    monkeypatch.setenv("CROSSOVER_SPEC", json.dumps({"name": lite0_spec.name, "artifact": lite0_spec.artifact}))
+    lambda_handler.model.cache_clear()
     event = {"httpMethod": "POST", "path": "/predict", "body": base64.b64encode(b"x").decode() + "!",
              "isBase64Encoded": True}
-    assert lambda_handler._http(event, None)["statusCode"] == 400
+    try:
+        assert lambda_handler._http(event, None)["statusCode"] == 400
+    finally:
+        lambda_handler.model.cache_clear()
 
 
 @given(body=st.one_of(st.text(max_size=200), json_values.map(json.dumps)))

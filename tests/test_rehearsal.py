@@ -166,13 +166,14 @@ def test_the_pipeline_loop_and_a_pipeline_switch(user: User, tmp_path: Path) -> 
 
 
 def test_a_teams_own_app_is_rehearsed_with_the_same_checks(user: User) -> None:
-    # GIVEN examples/existing_vpc: the team's stack and VPC, a Lambda model and a GPU model, configs in Python
+    # GIVEN examples/existing_vpc: the team's stack, VPC and load balancer, a Lambda model and a GPU model under two
+    # path prefixes of it, configs in Python
     code, out = user.crossover("rehearse", "TeamInference", "--app", f"{sys.executable} app.py",
                                "--dir", str(ROOT / "examples" / "existing_vpc"), "--fresh")
     # THEN it deploys into the persisted emulator and reads back both services and their backends
     assert code == 0, out[-4000:]
     assert "TeamInference: CREATE_COMPLETE" in out
-    assert "yes  listener created after the lambda alias was ready" in out
-    assert "yes  listener created after the gpu group was ready" in out
+    assert "yes  listener rule created after the lambda alias was ready" in out
+    assert "yes  listener rule created after the gpu group was ready" in out
     assert re.search(r"backends\s+│ gpu, lambda\s+│ yes", out)
-    assert len(re.findall(r"│ load balancer\s+│ internal", out)) == 2
+    assert len(re.findall(r"│ load balancer\s+│ internal", out)) == 1  # the team's one, both services on it

@@ -42,8 +42,9 @@ CANARY_OWN = {"lambda": {"LambdaErrors"}, "gpu": {"GpuUnhealthyHosts", "ModelLoa
               "cpu": {"CpuUnhealthyHosts", "ModelLoadFailures"}}
 CANARY_ROLLBACK = {"ErrorRate", "CanaryLatencyP99", "CanaryErrorRate"}
 
-# The function's traffic shift is judged by what judges it when it serves alone (crossover.service
-# FUNCTION_ALARMS), also while it is the backend a canary moves from or to.
+# The function's traffic shift is judged by what judges it when it serves alone (the alarms ModelService._monitor
+# collects from watch_realtime or watch_pipeline and the function's own), also while it is the backend a canary
+# moves from or to.
 FUNCTION = {"realtime": {"LatencyP99", "ErrorRate", "LambdaErrors"}, "pipeline": {"FailedMessages", "LambdaErrors"}}
 
 CANARY_ERROR_RATE = "100 * (FILL(faults, 0) + FILL(connectionErrors, 0)) / MAX([requests, 1])"

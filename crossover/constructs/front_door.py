@@ -22,9 +22,9 @@ from crossover.backends import BACKEND_IDS, BACKENDS
 from crossover.compliance import CHECKOV, NIST, acknowledge, acknowledge_logs
 from crossover.constructs.backend import Backend
 from crossover.constructs.metrics import MINUTE, MetricOptions, defaults
+from crossover.shape import BACKEND_HEADER
 
 STAGING_PORT = 8008
-BACKEND_HEADER = "x-crossover-backend"
 # A backend's staging rule's priority: its place in crossover.backends, from 1.
 STAGING_PRIORITY = {kind: i + 1 for i, kind in enumerate(BACKENDS)}
 LOG_BUCKET = "This bucket only receives the load balancer's access logs"
