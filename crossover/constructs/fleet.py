@@ -48,6 +48,7 @@ from crossover.constructs.backend import (
 from crossover.constructs.inputs import grant_read_inputs
 from crossover.constructs.metrics import MetricOptions, defaults
 from crossover.constructs.monitoring import ModelMonitoring
+from crossover.errors import UserError
 from crossover.figures import Sizing
 from crossover_serving.names import NAMESPACE
 
@@ -248,6 +249,25 @@ class InstanceFleet(Construct):
         if self.route is None:
             return []
         return [monitoring.watch_targets(self.route, BACKEND_IDS[self.KIND], rollback=rollback)]
+
+    def metric_requests(self, **options: Unpack[MetricOptions]) -> cloudwatch.Metric:
+        """Requests the load balancer sent this fleet (Sum); behind a realtime front door only."""
+        return self._group_route("metric_requests").metrics.request_count(**defaults(options))
+
+    def metric_latency(self, **options: Unpack[MetricOptions]) -> cloudwatch.Metric:
+        """Seconds from the load balancer to this fleet's answer (default p99); behind a realtime front door only."""
+        return self._group_route("metric_latency").metrics.target_response_time(**defaults(options, statistic="p99"))
+
+    def metric_errors(self, **options: Unpack[MetricOptions]) -> cloudwatch.Metric:
+        """Instances the load balancer finds unhealthy (Maximum); behind a realtime front door only."""
+        return self._group_route("metric_errors").metrics.unhealthy_host_count(
+            **defaults(options, statistic="Maximum"))
+
+    def _group_route(self, what: str) -> elbv2.ApplicationTargetGroup:
+        if self.route is None:
+            raise UserError(f"{self.node.path}: {what} reads the fleet's target group, and a pipeline fleet has none "
+                            "(its service's metric_* count messages)")
+        return self.route
 
     def metric_in_service_instances(self, **options: Unpack[MetricOptions]) -> cloudwatch.Metric:
         """Instances in service (Average)."""
