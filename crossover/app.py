@@ -52,5 +52,5 @@ def build(app: App, configs: list[LoadedConfig]) -> dict[str, ModelStack]:
     # and the OS repositories: a NAT-free network has no way out for them (fleets there boot from the bundle).
     for backend in IMAGES if nat_gateways else ():
         ImageStack(app, f"ImageStack-{backend}", backend=backend, vpc=network.vpc, env=env)
-    compliance.apply(app)
+    compliance.apply(app, strict=True)  # every resource here is crossover's: any finding is a bug
     return stacks

@@ -84,7 +84,7 @@ class _Owned:
         for violation in report.violations:
             for resource in violation.violating_resources:
                 construct = self._at(resource.construct_path or "")
-                crossovers = _crossovers(construct)
+                crossovers = construct is None or _crossovers(construct)  # a resource it cannot place: judged strictly
                 if self.strict or (crossovers and not _granted(construct, violation.rule_name)):
                     ours.append((violation, resource))
                 else:
@@ -117,10 +117,11 @@ def _granted(construct: IConstruct | None, rule: str) -> bool:
     return rule.startswith("AwsSolutions-IAM5") and isinstance(construct, iam.CfnPolicy)
 
 
-def _crossovers(construct: IConstruct | None) -> bool:
-    """Whether ``construct`` belongs to one of crossover's constructs (a ModelService, NetworkStack, ...)."""
-    return construct is not None and any(type(scope).__module__.startswith("crossover.")
-                                         for scope in construct.node.scopes)
+def _crossovers(construct: IConstruct) -> bool:
+    """Whether ``construct`` belongs to one of crossover's constructs (a ModelService, NetworkStack, ..., or an
+    app's own subclass of one)."""
+    return any(cls.__module__.startswith("crossover.") for scope in construct.node.scopes
+               for cls in type(scope).__mro__)
 
 
 def acknowledge(resource: IConstruct, finding: str, reason: str) -> None:

@@ -29,10 +29,20 @@ def one_line(error: BaseException) -> str | None:
     if isinstance(error, UserError):
         return str(error)
     errors: Any = getattr(error, "errors", None)
-    if type(error).__name__ == "ValidationError" and callable(errors):
-        title = getattr(error, "title", "config")
+    if type(error).__name__ == "ValidationError" and callable(errors) and _ours(getattr(error, "title", "")):
+        title = error.title  # type: ignore[attr-defined]
         return "; ".join(f"{title}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in errors())
     return None
+
+
+def _ours(title: str) -> bool:
+    """Whether pydantic refused one of crossover's config models (not the app's own or a library's)."""
+    from pydantic import BaseModel
+
+    from crossover.config import schema
+
+    model = getattr(schema, title, None)
+    return isinstance(model, type) and issubclass(model, BaseModel)
 
 
 def report_user_errors() -> None:

@@ -39,12 +39,13 @@ class FleetFigures:
 @dataclass(frozen=True)
 class Sizing:
     """Figures by fleet kind (those in the config's ``backends``), and the volume band (None: no volume alarm).
-    ``warnings``: what the figures rest on that the synth should say (a placeholder throughput, no band)."""
+    ``warnings``: what the figures rest on that the synth should say (a placeholder throughput, no band), as
+    (id, text): the id a team acknowledges a synth warning by."""
 
     fleets: Mapping[str, FleetFigures] = field(default_factory=dict)
     band: Band | None = None
     hours_per_month: float = 730.0
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[tuple[str, str], ...] = ()
 
     def fleet(self, config: ModelConfig, kind: str) -> FleetFigures:
         """``kind``'s figures; a service built without ``crossover.size`` falls back to the config's own

@@ -81,8 +81,8 @@ class ModelService(Construct):
         _refuse_contradictions(self.node.path, config, load_balancer, listener, path_prefix, allowed_peer)
         self.config, self.sizing = config, sizing or Sizing()
         self.name = name or f"{Stack.of(self).stack_name}-{config.name}"
-        for warning in (*config.warnings(), *self.sizing.warnings):
-            Annotations.of(self).add_warning_v2("crossover:config", warning)
+        for id, warning in (*(("crossover:config", w) for w in config.warnings()), *self.sizing.warnings):
+            Annotations.of(self).add_warning_v2(id, warning)
         if sizing is None:
             Annotations.of(self).add_warning_v2("crossover:unsized", (
                 "no sizing given: no volume alarm, and fleets scale on the config's images_per_second or a "
@@ -155,7 +155,7 @@ class ModelService(Construct):
     @property
     def grant_principal(self) -> iam.IPrincipal:
         """Every backend's role (both during a canary): ``bucket.grant_read(service)`` reaches each."""
-        return _EveryRole([backend.grant_principal for backend in self.backends.values()])
+        return _EveryRole([backend.grant_principal for backend in self.backends.values()], Stack.of(self).account)
 
     def grant_submit(self, grantee: iam.IGrantable) -> iam.Grant:
         """Send messages to the pipeline's queue."""
@@ -282,11 +282,17 @@ def _only_listener(path: str, load_balancer: elbv2.IApplicationLoadBalancer) -> 
 
 
 class _EveryRole(iam.CompositePrincipal):
-    """Several roles as one grantee: a statement granted to it is added to each role's policy."""
+    """Several roles as one grantee: a statement granted to it is added to each role's policy. It is in the
+    service's account, so a grant on a resource of that account stays in the roles' policies (a composite
+    principal has no account of its own, and CDK would also write the roles into the resource's policy)."""
 
-    def __init__(self, principals: list[iam.IPrincipal]) -> None:
+    def __init__(self, principals: list[iam.IPrincipal], account: str) -> None:
         super().__init__(*principals)
-        self.members = principals
+        self.members, self.account = principals, account
+
+    @property
+    def principal_account(self) -> str:
+        return self.account
 
     def add_to_principal_policy(self, statement: iam.PolicyStatement) -> iam.AddToPrincipalPolicyResult:
         results = [role.add_to_principal_policy(statement) for role in self.members]

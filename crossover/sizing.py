@@ -24,22 +24,23 @@ def size(config: ModelConfig, *, throughput: float | None = None,
                          "lambda.latency_ms in the config instead")
     measured = measured or profile.Measured()
     fleets: dict[str, FleetFigures] = {}
-    warnings: list[str] = []
+    warnings: list[tuple[str, str]] = []
     for kind in config.backends:
         if kind == "lambda":
             continue
         figure = profile.Figure(throughput, "given") if throughput is not None and kind == config.backend \
             else profile.images_per_second(config, kind, measured.bench)
         if figure is None:
-            warnings.append(profile.placeholder_warning(config, kind))
+            warnings.append(("crossover:placeholder-throughput", profile.placeholder_warning(config, kind)))
         fleet = figure or profile.Figure(KINDS[kind].placeholder_images_per_second, "placeholder")
         rate = profile.planned_rate(config, kind, fleet.value, measured.load)
         fleets[kind] = FleetFigures(fleet.value, capacity.per_minute(rate.value), fleet.source)
     prices = _bundled_prices()
     edges = band(config, prices, measured.bench, measured.load)
     if edges is None:
-        warnings.append(f"{config.backend} is not the backend to run at any volume from {model.RANGE[0]:g} to "
-                        f"{model.RANGE[1]:g} images a month (see crossover cost): no volume alarm")
+        warnings.append(("crossover:no-volume-band", f"{config.backend} is not the backend to run at any volume "
+                         f"from {model.RANGE[0]:g} to {model.RANGE[1]:g} images a month (see crossover cost): no "
+                         "volume alarm"))
     return Sizing(fleets, edges, prices.hours_per_month, tuple(warnings))
 
 

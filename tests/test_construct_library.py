@@ -77,12 +77,39 @@ def test_a_canary_on_a_shared_load_balancer_waits_for_both_backends_and_splits_b
         '"/cats"]]}')
 
 
-def test_two_services_with_one_prefix_on_one_listener_are_refused_at_synth() -> None:
+@pytest.mark.parametrize(("first", "second"), [("/same", "/same"), ("/team", "/team/cats")])
+def test_services_whose_prefixes_overlap_on_one_listener_are_refused_at_synth(first: str, second: str) -> None:
     stack, vpc, load_balancer = stack_with_load_balancer()
-    for id in ("A", "B"):
-        ModelService(stack, id, config=model(id.lower()), vpc=vpc, load_balancer=load_balancer, path_prefix="/same")
-    with pytest.raises(RuntimeError, match="same listener with the same path prefix"):
+    for id, prefix in (("A", first), ("B", second)):
+        ModelService(stack, id, config=model(id.lower()), vpc=vpc, load_balancer=load_balancer, path_prefix=prefix)
+    with pytest.raises(RuntimeError, match=f"same listener under {first}, which overlaps {second}"):
         App.of(stack).synth()  # type: ignore[union-attr]
+
+
+def test_on_a_team_listener_clients_are_allowed_on_its_port_and_staging_rules_match_no_request() -> None:
+    # GIVEN a service on a team's listener on port 8080
+    stack = Stack(App(), "Team")
+    vpc = ec2.Vpc(stack, "Vpc", max_azs=2, nat_gateways=1, restrict_default_security_group=False)
+    load_balancer = elbv2.ApplicationLoadBalancer(stack, "LoadBalancer", vpc=vpc)
+    load_balancer.add_listener("Http", port=8080, protocol=elbv2.ApplicationProtocol.HTTP, open=False,
+                               default_action=elbv2.ListenerAction.fixed_response(404))
+    service = ModelService(stack, "Cats", config=model("cats"), vpc=vpc, load_balancer=load_balancer,
+                           path_prefix="/cats")
+    # WHEN the team lets its clients call it on the listener's own port
+    service.connections.allow_default_port_from(ec2.Peer.ipv4("10.30.0.0/16"))
+    template = Template.from_stack(stack).to_json()
+    # THEN the load balancer admits them on 8080, and the endpoint names the port
+    assert "10.30.0.0/16" in json.dumps(template) and '"FromPort": 8080' in json.dumps(template)
+    assert json.dumps(stack.resolve(service.endpoint)).endswith(':8080/cats"]]}')
+    # AND the staging rule asks for a source address no client has: even before the forward rule exists
+    (staging,) = [r for k, r in of_type(template, "AWS::ElasticLoadBalancingV2::ListenerRule").items()
+                  if "Staging" in k]
+    assert {"Field": "source-ip", "SourceIpConfig": {"Values": ["255.255.255.255/32"]}} in \
+        staging["Properties"]["Conditions"]
+    # AND a block of rules outside the listener's priorities is refused
+    with pytest.raises(UserError, match="priority 5000 is outside 0 to 4999"):
+        ModelService(stack, "Dogs", config=model("dogs"), vpc=vpc, load_balancer=load_balancer,
+                     path_prefix="/dogs", priority=5000)
 
 
 @pytest.mark.parametrize(("props", "config", "says"), [
@@ -125,6 +152,9 @@ def test_a_grant_reaches_every_backend_of_a_canary_and_connections_work_both_way
     policies = of_type(template, "AWS::IAM::Policy")
     granted = {k.split("Role")[0] for k, r in policies.items() if bucket_id in json.dumps(r)}
     assert granted == {"CatsLambda", "CatsGpu"}
+    # AND nothing else: the bucket's own policy does not name the roles (the grantee is in the stack's account)
+    assert not [r for r in of_type(template, "AWS::S3::BucketPolicy").values()
+                if r["Properties"]["Bucket"] == {"Ref": bucket_id}]
     # AND the database admits both backends' security groups on 5432, the endpoint admits the clients on 80
     ingress = [r["Properties"] for r in of_type(template, "AWS::EC2::SecurityGroupIngress").values()]
     to_database = {json.dumps(i["SourceSecurityGroupId"]) for i in ingress if i["FromPort"] == 5432}
@@ -166,3 +196,7 @@ def test_a_config_error_in_a_team_app_reads_as_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: ModelConfig: backend: Input should be 'lambda'")
+    # AND the app's own errors keep their traceback, a pydantic model of its own included
+    app.write_text("import crossover, pydantic\nclass Mine(pydantic.BaseModel):\n    n: int\nMine(n='x')\n")
+    result = subprocess.run([sys.executable, str(app)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "validation error for Mine" in result.stderr

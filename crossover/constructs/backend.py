@@ -33,10 +33,11 @@ if TYPE_CHECKING:
 class Requests(Protocol):
     """A front door that takes requests: each backend gets a target group of its own on it."""
 
-    def route_to(self, name: str, targets: Sequence[elbv2.IApplicationLoadBalancerTarget], *,
+    def route_to(self, kind: str, targets: Sequence[elbv2.IApplicationLoadBalancerTarget], *,
                  port: int | None = None, health_check: elbv2.HealthCheck | None = None,
                  vpc: ec2.IVpc | None = None) -> elbv2.ApplicationTargetGroup:
-        """A target group ``<name>Targets`` health-checked from the start, sent no request until forwarded to."""
+        """A target group ``<id>Targets`` for backend ``kind``, health-checked from the start, sent no request
+        until forwarded to."""
         ...
 
 

@@ -22,6 +22,7 @@ from crossover.backends import BACKEND_IDS, BACKENDS
 from crossover.compliance import CHECKOV, NIST, acknowledge, acknowledge_logs
 from crossover.constructs.backend import Backend
 from crossover.constructs.metrics import MINUTE, MetricOptions, defaults
+from crossover.errors import UserError
 from crossover.shape import BACKEND_HEADER
 
 STAGING_PORT = 8008
@@ -267,34 +268,48 @@ class PathFrontDoor(RequestFrontDoor):
     team's own load balancer: several models, one load balancer. The load balancer, its listener, TLS, WAF,
     logs and who may reach it are the team's; this adds listener rules and target groups only.
 
-    The listener's rules for the service sit at ``priority * 10 + 1..9`` (default ``priority``: from a hash of
-    the prefix): the forward rule first, then a staging rule per backend, which asks for the same paths and a
-    header and so never matches a request: it only makes the load balancer health-check the group before the
-    forward rule names it. Two services on one listener with the same prefix or block are refused at synth.
+    The listener's rules for the service sit at ``priority * 10 + 1..6`` (default ``priority``: from a hash of
+    the prefix): the forward rule first, then a staging rule per backend, which asks for a header and a source
+    address no client has and so never matches a request: it only makes the load balancer health-check the group
+    before the forward rule names it. Two services on one listener whose prefixes overlap, or whose blocks
+    collide, are refused at synth.
     """
 
     def __init__(self, scope: Construct, id: str, *, listener: elbv2.IApplicationListener,
                  load_balancer: elbv2.IApplicationLoadBalancer, path_prefix: str, priority: int | None = None) -> None:
         super().__init__(scope, id)
         self.listener, self.load_balancer, self.path_prefix = listener, load_balancer, path_prefix
+        if priority is not None and not 0 <= priority < RULE_BLOCKS:
+            raise UserError(f"{self.node.path}: priority {priority} is outside 0 to {RULE_BLOCKS - 1} (its rules sit "
+                            "at priority * 10 + 1 to + 6, and a listener's priorities end at 50,000)")
         self.block = priority if priority is not None else 1 + zlib.crc32(path_prefix.encode()) % (RULE_BLOCKS - 1)
         self.paths = elbv2.ListenerCondition.path_patterns([path_prefix, f"{path_prefix}/*"])
         self.node.add_validation(_OneListenerRule(self))
 
     @property
     def url(self) -> str:
-        protocol = getattr(self.listener.node.default_child, "protocol", "HTTP")  # an imported listener: HTTP
-        return f"{str(protocol).lower()}://{self.load_balancer.load_balancer_dns_name}{self.path_prefix}"
+        """``<scheme>://<dns name>[:port]<prefix>``, from the listener's protocol and port (an imported listener,
+        whose protocol the app cannot read: HTTP on its default port)."""
+        listener = self.listener.node.default_child
+        scheme = str(getattr(listener, "protocol", "HTTP")).lower()
+        port = getattr(listener, "port", None)
+        shown = "" if port is None or (scheme, port) in (("http", 80), ("https", 443)) else f":{port}"
+        return f"{scheme}://{self.load_balancer.load_balancer_dns_name}{shown}{self.path_prefix}"
 
     @property
     def connections(self) -> ec2.Connections:
-        return self.load_balancer.connections
+        """The listener's: the load balancer's security group, with the listener's port as the default."""
+        return self.listener.connections
 
     def _stage(self, kind: str, group: elbv2.ApplicationTargetGroup) -> None:
+        """A rule no request can match: behind the forward rule, and from a source address no client has. On a
+        listener clients reach, even the first deploy (before the forward rule exists) sends a backend nothing
+        before it is ready."""
         elbv2.ApplicationListenerRule(
             self, f"{BACKEND_IDS[kind]}Staging", listener=self.listener, priority=self.block * 10 + 1 +
             STAGING_PRIORITY[kind], target_groups=[group],
-            conditions=[self.paths, elbv2.ListenerCondition.http_header(BACKEND_HEADER, [BACKEND_IDS[kind]])])
+            conditions=[elbv2.ListenerCondition.http_header(BACKEND_HEADER, [BACKEND_IDS[kind]]),
+                        elbv2.ListenerCondition.source_ips([NO_CLIENT])])
 
     def _forward(self, action: elbv2.ListenerAction) -> IConstruct:
         return elbv2.ApplicationListenerRule(self, "Forward", listener=self.listener, priority=self.block * 10 + 1,
@@ -302,6 +317,7 @@ class PathFrontDoor(RequestFrontDoor):
 
 
 RULE_BLOCKS = 5000  # listener rule priorities go to 50,000: blocks of ten
+NO_CLIENT = "255.255.255.255/32"  # the limited broadcast address: never a TCP client's source
 
 
 @jsii.implements(IValidation)
@@ -324,10 +340,16 @@ class _OneListenerRule:
         self.door = door
 
     def validate(self) -> list[str]:
+        mine = self.door.path_prefix
         others = [d for d in self.door.node.root.node.find_all() if isinstance(d, PathFrontDoor)
                   and d is not self.door and d.listener.node.path == self.door.listener.node.path]
-        return [f"{other.node.path} is on the same listener with the same "
-                f"{'path prefix' if other.path_prefix == self.door.path_prefix else 'rule block'} "
-                f"({other.path_prefix}, block {other.block}): give each service its own path_prefix "
-                "(and priority=, if their blocks collide)" for other in others
-                if other.path_prefix == self.door.path_prefix or other.block == self.door.block]
+        problems = []
+        for other in others:
+            theirs = other.path_prefix
+            if mine == theirs or mine.startswith(theirs + "/") or theirs.startswith(mine + "/"):
+                problems.append(f"{other.node.path} is on the same listener under {theirs}, which overlaps {mine}: "
+                                "one service's rule would take the other's requests; give each a prefix of its own")
+            elif other.block == self.door.block:
+                problems.append(f"{other.node.path} is on the same listener in the same block of rules "
+                                f"({other.block}): give one of them priority= (0 to {RULE_BLOCKS - 1})")
+        return problems

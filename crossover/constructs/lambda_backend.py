@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Unpack
 
 import jsii
-from aws_cdk import Annotations, CfnResource, Duration, RemovalPolicy, Size
+from aws_cdk import Annotations, CfnResource, Duration, Names, RemovalPolicy, Size
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_ec2 as ec2
@@ -184,10 +184,12 @@ class LambdaBackend(Construct):
 
     def consume(self, door: Messages) -> None:
         """Consume the queue in batches, reporting failures per message; write results to the bucket."""
-        mapping = lambda_.EventSourceMapping(
-            self, "Queue", target=self.alias, event_source_arn=door.queue.queue_arn, batch_size=self.batch_size,
-            max_batching_window=self.max_batching_window, report_batch_item_failures=True,
-            max_concurrency=self.max_concurrency)
+        # The id CDK's SqsEventSource gave it: a new logical id would create a second mapping for the same queue
+        # and alias before deleting the first, which Lambda refuses, and a deployed pipeline could not upgrade.
+        mapping = self.alias.add_event_source_mapping(
+            f"SqsEventSource:{Names.node_unique_id(door.queue.node)}", event_source_arn=door.queue.queue_arn,
+            batch_size=self.batch_size, max_batching_window=self.max_batching_window,
+            report_batch_item_failures=True, max_concurrency=self.max_concurrency)
         door.queue.grant_consume_messages(self.alias)
         door.grant_write_results(self.function)
         self.function.add_environment("RESULTS_BUCKET", door.results.bucket_name)

@@ -135,8 +135,9 @@ class ModelMonitoring(Construct):
                 label="faults %", using_metrics={
                     "faults": serving_metric(self.model, "ServerFaults"),
                     "answered": serving_metric(self.model, "LatencyMs", statistic="SampleCount")})
-        return [latency, self._alarm("ErrorRate", errors, 1, "server faults (500s and load balancer 5xx) above 1% "
-                                     "of requests", rollback=True)]
+        what = "500s and load balancer 5xx" if isinstance(front_door, RealtimeFrontDoor) else "500s"
+        return [latency, self._alarm("ErrorRate", errors, 1, f"server faults ({what}) above 1% of requests",
+                                     rollback=True)]
 
     def watch_targets(self, group: elbv2.ApplicationTargetGroup, backend: str, *,
                       rollback: bool = True) -> cloudwatch.Alarm:
