@@ -177,3 +177,14 @@ def test_a_teams_own_app_is_rehearsed_with_the_same_checks(user: User) -> None:
     assert "yes  listener rule created after the gpu group was ready" in out
     assert re.search(r"backends\s+│ gpu, lambda\s+│ yes", out)
     assert len(re.findall(r"│ load balancer\s+│ internal", out)) == 1  # the team's one, both services on it
+    # WHEN the team moves its tagger from lambda to cpu (one field of its config) and rehearses again
+    moved = user.models.parent / "team-app"
+    shutil.copytree(ROOT / "examples" / "existing_vpc", moved, ignore=shutil.ignore_patterns("cdk.out"))
+    app = moved / "app.py"
+    app.write_text(app.read_text().replace('name="tagger", backend="lambda"', 'name="tagger", backend="cpu"', 1))
+    code, out = user.crossover("rehearse", "TeamInference", "--app", f"{sys.executable} app.py", "--dir", str(moved))
+    # THEN on the shared load balancer the tagger's rule moved only once cpu was ready, and lambda went after it
+    assert code == 0, out[-4000:]
+    assert "yes  listener rule changed after the cpu group was ready" in out
+    assert "yes  lambda removed after the listener moved" in out
+    assert re.search(r"backends\s+│ cpu, gpu\s+│ yes", out)
