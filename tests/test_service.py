@@ -21,6 +21,7 @@ from crossover.constructs.front_door import RealtimeFrontDoor
 from crossover.constructs.instance_backends import GpuFleet
 from crossover.constructs.lambda_backend import LambdaBackend
 from crossover.cost import profile
+from crossover.errors import UserError
 from tests.conftest import PUBLIC
 from tests.lint import cfn_lint
 
@@ -170,7 +171,7 @@ def test_isolated_subnets_are_used_with_a_warning_and_public_only_is_refused(tmp
     Annotations.from_stack(stack).has_warning("/Team/Tagger", Match.string_like_regexp("private subnets are isolated"))
     _, stack, vpc = team_stack(tmp_path / "public", nat_gateways=0, subnet_configuration=[
         ec2.SubnetConfiguration(name="Public", subnet_type=ec2.SubnetType.PUBLIC)])
-    with pytest.raises(ValueError, match="Team/Tagger: the VPC has no private subnets"):
+    with pytest.raises(UserError, match="Team/Tagger: the VPC has no private subnets"):
         ModelService(stack, "Tagger", config=tagger(), vpc=vpc)
 
 

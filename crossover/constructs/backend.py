@@ -25,6 +25,7 @@ from constructs import Construct, IConstruct
 
 from crossover.config import ModelConfig, is_s3_uri
 from crossover.constructs.artifact import ModelArtifact
+from crossover.errors import UserError
 
 if TYPE_CHECKING:
     from crossover.constructs.monitoring import ModelMonitoring
@@ -133,8 +134,8 @@ def private_subnets(scope: Construct, vpc: ec2.IVpc, given: ec2.SubnetSelection 
             "(crossover.shape.PRIVATE_ENDPOINTS); pass private_egress to keep their security groups to those, "
             "or vpc_subnets"))
         return ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
-    raise ValueError(f"{scope.node.path}: the VPC has no private subnets, and crossover never places a model in "
-                     "public ones; add private subnets or pass vpc_subnets")
+    raise UserError(f"{scope.node.path}: the VPC has no private subnets, and crossover never places a model in "
+                    "public ones; add private subnets or pass vpc_subnets")
 
 
 L1 = TypeVar("L1", bound=CfnResource)

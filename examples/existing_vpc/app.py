@@ -51,7 +51,7 @@ class InferenceStack(Stack):
         # The idioms: the team's clients may call the load balancer; both models may read the team's labels
         # bucket; the team pages on its own alarm over the detector's p99.
         clients = ec2.SecurityGroup(self, "Clients", vpc=vpc, description="Callers of the models")
-        clients.connections.allow_to(load_balancer, ec2.Port.tcp(80), "Callers to the model endpoints")
+        clients.connections.allow_to_default_port(services["Tagger"], "Callers to the model endpoints")
         labels = s3.Bucket(self, "Labels", enforce_ssl=True, versioned=True,
                            encryption=s3.BucketEncryption.S3_MANAGED,
                            block_public_access=s3.BlockPublicAccess.BLOCK_ALL)
