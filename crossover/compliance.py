@@ -102,7 +102,6 @@ class _Owned:
         return PolicyValidationPluginReport(success=not kept, violations=kept, metadata=report.metadata,
                                             plugin_version=report.plugin_version)
 
-
     def _at(self, path: str) -> IConstruct | None:
         """The construct at ``path``, found child by child (a handful of calls, not one per construct)."""
         construct: IConstruct | None = self.app

@@ -4,7 +4,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
 
 
 class UserError(Exception):
@@ -28,21 +27,16 @@ def one_line(error: BaseException) -> str | None:
     Python that pydantic refused (``ModelConfig(backend="gpux")``). None for anything else."""
     if isinstance(error, UserError):
         return str(error)
-    errors: Any = getattr(error, "errors", None)
-    if type(error).__name__ == "ValidationError" and callable(errors) and _ours(getattr(error, "title", "")):
-        title = error.title  # type: ignore[attr-defined]
-        return "; ".join(f"{title}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in errors())
-    return None
+    pydantic = sys.modules.get("pydantic")  # not loaded: the error cannot be pydantic's
+    if pydantic is None or not isinstance(error, pydantic.ValidationError):
+        return None
+    from crossover.config import describe, schema
 
-
-def _ours(title: str) -> bool:
-    """Whether pydantic refused one of crossover's config models (not the app's own or a library's)."""
-    from pydantic import BaseModel
-
-    from crossover.config import schema
-
-    model = getattr(schema, title, None)
-    return isinstance(model, type) and issubclass(model, BaseModel)
+    model = getattr(schema, error.title, None)  # one of crossover's config models, not the app's own
+    if not (isinstance(model, type) and issubclass(model, pydantic.BaseModel)):
+        return None
+    return "; ".join(f"{error.title}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {describe(e, model)}"
+                     for e in error.errors())
 
 
 def report_user_errors() -> None:

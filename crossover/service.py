@@ -29,7 +29,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct, DependencyGroup, IValidation
 
-from crossover.backends import BACKEND_IDS
+from crossover.backends import BACKEND_IDS, KINDS
 from crossover.config import ModelConfig
 from crossover.constructs.artifact import ModelArtifact
 from crossover.constructs.backend import Backend, PrivateEgress, artifact_location, model_artifact, private_subnets
@@ -81,8 +81,8 @@ class ModelService(Construct):
         _refuse_contradictions(self.node.path, config, load_balancer, listener, path_prefix, allowed_peer)
         self.config, self.sizing = config, sizing or Sizing()
         self.name = name or f"{Stack.of(self).stack_name}-{config.name}"
-        for id, warning in (*(("crossover:config", w) for w in config.warnings()), *self.sizing.warnings):
-            Annotations.of(self).add_warning_v2(id, warning)
+        for code, warning in (*(("crossover:config", w) for w in config.warnings()), *self.sizing.warnings):
+            Annotations.of(self).add_warning_v2(code, warning)
         if sizing is None:
             Annotations.of(self).add_warning_v2("crossover:unsized", (
                 "no sizing given: no volume alarm, and fleets scale on the config's images_per_second or a "
@@ -100,7 +100,7 @@ class ModelService(Construct):
             self.front_door = self.requests = PathFrontDoor(
                 self, "FrontDoor", load_balancer=load_balancer, path_prefix=path_prefix, priority=priority,
                 listener=listener or _only_listener(self.node.path, load_balancer))
-            self.node.add_validation(_SharedCost(self))
+            self.node.add_validation(_SharedCost(self, self.requests, config.endpoint.services_per_load_balancer))
         else:
             cidr = config.endpoint.allowed_cidr
             self.front_door = self.requests = RealtimeFrontDoor(
@@ -223,15 +223,15 @@ class ModelService(Construct):
         monitoring = ModelMonitoring(self, "Monitoring", model=config.name, name=self.name, topic=topic)
         # The Lambda's own traffic shifts are judged by what judges it when it serves alone, whether it is the
         # backend being deployed or the one a canary moves from (then its deployment group is unchanged).
-        if self.messages is not None:
-            judges = monitoring.watch_pipeline(self.messages, backlog_s=config.pipeline.backlog_s)
-        else:
-            judges = monitoring.watch_realtime(self._requests(), p99_ms=config.traffic.p99_ms,
+        if self.requests is not None:
+            judges = monitoring.watch_realtime(self.requests, p99_ms=config.traffic.p99_ms,
                                                rollback=config.canary is None)
+        elif self.messages is not None:
+            judges = monitoring.watch_pipeline(self.messages, backlog_s=config.pipeline.backlog_s)
         own = {kind: backend.watch(monitoring, rollback=kind == config.backend)
                for kind, backend in self.backends.items()}
-        if set(self.backends) - {"lambda"}:
-            monitoring.watch_model_loads(rollback=config.backend != "lambda")
+        if any(KINDS[kind].fleet for kind in self.backends):
+            monitoring.watch_model_loads(rollback=KINDS[config.backend].fleet)
         if "gpu" in self.backends:
             monitoring.watch_gpus()
         if config.canary is not None and self.requests is not None:
@@ -244,11 +244,6 @@ class ModelService(Construct):
         if isinstance(function, LambdaBackend):
             function.shift_traffic([*judges, *own["lambda"]], config.rollout.lambda_traffic)
         return monitoring
-
-    def _requests(self) -> RequestFrontDoor:
-        if self.requests is None:
-            raise TypeError(f"{self.node.path} is a pipeline")
-        return self.requests
 
 
 def _refuse_contradictions(path: str, config: ModelConfig, load_balancer: elbv2.IApplicationLoadBalancer | None,
@@ -306,16 +301,13 @@ class _SharedCost:
     """The cost model splits a shared load balancer's hourly fee by ``endpoint.services_per_load_balancer``:
     a synth warning when the app puts a different number of services on it."""
 
-    def __init__(self, service: ModelService) -> None:
-        self.service = service
+    def __init__(self, service: ModelService, door: PathFrontDoor, declared: int) -> None:
+        self.service, self.door, self.declared = service, door, declared
 
     def validate(self) -> list[str]:
-        door = self.service.requests
-        if not isinstance(door, PathFrontDoor):
-            return []
+        path, declared = self.door.load_balancer.node.path, self.declared
         sharing = sum(1 for c in self.service.node.root.node.find_all()
-                      if isinstance(c, PathFrontDoor) and c.load_balancer.node.path == door.load_balancer.node.path)
-        declared = self.service.config.endpoint.services_per_load_balancer
+                      if isinstance(c, PathFrontDoor) and c.load_balancer.node.path == path)
         if sharing != declared:
             Annotations.of(self.service).add_warning_v2("crossover:shared-load-balancer", (
                 f"{sharing} services share this load balancer, and the config's endpoint.services_per_load_balancer "

@@ -11,6 +11,7 @@ from crossover.backends import KINDS
 from crossover.config import ModelConfig
 from crossover.cost import catalog, model, profile
 from crossover.cost.band import band
+from crossover.errors import UserError
 from crossover.figures import FleetFigures, Sizing
 
 
@@ -20,13 +21,13 @@ def size(config: ModelConfig, *, throughput: float | None = None,
     figure, ``measured``'s `crossover bench` profile, an estimate from ``model.gmacs``, or a placeholder with a
     synth warning); ``measured`` also holds the load test that sets the realtime scaling target."""
     if throughput is not None and config.backend == "lambda":
-        raise ValueError("throughput is one instance's images/s, and lambda has no instances; give "
-                         "lambda.latency_ms in the config instead")
+        raise UserError("throughput is one instance's images/s, and lambda has no instances; give "
+                        "lambda.latency_ms in the config instead")
     measured = measured or profile.Measured()
     fleets: dict[str, FleetFigures] = {}
     warnings: list[tuple[str, str]] = []
     for kind in config.backends:
-        if kind == "lambda":
+        if not KINDS[kind].fleet:
             continue
         figure = profile.Figure(throughput, "given") if throughput is not None and kind == config.backend \
             else profile.images_per_second(config, kind, measured.bench)

@@ -99,7 +99,10 @@ def test_on_a_team_listener_clients_are_allowed_on_its_port_and_staging_rules_ma
     service.connections.allow_default_port_from(ec2.Peer.ipv4("10.30.0.0/16"))
     template = Template.from_stack(stack).to_json()
     # THEN the load balancer admits them on 8080, and the endpoint names the port
-    assert "10.30.0.0/16" in json.dumps(template) and '"FromPort": 8080' in json.dumps(template)
+    rules = [rule for group in of_type(template, "AWS::EC2::SecurityGroup").values()
+             for rule in group["Properties"].get("SecurityGroupIngress", [])]
+    assert {"CidrIp": "10.30.0.0/16", "FromPort": 8080, "ToPort": 8080} in [
+        {k: rule.get(k) for k in ("CidrIp", "FromPort", "ToPort")} for rule in rules]
     assert json.dumps(stack.resolve(service.endpoint)).endswith(':8080/cats"]]}')
     # AND the staging rule asks for a source address no client has: even before the forward rule exists
     (staging,) = [r for k, r in of_type(template, "AWS::ElasticLoadBalancingV2::ListenerRule").items()
@@ -195,7 +198,7 @@ def test_a_config_error_in_a_team_app_reads_as_one_line(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(app)], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: ModelConfig: backend: Input should be 'lambda'")
+    assert line == "error: ModelConfig: backend: expected one of lambda, gpu, eia, inferentia, cpu; got 'gpux'"
     # AND the app's own errors keep their traceback, a pydantic model of its own included
     app.write_text("import crossover, pydantic\nclass Mine(pydantic.BaseModel):\n    n: int\nMine(n='x')\n")
     result = subprocess.run([sys.executable, str(app)], cwd=tmp_path, capture_output=True, text=True)
