@@ -16,7 +16,8 @@ acknowledges it, and fails the synth only with ``strict=True``.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import jsii
 from aws_cdk import (
@@ -123,27 +124,43 @@ def _crossovers(construct: IConstruct) -> bool:
                for cls in type(scope).__mro__)
 
 
-def acknowledge(resource: IConstruct, finding: str, reason: str) -> None:
-    """Accept ``finding`` on ``resource`` (an L1 resource, or an L2 whose default child is one) for ``reason``."""
+def acknowledge(resource: IConstruct, finding: str | Sequence[str], reason: str) -> None:
+    """Accept ``finding`` (or each of several findings, for one reason) on ``resource`` (an L1 resource, or an L2
+    whose default child is one) for ``reason``."""
     target = resource if isinstance(resource, CfnResource) else resource.node.default_child
+    findings = [finding] if isinstance(finding, str) else list(finding)
     if not isinstance(target, CfnResource):
-        raise ValueError(f"acknowledgement {finding} must name one L1 resource; {resource.node.path} is not")
-    if len(reason) < MIN_REASON or " " in finding:
-        raise ValueError(f"acknowledgement {finding!r} on {resource.node.path}: one finding, and a reason of "
+        raise ValueError(f"acknowledgement {findings[0]} must name one L1 resource; {resource.node.path} is not")
+    if len(reason) < MIN_REASON or not findings or any(" " in f for f in findings):
+        raise ValueError(f"acknowledgement {findings!r} on {resource.node.path}: each one finding, and a reason of "
                          f"substance (at least {MIN_REASON} characters)")
-    if finding.startswith(CHECKOV):
-        skips = (target.get_metadata("checkov") or {}).get("skip", [])
-        target.add_metadata("checkov", {"skip": [*skips, {"id": finding.removeprefix(CHECKOV), "comment": reason}]})
-    elif finding.startswith(CFN_LINT):
-        # cfn-lint reads resource-level ignores from the template itself.
-        config = (target.get_metadata("cfn-lint") or {}).get("config", {})
-        ignored = [*config.get("ignore_checks", []), finding.removeprefix(CFN_LINT)]
-        target.add_metadata("cfn-lint", {"config": {"ignore_checks": ignored}})
-    else:
-        Validations.of(target).acknowledge(Acknowledgment(id=finding, reason=reason))
+    # Every call into the CDK is a round trip to its Node process (a synth makes ~100 acknowledgements): several
+    # findings go in one call, and what this process already wrote to a resource's metadata is not read back.
+    validated = [Acknowledgment(id=f, reason=reason) for f in findings if not f.startswith((CHECKOV, CFN_LINT))]
+    if validated:
+        Validations.of(target).acknowledge(*validated)
+    checkov = [{"id": f.removeprefix(CHECKOV), "comment": reason} for f in findings if f.startswith(CHECKOV)]
+    if checkov:
+        _extend(target, "checkov", checkov, lambda old, new: {"skip": [*(old or {}).get("skip", []), *new]})
+    ignored = [f.removeprefix(CFN_LINT) for f in findings if f.startswith(CFN_LINT)]
+    if ignored:  # cfn-lint reads resource-level ignores from the template itself
+        _extend(target, "cfn-lint", ignored, lambda old, new: {"config": {"ignore_checks": [
+            *(old or {}).get("config", {}).get("ignore_checks", []), *new]}})
     # Also in the template's resource Metadata: an auditor sees what was accepted, and why.
-    accepted = target.get_metadata(METADATA_KEY) or []
-    target.add_metadata(METADATA_KEY, [*accepted, {"finding": finding, "reason": reason}])
+    _extend(target, METADATA_KEY, [{"finding": f, "reason": reason} for f in findings],
+            lambda old, new: [*(old or []), *new])
+
+
+# (resource, metadata key): the value last written. jsii hands back one Python object per CDK object, and keeps it.
+_WRITTEN: dict[tuple[CfnResource, str], Any] = {}
+
+
+def _extend(target: CfnResource, key: str, new: list[Any], merge: Callable[[Any, list[Any]], Any]) -> None:
+    """Add ``new`` to the value of ``target``'s metadata ``key`` (read from the resource only the first time)."""
+    ref = (target, key)
+    value = merge(_WRITTEN[ref] if ref in _WRITTEN else target.get_metadata(key), new)
+    target.add_metadata(key, value)
+    _WRITTEN[ref] = value
 
 
 def policy_of(principal: iam.IGrantable) -> CfnResource:
@@ -177,5 +194,4 @@ INPUTS = ("The config's inputs.s3 declares this bucket or prefix as where reques
 
 def acknowledge_logs(log_group: IConstruct) -> None:
     """A log group encrypted with CloudWatch Logs' service keys (NIST and checkov ask for a customer key)."""
-    acknowledge(log_group, NIST + "CloudWatchLogGroupEncrypted", CW_LOGS)
-    acknowledge(log_group, CHECKOV + "CKV_AWS_158", CW_LOGS)
+    acknowledge(log_group, (NIST + "CloudWatchLogGroupEncrypted", CHECKOV + "CKV_AWS_158"), CW_LOGS)

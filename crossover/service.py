@@ -38,7 +38,7 @@ from crossover.constructs.lambda_backend import LambdaBackend
 from crossover.constructs.metrics import MetricOptions, defaults, serving_metric
 from crossover.constructs.monitoring import ModelMonitoring
 from crossover.constructs.pipeline_front_door import PipelineFrontDoor
-from crossover.constructs.registry import CONSTRUCTS
+from crossover.constructs.registry import construct
 from crossover.errors import UserError
 from crossover.figures import Sizing
 from crossover.shape import CANARY_WEIGHT_CONTEXT
@@ -116,7 +116,7 @@ class ModelService(Construct):
             if location not in artifacts:
                 artifacts[location] = model_artifact(
                     self, "Artifact" if location == config.model.artifact else "NeuronArtifact", location)
-            self.backends[kind] = CONSTRUCTS[kind].from_config(
+            self.backends[kind] = construct(kind).from_config(
                 self, BACKEND_IDS[kind], config=config, vpc=vpc, front_door=self.front_door,
                 artifact=artifacts[location], vpc_subnets=vpc_subnets, private_egress=private_egress,
                 sizing=self.sizing, path_prefix=path_prefix or "")

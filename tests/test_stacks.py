@@ -9,7 +9,7 @@ from aws_cdk.assertions import Match
 
 from crossover.backends import BACKENDS
 from crossover.config import Backend
-from crossover.constructs.registry import CONSTRUCTS
+from crossover.constructs.registry import HOMES, construct
 from crossover_serving.spec import Spec
 from tests.conftest import Synth
 
@@ -19,7 +19,8 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 
 def test_one_registry_names_every_backend_the_schema_allows_and_builds_each() -> None:
-    assert get_args(Backend) == BACKENDS == tuple(CONSTRUCTS)
+    assert get_args(Backend) == BACKENDS == tuple(HOMES)
+    assert [construct(kind).KIND for kind in BACKENDS] == list(BACKENDS)
 
 
 def test_lambda_function_is_configured_from_the_config(synth: Synth) -> None:

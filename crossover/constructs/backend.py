@@ -8,13 +8,12 @@ the end of its constructor, so none synthesizes half-built.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
-import jsii
-from aws_cdk import Annotations, BundlingOptions, CfnResource, DockerImage, ILocalBundling
+from aws_cdk import Annotations, CfnResource
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -160,20 +159,3 @@ def model_artifact(scope: Construct, id: str, location: str) -> ModelArtifact:
     if is_s3_uri(location):
         return ModelArtifact(scope, id, s3_uri=location)
     return ModelArtifact(scope, id, local_path=Path(location).resolve())
-
-
-@jsii.implements(ILocalBundling)
-class _OnThisMachine:
-    def __init__(self, build: Callable[[Path], None]) -> None:
-        self.build = build
-
-    def try_bundle(self, output_dir: str, _options: Any = None) -> bool:
-        self.build(Path(output_dir))
-        return True
-
-
-def built_here(build: Callable[[Path], None]) -> BundlingOptions:
-    """Bundling that ``build(output_dir)`` does on this machine (crossover.bundle: pip's cross-platform wheel
-    downloads) instead of in a Docker image, which CDK asks for but never starts."""
-    return BundlingOptions(image=DockerImage.from_registry("unused-local-bundling"),
-                           local=_OnThisMachine(build))  # type: ignore[arg-type]

@@ -33,14 +33,13 @@ import crossover.bundle
 from crossover.backends import BACKEND_IDS
 from crossover.compliance import INLINE, NIST, acknowledge, acknowledge_logs, policy_of
 from crossover.config import FleetSpec, ModelConfig, SpotSpec
-from crossover.constructs.artifact import ModelArtifact
+from crossover.constructs.artifact import ModelArtifact, runtime_bundle
 from crossover.constructs.backend import (
     FrontDoor,
     Messages,
     PrivateEgress,
     Requests,
     artifact_location,
-    built_here,
     l1,
     model_artifact,
     private_subnets,
@@ -59,16 +58,6 @@ SPOT_ALLOCATION = {"price-capacity-optimized": autoscaling.SpotAllocationStrateg
                    "capacity-optimized": autoscaling.SpotAllocationStrategy.CAPACITY_OPTIMIZED,
                    "lowest-price": autoscaling.SpotAllocationStrategy.LOWEST_PRICE}
 MACHINES = {ec2.InstanceArchitecture.X86_64: "x86_64", ec2.InstanceArchitecture.ARM_64: "aarch64"}  # `uname -m`
-
-
-def runtime_bundle(scope: Construct, lock: str) -> s3_assets.Asset:
-    """The runtime bundle of ``lock`` as an asset (``Runtime``): its locked wheels for one platform and flavour,
-    and the install.sh that installs them with no package index (crossover.bundle.wheels). Its hash is the
-    bundle's digest, so neither a synth nor a deploy rereads the wheels to know it unchanged."""
-    return s3_assets.Asset(scope, "Runtime", path=str(crossover.bundle.LOCKS),
-                           asset_hash=crossover.bundle.runtime_digest(lock),
-                           bundling=built_here(lambda output: crossover.bundle.link(crossover.bundle.wheels(lock),
-                                                                                    output)))
 
 
 @jsii.implements(ec2.IMachineImage)

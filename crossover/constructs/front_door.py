@@ -133,10 +133,11 @@ class RealtimeFrontDoor(RequestFrontDoor):
         port = 443 if self.public else 80
         self.security_group.add_ingress_rule(peer, ec2.Port.tcp(port), "Clients of the model endpoint")
         if Token.is_unresolved(peer.unique_id):  # e.g. the VPC's own CIDR block, a CloudFormation attribute
-            for finding in ("AwsSolutions-EC23", NIST + "EC2RestrictedCommonPorts", NIST + "EC2RestrictedSSH"):
-                acknowledge(self.security_group, finding, "The one ingress rule admits port 80 from a CIDR known "
-                            "only at deploy (by default the VPC's own block), which cdk-nag cannot read at synth; it "
-                            "is never the world (only a public endpoint is, on 443 and 80), SSH or another port.")
+            acknowledge(self.security_group, ("AwsSolutions-EC23", NIST + "EC2RestrictedCommonPorts",
+                                              NIST + "EC2RestrictedSSH"),
+                        "The one ingress rule admits port 80 from a CIDR known "
+                        "only at deploy (by default the VPC's own block), which cdk-nag cannot read at synth; it "
+                        "is never the world (only a public endpoint is, on 443 and 80), SSH or another port.")
         if self.public:
             self.security_group.add_ingress_rule(peer, ec2.Port.tcp(80), "HTTP, redirected to HTTPS")
             acknowledge(self.security_group, "AwsSolutions-EC23", "A public endpoint exists only when the config "
@@ -160,8 +161,8 @@ class RealtimeFrontDoor(RequestFrontDoor):
         self._log_to(access_logs)
         not_logged = LOG_BUCKET + ("; logging its own access would need yet another bucket and adds nothing an "
                                    "auditor uses.")
-        for finding in ("AwsSolutions-S1", NIST + "S3BucketLoggingEnabled", CHECKOV + "CKV_AWS_18"):
-            acknowledge(access_logs, finding, not_logged)
+        acknowledge(access_logs, ("AwsSolutions-S1", NIST + "S3BucketLoggingEnabled", CHECKOV + "CKV_AWS_18"),
+                    not_logged)
         acknowledge(access_logs, NIST + "S3DefaultEncryptionKMS",
                     "Application Load Balancer access logs can only be delivered to SSE-S3 buckets, not "
                     "KMS-encrypted ones.")
@@ -180,9 +181,8 @@ class RealtimeFrontDoor(RequestFrontDoor):
         else:
             self.listener = self.load_balancer.add_listener(
                 "Listener", port=80, protocol=elbv2.ApplicationProtocol.HTTP, open=False)
-            for finding in (NIST + "ELBv2ACMCertificateRequired", NIST + "ALBHttpToHttpsRedirection",
-                            CHECKOV + "CKV_AWS_2", CHECKOV + "CKV_AWS_103"):
-                acknowledge(self.listener, finding, INTERNAL_HTTP)
+            acknowledge(self.listener, (NIST + "ELBv2ACMCertificateRequired", NIST + "ALBHttpToHttpsRedirection",
+                                        CHECKOV + "CKV_AWS_2", CHECKOV + "CKV_AWS_103"), INTERNAL_HTTP)
             acknowledge(self.load_balancer, NIST + "ALBWAFEnabled",
                         INTERNAL_HTTP + " Only public endpoints face traffic a web ACL exists to filter.")
         # No client can reach this port (the security group admits none): see route_to().
@@ -190,9 +190,8 @@ class RealtimeFrontDoor(RequestFrontDoor):
             "Staging", port=STAGING_PORT, protocol=elbv2.ApplicationProtocol.HTTP, open=False,
             default_action=elbv2.ListenerAction.fixed_response(404, content_type="text/plain",
                                                                message_body="no backend named"))
-        for finding in (NIST + "ELBv2ACMCertificateRequired", NIST + "ALBHttpToHttpsRedirection",
-                        CHECKOV + "CKV_AWS_2", CHECKOV + "CKV_AWS_103"):
-            acknowledge(self.staging, finding, STAGING)
+        acknowledge(self.staging, (NIST + "ELBv2ACMCertificateRequired", NIST + "ALBHttpToHttpsRedirection",
+                                   CHECKOV + "CKV_AWS_2", CHECKOV + "CKV_AWS_103"), STAGING)
 
     def _protect_with_waf(self) -> None:
         """A public endpoint gets a WAFv2 web ACL with AWS's common and known-bad-inputs rule groups."""

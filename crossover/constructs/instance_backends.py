@@ -19,10 +19,10 @@ from constructs import Construct
 
 from crossover.compliance import CFN_LINT, EI_RETIRED, acknowledge, policy_of
 from crossover.config import GRAVITON_FAMILIES, ModelConfig
+from crossover.constructs.artifact import GPU_AMI
 from crossover.constructs.backend import l1
 from crossover.constructs.fleet import FleetImage, InstanceFleet
 
-GPU_AMI = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
 NEURON_AMI = "/aws/service/neuron/dlami/multi-framework/amazon-linux-2023/latest/image_id"
 EI_SERVICE = "elastic-inference.runtime"
 

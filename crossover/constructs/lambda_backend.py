@@ -20,14 +20,13 @@ from constructs import Construct
 from crossover import bundle
 from crossover.compliance import CHECKOV, INLINE, NIST, acknowledge, acknowledge_logs, policy_of
 from crossover.config import ModelConfig
-from crossover.constructs.artifact import ModelArtifact
+from crossover.constructs.artifact import ModelArtifact, built_here
 from crossover.constructs.backend import (
     FrontDoor,
     Messages,
     PrivateEgress,
     Requests,
     artifact_location,
-    built_here,
     l1,
     model_artifact,
     private_subnets,
@@ -236,10 +235,8 @@ class LambdaBackend(Construct):
         acknowledge(policy, CHECKOV + "CKV_AWS_111", "The EC2 network-interface actions a VPC function needs take "
                     "no resource ARNs; everything else the role may do names its resource.")
         acknowledge(policy, NIST + "IAMNoInlinePolicy", INLINE)
-        for finding in ("Serverless-LambdaDLQ", NIST + "LambdaDLQ", CHECKOV + "CKV_AWS_116"):
-            acknowledge(self.function, finding, SYNC_LAMBDA)
-        for finding in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
-            acknowledge(self.function, finding, RUNTIME_CHOICE)
+        acknowledge(self.function, ("Serverless-LambdaDLQ", NIST + "LambdaDLQ", CHECKOV + "CKV_AWS_116"), SYNC_LAMBDA)
+        acknowledge(self.function, ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"), RUNTIME_CHOICE)
         acknowledge(self.function, CHECKOV + "CKV_AWS_173", "The environment holds the serving spec (model name, "
                     "its S3 location, preprocessing) and the results bucket's name, no secret; Lambda encrypts "
                     "it at rest with its service key.")

@@ -48,8 +48,8 @@ class PipelineFrontDoor(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL, removal_policy=RemovalPolicy.RETAIN,
             lifecycle_rules=[s3.LifecycleRule(expiration=results_retention,
                                               noncurrent_version_expiration=Duration.days(1))])
-        for finding in ("AwsSolutions-S1", NIST + "S3BucketLoggingEnabled", CHECKOV + "CKV_AWS_18"):
-            acknowledge(self.results, finding, RESULTS_BUCKET)
+        acknowledge(self.results, ("AwsSolutions-S1", NIST + "S3BucketLoggingEnabled", CHECKOV + "CKV_AWS_18"),
+                    RESULTS_BUCKET)
         acknowledge(self.results, NIST + "S3BucketReplicationEnabled", "Results are derived from images the owner "
                     "keeps and can be recomputed from the queue's inputs; a cross-region replica doubles storage "
                     "for data that expires after pipeline.results_days.")

@@ -1,13 +1,35 @@
-"""The construct that builds each backend of crossover.backends, by the config's name for it."""
+"""The construct that builds each backend of crossover.backends, by the config's name for it.
+
+A backend's module is imported when a service first builds that backend: an app of Lambda models never loads the
+fleets' Auto Scaling library (a synth's Python side is mostly the CDK's modules it imports)."""
 
 from __future__ import annotations
 
-from crossover.backends import BACKENDS
-from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
-from crossover.constructs.lambda_backend import LambdaBackend
+import importlib
+from typing import TYPE_CHECKING
 
-CONSTRUCTS: dict[str, type[LambdaBackend] | type[GpuFleet] | type[EiaFleet] | type[InferentiaFleet] |
-                 type[CpuFleet]] = {cls.KIND: cls for cls in (LambdaBackend, GpuFleet, EiaFleet, InferentiaFleet,
-                                                               CpuFleet)}
-if tuple(CONSTRUCTS) != BACKENDS:
-    raise ImportError(f"crossover.backends names {BACKENDS}, the constructs build {tuple(CONSTRUCTS)}")
+from crossover.backends import BACKENDS
+
+if TYPE_CHECKING:
+    from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
+    from crossover.constructs.lambda_backend import LambdaBackend
+
+    BackendConstruct = type[LambdaBackend] | type[GpuFleet] | type[EiaFleet] | type[InferentiaFleet] | type[CpuFleet]
+
+_INSTANCES = "crossover.constructs.instance_backends"
+HOMES: dict[str, tuple[str, str]] = {  # kind: (module, class)
+    "lambda": ("crossover.constructs.lambda_backend", "LambdaBackend"),
+    "gpu": (_INSTANCES, "GpuFleet"),
+    "eia": (_INSTANCES, "EiaFleet"),
+    "inferentia": (_INSTANCES, "InferentiaFleet"),
+    "cpu": (_INSTANCES, "CpuFleet"),
+}
+if tuple(HOMES) != BACKENDS:
+    raise ImportError(f"crossover.backends names {BACKENDS}, the registry builds {tuple(HOMES)}")
+
+
+def construct(kind: str) -> BackendConstruct:
+    """The class that builds ``kind`` (one of crossover.backends.BACKENDS)."""
+    module, name = HOMES[kind]
+    cls: BackendConstruct = getattr(importlib.import_module(module), name)
+    return cls

@@ -21,8 +21,7 @@ from constructs import Construct
 
 from crossover import bundle
 from crossover.compliance import INLINE, NIST, acknowledge, policy_of
-from crossover.constructs.fleet import runtime_bundle
-from crossover.constructs.instance_backends import GPU_AMI
+from crossover.constructs.artifact import GPU_AMI, runtime_bundle
 
 COMPONENTS = Path(str(files("crossover") / "ami" / "components"))
 # backend -> (parent image SSM parameter, the lock its fleet installs, build instance type)
