@@ -4,7 +4,9 @@
 stack and replaces them with what happened:
 
 - ``traffic.images_per_month``: the images served in the window, projected to a month;
-- ``traffic.peak_to_average``: the busiest hour's images over the window's average hour;
+- ``traffic.hourly``: the window's average day, hour by hour (UTC), which a realtime fleet's cost follows; its
+  peak over its mean is the ``traffic.peak_to_average`` priced (the busiest single hour over the window's
+  average hour is reported beside it);
 - on lambda, ``lambda.latency_ms``: the function's mean billed Duration per invocation;
 - on a fleet, ``<backend>.images_per_second``: images per instance-second in service, divided by the
   instances' mean utilisation (GPU utilisation on gpu, CPU elsewhere): one instance's capacity. Below
@@ -40,6 +42,7 @@ class Observed:
     images_per_month: float
     busiest_hour: float
     peak_to_average: float
+    hourly: tuple[float, ...]  # the average day: images in each hour of the day (UTC), over the window's days
     p99_ms: float | None = None  # realtime: the model's p99 over the window
     lambda_ms: float | None = None  # lambda: mean billed duration per invocation
     instance_hours: float | None = None  # a fleet: hours in service, summed over instances
@@ -110,10 +113,11 @@ def observe(cloudwatch: Any, cloudformation: Any, config: ModelConfig, *, days: 
                        else _query("utilisation", "AWS/EC2", "CPUUtilization", group, "Average", HOUR))
     got = _series(cloudwatch, queries, start, end)
     if config.service == "realtime":
-        hourly = list(got["latency"].values())
+        by_hour = got["latency"]
     else:
-        hours_seen = got["results"].keys() | got["failures"].keys()
-        hourly = [got["results"].get(at, 0.0) + got["failures"].get(at, 0.0) for at in hours_seen]
+        by_hour = {at: got["results"].get(at, 0.0) + got["failures"].get(at, 0.0)
+                   for at in got["results"].keys() | got["failures"].keys()}
+    hourly = list(by_hour.values())
     images = sum(hourly)
     if images == 0:
         raise UserError(f"{config.stack_name} served no images in the last {days:g} days: nothing observed to "
@@ -123,6 +127,7 @@ def observe(cloudwatch: Any, cloudformation: Any, config: ModelConfig, *, days: 
     observed: dict[str, Any] = {
         "days": days, "backend": backend, "images": images, "images_per_month": images / days * _days_per_month(),
         "busiest_hour": busiest, "peak_to_average": busiest / (images / hours),
+        "hourly": tuple(sum(v for at, v in by_hour.items() if at.hour == h) / days for h in range(24)),
         "p99_ms": _p99(cloudwatch, model, start, end) if config.service == "realtime" else None}
     if backend == "lambda":
         calls = sum(got["invocations"].values())
@@ -159,9 +164,10 @@ def _p99(cloudwatch: Any, model: dict[str, str], start: datetime, end: datetime)
 
 def recalibrate(config: ModelConfig, observed: Observed) -> ModelConfig:
     """``config`` with its guesses replaced by what was observed (see the module's docstring)."""
+    day = list(observed.hourly)
     update: dict[str, Any] = {"traffic": config.traffic.model_copy(update={
-        "images_per_month": max(1, round(observed.images_per_month)),
-        "peak_to_average": min(100.0, max(1.0, observed.peak_to_average))})}
+        "images_per_month": max(1, round(observed.images_per_month)), "hourly": day,
+        "peak_to_average": max(day) / (sum(day) / len(day))})}
     if observed.lambda_ms is not None:
         update["lambda_"] = config.lambda_.model_copy(update={"latency_ms": observed.lambda_ms})
     if observed.capacity is not None:

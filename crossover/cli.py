@@ -209,6 +209,10 @@ def _advise(args: argparse.Namespace) -> int:
     out.print(f"observed on {observed.backend} over {observed.days:g} days: {observed.images:,.0f} images "
               f"({observed.images_per_month:,.0f} a month), busiest hour {observed.busiest_hour:,.0f} "
               f"(peak-to-average {observed.peak_to_average:.1f})", markup=False)
+    day = observed.hourly
+    top = max(range(24), key=lambda h: day[h])
+    out.print(f"  average day: busiest {top:02d}:00-{top + 1:02d}:00 UTC at {day[top] / (sum(day) / 24):.1f}x the "
+              "day's mean (a realtime fleet's cost follows this day: traffic.hourly)", markup=False)
     for name, value, unit in (("p99", observed.p99_ms, " ms"), ("Lambda duration per image", observed.lambda_ms,
                               " ms"), ("instance hours", observed.instance_hours, ""),
                               ("images/s per instance served", observed.images_per_second, ""),

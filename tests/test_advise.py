@@ -4,6 +4,7 @@ the cost model (volume, peak-to-average, Lambda's duration, an instance's capaci
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,9 +109,12 @@ def test_the_recalibration_by_hand_on_lambda(aws: str, tmp_path: Path) -> None:
     assert observed.images_per_month == pytest.approx(26_000 * 730 / 24)
     assert observed.peak_to_average == pytest.approx(5000 / (52_000 / 48))
     assert observed.lambda_ms == pytest.approx(120.0)
+    # AND the average day: 1,000 images in 23 of its hours and (5,000 + 1,000) / 2 = 3,000 in one, a peak of
+    # 3,000 / (26,000 / 24) = 2.769 times its mean: what the cost model prices
     calibrated = advise.recalibrate(load(path).config, observed)
     assert (calibrated.traffic.images_per_month, calibrated.lambda_.latency_ms) == (790_833, 120.0)
-    assert calibrated.traffic.peak_to_average == pytest.approx(4.615, abs=1e-3)
+    assert calibrated.traffic.hourly is not None and sorted(calibrated.traffic.hourly) == [1000.0] * 23 + [3000.0]
+    assert calibrated.traffic.peak_to_average == pytest.approx(3000 / (26_000 / 24))
 
 
 def test_the_recalibration_by_hand_on_a_gpu_fleet(aws: str, tmp_path: Path) -> None:
@@ -184,10 +188,9 @@ def test_flat_low_volume_says_stay_and_names_what_the_config_got_wrong(aws: str,
     assert text.rstrip().endswith("advice: stay on lambda")
 
 
-def test_spiky_traffic_moves_a_gpu_fleet_to_lambda(aws: str, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    # GIVEN resnet152 on GPU instances at 1.5 times the crossover's volume, where GPUs are cheapest when
-    # traffic is flat...
+def test_a_gpu_fleet_is_priced_on_the_day_it_observed(aws: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN resnet152 on GPU instances at 1.5 times the crossover's volume, where GPUs are cheapest...
     volume = 1.5 * crossover_of(config(tmp_path, "reference"))
     (tmp_path / "flat").mkdir()
     (tmp_path / "spiky").mkdir()
@@ -195,7 +198,7 @@ def test_spiky_traffic_moves_a_gpu_fleet_to_lambda(aws: str, tmp_path: Path,
     spiky_path = config(tmp_path / "spiky", "advise-gpu-spiky", backend="gpu")
     per_hour = volume / HOURS_PER_MONTH
     for name, hourly in (("advise-gpu-flat", [per_hour] * 168),
-                         # ...and the same week's images with a burst of 10 average hours at noon every day
+                         # ...and the same week's images with a burst of 10 average hours at the same hour every day
                          ("advise-gpu-spiky", [per_hour * 10 if i % 24 == 12 else per_hour * (168 - 70) / 161
                                                for i in range(168)])):
         group = deploy(name, "gpu")
@@ -204,13 +207,21 @@ def test_spiky_traffic_moves_a_gpu_fleet_to_lambda(aws: str, tmp_path: Path,
     _, flat = run(capsys, str(flat_path), "--days", "7", "--json")
     _, spiky = run(capsys, str(spiky_path), "--days", "7", "--json")
     flat_data, spiky_data = json.loads(flat), json.loads(spiky)
-    # THEN flat traffic stays on the GPUs; the spiky week's peak needs twice the GPUs, sized for the
-    # busiest hour, and Lambda, which charges per request, is cheaper: move
     assert flat_data["observed"]["images"] == pytest.approx(spiky_data["observed"]["images"])
-    assert flat_data["action"] == "stay on gpu"
     assert spiky_data["observed"]["peak_to_average"] == pytest.approx(10)
-    assert spiky_data["action"] == "crossover switch advise-gpu-spiky lambda"
     assert "traffic.peak_to_average: observed 10, config says 3" in spiky_data["differences"]
+    # THEN the average day it observed is the one priced: the burst hour at 10 times the mean...
+    day = spiky_data["observed"]["hourly"]
+    assert sorted(day) == pytest.approx([per_hour * 98 / 161] * 23 + [per_hour * 10])
+    # ...so the fleet runs the burst's instances for that hour of each day only, scaling.min (2) the rest of it
+    rate = spiky_data["backends"]["gpu"]["planned_requests_per_minute"] / 60
+    burst, rest = (math.ceil(per_hour * x / 3600 / rate) for x in (10, 98 / 161))
+    assert (burst, rest, flat_data["backends"]["gpu"]["instance_hours"]) == (4, 1, pytest.approx(2 * 730))
+    assert spiky_data["backends"]["gpu"]["instance_hours"] == pytest.approx((23 * 2 + burst) / 24 * 730, abs=0.1)
+    # AND a burst of an hour a day does not make GPUs dearer than Lambda: both stay on them (the burst's extra
+    # instances are cheapest bought as spot above the on-demand base)
+    assert flat_data["action"] == "stay on gpu"
+    assert spiky_data["action"] == "set gpu.spot: {on_demand_base: 2}"
 
 
 def test_a_stack_that_is_not_deployed_gets_a_clear_error(aws: str, tmp_path: Path,

@@ -224,3 +224,22 @@ def test_validate_warns_when_a_scaling_target_would_rest_on_a_placeholder(
     measured = write_config(tmp_path, "n", gpu + "gpu: {images_per_second: 150}\n")
     assert main(["validate", str(measured)]) == 0
     assert "placeholder" not in capsys.readouterr().err
+
+
+def test_traffic_hourly_is_a_day_of_24_hours_and_sets_the_peak(tmp_path: Path) -> None:
+    base = "name: m\nbackend: lambda\nmodel: {artifact: s3://bkt/m.onnx}\n"
+    # GIVEN a day of 24 hourly figures THEN its peak over its mean is the peak_to_average
+    day = [100] * 12 + [300] * 12
+    assert load(write_config(tmp_path, "ok", base + f"traffic: {{hourly: {day}}}\n")).config.traffic.peak_to_average \
+        == 1.5
+    # AND a day that is not 24 hours, has no traffic, or disagrees with a given peak_to_average says so, where
+    def said(text: str) -> list[str]:
+        return [p.removeprefix(f"{tmp_path}/") for p in problems(tmp_path, text)]
+
+    assert said(base + "traffic: {hourly: [1, 2, 3]}\n") == [
+        "case.yaml: traffic.hourly: expected 24 items; got [1, 2, 3]"]
+    assert said(base + f"traffic: {{hourly: {[0] * 24}}}\n") == [
+        "case.yaml: traffic: hourly: expected some traffic in the day; all 24 hours are 0"]
+    assert said(base + f"traffic: {{hourly: {day}, peak_to_average: 3}}\n") == [
+        "case.yaml: traffic: peak_to_average (3) disagrees with hourly, whose peak is 1.5 times its mean: leave "
+        "peak_to_average out"]

@@ -59,29 +59,49 @@ def test_eia_arithmetic_matches_the_2019_production_figure(tmp_path: Path) -> No
     assert parts["volumes"] == pytest.approx(30 * GP3)  # its 30 GiB gp3 root volume
 
 
-def test_gpu_instances_are_sized_for_the_peak_at_planned_utilisation(tmp_path: Path) -> None:
-    # 100 img/s, p99 1 s: utilisation capped at 80% -> 80 img/s per instance. 1e8 images/month average
-    # 38.05/s, x3 peak-to-average = 114.2/s -> ceil(114.2 / 80) = 2 instances of $0.526/h.
-    c = config(tmp_path, "backend: gpu\ntraffic: {p99_ms: 1000}\nscaling: {min: 1, max: 9}\n"
+def test_a_realtime_fleet_follows_the_day(tmp_path: Path) -> None:
+    # 100 img/s, p99 1 s: utilisation capped at 80% -> 80 img/s per instance. At 210,240,000 images a month
+    # the average is 80/s: one instance's worth. With peak_to_average 2 the day is 1 + cos(15 deg x h), so
+    # hour h needs ceil(1 + cos(15 h)) instances (at least scaling.min, 1):
+    #   h  0-5: 2, 1.97, 1.87, 1.71, 1.5, 1.26 -> 2 each      h 6 and 18: exactly 1 -> 1
+    #   h 7-17: 0.74 down to 0 and back        -> 1 each      h 19-23: 1.26 up to 1.97 -> 2 each
+    # 11 hours of 2 and 13 of 1: 35 instance-hours a day, 35/24 instance-months at $0.526/h.
+    c = config(tmp_path, "backend: gpu\ntraffic: {p99_ms: 1000, peak_to_average: 2}\nscaling: {min: 1, max: 9}\n"
                          "gpu: {images_per_second: 100}\n")
     e = model.estimate(c, "gpu", CATALOG)
-    assert e.line is not None and e.line.instances(1e8) == 2
-    assert e.parts(1e8)["instances"] == pytest.approx(2 * 0.526 * HOURS)
-    assert e.parts(1e8)["volumes"] == pytest.approx(2 * 100 * GP3)
+    volume = 80 * SECONDS
+    assert e.line is not None and e.line.instances(volume) == 2  # the busiest hour: what scaling.max must allow
+    assert e.line.hourly(volume) == [2] * 6 + [1] * 13 + [2] * 5
+    assert e.parts(volume)["instances"] == pytest.approx(35 / 24 * 0.526 * HOURS)  # $559.99, not 2 x $383.98
+    assert e.parts(volume)["volumes"] == pytest.approx(35 / 24 * 100 * GP3)
+    row = report.as_json(report.build(load(tmp_path / "m.yaml"), CATALOG, volume=volume))["backends"]["gpu"]
+    assert (row["instances"], row["instance_hours"]) == (2, pytest.approx(35 / 24 * HOURS, abs=0.1))
     assert e.line.instances(1e3) == 1  # never below scaling.min
 
 
+def test_the_day_has_its_mean_at_1_and_its_peak_at_peak_to_average() -> None:
+    # A cosine up to twice the average: 1 + 0.5 cos at 1.5 (1.5 at midnight, 1 at 06:00, 0.5 at noon)
+    assert model.day(1.5)[0] == 1.5 and model.day(1.5)[6] == pytest.approx(1) and model.day(1.5)[12] == 0.5
+    for peak in (1.0, 1.5, 2.0, 3.0, 10.0, 24.0):
+        hours = model.day(peak)
+        assert len(hours) == 24 and sum(hours) / 24 == pytest.approx(1) and max(hours) == pytest.approx(peak)
+        assert min(hours) >= 0 and hours[1:] == pytest.approx(hours[:0:-1])  # symmetric about the peak hour
+    # Beyond twice the average, nights are empty: at 3 the day is cut to a busier, narrower shape
+    assert model.day(3.0)[12] == 0 and sum(1 for w in model.day(3.0) if w > 0) < 24
+    assert model.day(100.0) == model.day(24.0)  # a whole day in its busiest hour: the most one day holds
+
+
 def test_cpu_and_inferentia_arithmetic(tmp_path: Path) -> None:
-    # 10 img/s at p99 500 ms: 1 - ln(100)/5 < 10%, so 10% -> 1 img/s per instance; 2.6e6 images/month
-    # is 1/s on average, 3/s at peak -> 3 instances of c7i.large at $0.08925/h.
-    c = config(tmp_path, "backend: cpu\ntraffic: {p99_ms: 500}\nscaling: {min: 1, max: 9}\n"
+    # 10 img/s at p99 500 ms: 1 - ln(100)/5 < 10%, so 10% -> 1 img/s per instance; 3 x 2.6e6 images/month
+    # is 3/s every hour of a flat day -> 3 instances of c7i.large at $0.08925/h.
+    c = config(tmp_path, "backend: cpu\ntraffic: {p99_ms: 500, peak_to_average: 1}\nscaling: {min: 1, max: 9}\n"
                          "cpu: {images_per_second: 10}\ninferentia: {images_per_second: 1000}\n")
-    volume = HOURS * 3600
+    volume = 3 * HOURS * 3600
     cpu = model.estimate(c, "cpu", CATALOG)
     assert cpu.line is not None and cpu.line.instances(volume) == 3
     assert cpu.parts(volume)["instances"] == pytest.approx(3 * 0.08925 * HOURS)
     inf = model.estimate(c, "inferentia", CATALOG)
-    assert inf.parts(volume)["instances"] == pytest.approx(0.7582 * HOURS)
+    assert inf.parts(volume)["instances"] == pytest.approx(0.7582 * HOURS)  # 1,000 img/s: one inf2.xlarge
 
 
 def test_a_load_tests_capacity_plans_the_cpu_fleet(tmp_path: Path) -> None:
@@ -281,11 +301,11 @@ def test_the_rate_cost_plans_each_instance_for_is_the_scaling_policys_target(syn
 
 def test_a_fleet_past_scaling_max_is_infeasible_never_recommended_and_leaves_the_crossovers() -> None:
     # resnet152 on c7i.large: 1 core at 87 GFLOP/s = 3.779 img/s, planned at 10% (0.378 req/s): at the 3x
-    # peak one instance carries 0.378 x 2,628,000 / 3 = 331,068 images a month
+    # peak hour one instance carries the traffic of a month of 0.378 x 2,628,000 / 3 = 331,068 images
     result = report.build(load(ROOT / "models" / "resnet152.yaml"), CATALOG, volume=7.5e6)
     cpu = next(e for e in result.estimates if e.backend == "cpu")
     per_instance = 0.1 * 87 / 23.02 * SECONDS / 3
-    assert cpu.line is not None and cpu.line.capacity == pytest.approx(per_instance)
+    assert cpu.line is not None and cpu.line.capacity == pytest.approx(3 * per_instance)
     # THEN 7.5M needs ceil(22.65) = 23 instances against scaling.max 6, with the fix named
     assert cpu.over(7.5e6) == "needs 23 instances; scaling.max is 6: raise scaling.max to 23"
     assert cpu.line.max_volume == pytest.approx(6 * per_instance)

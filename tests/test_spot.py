@@ -250,14 +250,15 @@ def test_a_spot_group_mixes_types_rebalances_and_drains(tmp_path: Path) -> None:
 
 
 def test_a_spot_fleet_is_priced_on_demand_up_to_its_floor_and_holds_a_spare(tmp_path: Path) -> None:
-    # GIVEN a realtime gpu fleet planned at 10 requests/s per instance (peak-to-average 3), spot above a
-    # floor of 2 with 25% of the rest on demand
+    # GIVEN a realtime gpu fleet planned at 10 requests/s per instance on a flat day, spot above a floor of 2
+    # with 25% of the rest on demand
     path = variant(EXAMPLE, tmp_path, "priced", backend="gpu", gpu="{instance_type: g4dn.xlarge, "
                    "requests_per_minute_per_instance: 600, "
-                   "spot: {on_demand_base: 2, on_demand_percent_above_base: 25}}")
+                   "spot: {on_demand_base: 2, on_demand_percent_above_base: 25}}",
+                   traffic="{images_per_month: 7500000, p99_ms: 300, peak_to_average: 1}")
     c = load(path).config
     catalog = prices.load()
-    capacity = 10 * 730 * 3600 / 3  # images a month one instance carries, sized for the peak
+    capacity = 10 * 730 * 3600  # images a month one instance carries
     spot = model.estimate(c, "gpu", catalog, spot=c.gpu.spot)
     assert spot.line is not None and spot.line.capacity == pytest.approx(capacity)
     # WHEN the volume needs 4.5 instances' capacity THEN 5 + 1 spare run: 2 (base) + ceil(4 x 25%) = 3 on
@@ -272,8 +273,11 @@ def test_a_spot_fleet_is_priced_on_demand_up_to_its_floor_and_holds_a_spare(tmp_
     # AND on demand the same volume runs 5, all at the on-demand price
     on_demand = model.estimate(c, "gpu", catalog)
     assert on_demand.parts(volume)["instances"] == pytest.approx(5 * 0.526 * 730)
-    # AND one instance's worth needs no spare; the spare counts against scaling.max (6): 5 carry the load
-    assert spot.line.instances(0.5 * capacity) == c.scaling.min == 2
+    # AND a spare only guards spot instances: 2 instances' worth is the on-demand base, and a third is on demand
+    # too (25% of 1, rounded up): no spare; a fourth is spot: + its spare
+    assert spot.line.instances(0.5 * capacity) == spot.line.instances(2 * capacity) == c.scaling.min == 2
+    assert (spot.line.instances(2.5 * capacity), spot.line.instances(3.5 * capacity)) == (3, 5)
+    # AND the spare counts against scaling.max (6): 5 carry the load
     assert spot.line.max_volume == pytest.approx(5 * capacity)
     # AND a pipeline's queue absorbs a lost instance: no spare
     pipe = variant(EXAMPLE, tmp_path, "pipe", backend="cpu", service="pipeline", scaling="{min: 0, max: 6}",

@@ -129,9 +129,29 @@ class Inputs(_Strict):
 class Traffic(_Strict):
     images_per_month: PositiveInt = 1_000_000
     p99_ms: PositiveInt = 500
-    # Busiest hour's rate over the month's average: instances are sized for the peak.
+    # Busiest hour's rate over the month's average: a realtime fleet follows a day of that peak (a cosine;
+    # crossover.cost.model.day), between scaling.min and scaling.max.
     peak_to_average: Annotated[float, Field(ge=1, le=100)] = 3.0
+    # Or the day itself: 24 hourly figures from midnight UTC in any unit (requests an hour, say), as crossover
+    # advise observes them; its peak over its mean is then the peak_to_average.
+    hourly: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=24, max_length=24)] | None = None
     image_kb: Annotated[float, Field(gt=0)] = 150.0  # mean request size (load balancer capacity units)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _peak_of_the_day(cls, data: Any) -> Any:
+        hourly = data.get("hourly") if isinstance(data, dict) else None
+        if not isinstance(hourly, list) or len(hourly) != 24 or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in hourly):
+            return data  # the field's own checks say what is wrong
+        if sum(hourly) == 0:
+            raise ValueError("hourly: expected some traffic in the day; all 24 hours are 0")
+        peak = max(hourly) / (sum(hourly) / 24)
+        given = data.get("peak_to_average")
+        if isinstance(given, int | float) and abs(given - peak) > 0.01 * peak:
+            raise ValueError(f"peak_to_average ({given:g}) disagrees with hourly, whose peak is {peak:.3g} times "
+                             "its mean: leave peak_to_average out")
+        return {**data, "peak_to_average": peak}
 
 
 class Scaling(_Strict):

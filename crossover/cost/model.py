@@ -2,20 +2,25 @@
 
 Each backend's monthly cost is a function of the volume V (images/month) of one shape:
 
-    cost(V) = fixed + per_image * V + per_instance * N(V),   N(V) = max(minimum, ceil(V / capacity))
+    cost(V) = fixed + per_image * V + per_instance_month * sum over the day's hours h of N_h(V) / 24
 
-Lambda has no instances (per-image compute and requests); instance backends run N(V) instances, each
-carrying ``capacity`` images a month at the rate the scaling policy plans for at the peak hour. A spot
-fleet (``Mix``) prices its on-demand floor on demand and the rest at the spot price, and a realtime one
-runs a spare instance once it needs two, so that losing one to an interruption keeps p99. The
-bill is itemised (``Part``): the front door, the model's share of the shared network, interface
-endpoints, Lambda's provisioned concurrency, instances and their volumes; ``cost(0)`` is the floor a
-stack costs with no traffic. Because every cost is linear between the instance-count steps,
-crossovers are solved exactly: between steps, as the root of two linear functions; at a step, where
-the cheaper one changes.
+    N_h(V) = max(minimum, ceil(V * w_h / capacity))
 
-A backend carries only so much within the config's limits (``Limit``: scaling.max, Lambda's
-concurrency, a batch that must finish within the timeout). Past its ``max_volume`` it is infeasible:
+Lambda has no instances (per-image compute and requests). An instance backend's fleet follows the day: in hour
+h of an average day, traffic runs at w_h times the month's average rate (``day``: 24 weights, mean 1, the
+busiest ``traffic.peak_to_average``), and the scaling policy runs as many instances as that hour needs at the
+rate it plans each for (``capacity``: images a month one instance carries at that rate), never fewer than
+``scaling.min``. A pipeline's queue absorbs the day: its fleet works through the average. A spot fleet
+(``Mix``) prices its on-demand base on demand and the rest at the spot price, and a realtime one runs a spare
+instance whenever some of the instances it needs are spot, so that losing one to an interruption keeps p99.
+The bill is itemised (``Part``): the front door, the model's share of the shared network, interface endpoints,
+Lambda's provisioned concurrency, instances and their volumes; ``cost(0)`` is the floor a stack costs with no
+traffic. Because every cost is linear between the volumes where some hour's instance count steps, crossovers
+are solved exactly: between steps, as the root of two linear functions; at a step, where the cheaper one
+changes.
+
+A backend carries only so much within the config's limits (``Limit``: scaling.max at the busiest hour,
+Lambda's concurrency, a batch that must finish within the timeout). Past its ``max_volume`` it is infeasible:
 priced, but never recommended, and absent from the crossovers.
 """
 
@@ -45,13 +50,51 @@ ACCOUNT_LAMBDA_CONCURRENCY = 1000
 
 
 Count = Literal["all", "on_demand", "spot"]  # which of a fleet's instances a per-instance price applies to
+HOURS_PER_DAY = 24
+
+
+@functools.cache
+def day(peak_to_average: float) -> tuple[float, ...]:
+    """An average day's traffic, hour by hour, as multiples of the month's average rate: 24 weights whose mean is
+    1 and whose largest (hour 0) is ``peak_to_average``.
+
+    The shape is a cosine over the day, the first harmonic of a diurnal cycle and the usual first-order model of
+    user-facing traffic: 1 + (p - 1) cos(2 pi h / 24), a trough of 2 - p at night. A peak more than twice the
+    average cannot be a cosine around its mean, so there the cosine is cut at zero: c * max(0, cos - d), with c
+    and d such that the mean stays 1 and the peak p (a night with no traffic, a busier, narrower day). A busiest
+    hour above 24 times the average cannot fit one day; it is taken as 24 (all of the day's traffic in one hour).
+    """
+    p = min(float(peak_to_average), float(HOURS_PER_DAY))
+    angles = [math.cos(2 * math.pi * h / HOURS_PER_DAY) for h in range(HOURS_PER_DAY)]
+    if p <= 2:
+        return tuple(1 + (p - 1) * a for a in angles)
+
+    def mean(d: float) -> float:  # of the cut cosine scaled to peak p: falls from p / 2 (d = -1) to p / 24
+        return sum(max(0.0, a - d) for a in angles) / HOURS_PER_DAY * p / (1 - d)
+
+    low, high = -1.0, 1.0
+    for _ in range(100):  # bisection to float precision: mean(d) = 1
+        middle = (low + high) / 2
+        low, high = (middle, high) if mean(middle) > 1 else (low, middle)
+    d = (low + high) / 2
+    return tuple(p * max(0.0, a - d) / (1 - d) for a in angles)
+
+
+def day_of(config: ModelConfig) -> tuple[float, ...]:
+    """The day a realtime fleet follows: ``traffic.hourly`` (at mean 1) where the config gives it, else ``day``."""
+    hourly = config.traffic.hourly
+    if hourly is None:
+        return day(config.traffic.peak_to_average)
+    mean = sum(hourly) / len(hourly)
+    return tuple(x / mean for x in hourly)
 
 
 @dataclass(frozen=True)
 class Mix:
     """A spot fleet: the group's instance distribution (on_demand_base, then on_demand_percent of the rest on
-    demand, rounded up) and, for a realtime fleet, the spare instance its scaling policy holds (the policy
-    tracks requests per instance as if one were already lost, once the fleet needs two)."""
+    demand, rounded up) and, for a realtime fleet, the spare instance its scaling policy holds whenever some of
+    the instances it needs are spot (the policy tracks requests per instance as if one were already lost; an
+    on-demand instance is not reclaimed, so a fleet within its on-demand base needs no spare)."""
 
     on_demand_base: int
     on_demand_percent: int
@@ -61,18 +104,22 @@ class Mix:
         above = max(0, instances - self.on_demand_base)
         return min(instances, self.on_demand_base) + math.ceil(above * self.on_demand_percent / 100 - 1e-9)
 
+    def with_spare(self, needed: int) -> int:
+        return needed + 1 if self.spare and self.on_demand(needed) < needed else needed
+
 
 @dataclass(frozen=True)
 class Line:
     fixed: float
     per_image: float
-    per_instance: float = 0.0  # every instance (its volume; its hourly price too unless the fleet is a Mix)
+    per_instance: float = 0.0  # every instance-month (its volume; its hourly price too unless the fleet is a Mix)
     minimum: int = 0
-    capacity: float = math.inf  # images a month per instance
+    capacity: float = math.inf  # images a month one instance carries at its planned rate
+    day: tuple[float, ...] = (1.0,)  # the hourly weights the fleet follows (``day``); one flat hour: the average
     max_volume: float = math.inf  # images a month it carries within the config's limits
     mix: Mix | None = None
-    per_on_demand: float = 0.0  # a Mix's on-demand instances
-    per_spot: float = 0.0  # a Mix's spot instances
+    per_on_demand: float = 0.0  # a Mix's on-demand instance-months
+    per_spot: float = 0.0  # a Mix's spot instance-months
     per_first: float = 0.0  # added per image for the first ``first`` images a month only
     first: float = math.inf
 
@@ -80,31 +127,52 @@ class Line:
     def fleet(self) -> bool:
         return bool(self.per_instance or self.per_on_demand or self.per_spot)
 
-    def instances(self, volume: float) -> int:
+    def hourly(self, volume: float) -> list[int]:
+        """Instances in each hour of the day at ``volume``: what that hour needs, a spot fleet's spare, the
+        minimum."""
         if not self.fleet:
-            return 0
-        needed = math.ceil(volume / self.capacity - 1e-9)
-        spare = 1 if self.mix is not None and self.mix.spare and needed >= 2 else 0
-        return max(self.minimum, needed + spare)
+            return [0] * len(self.day)
+        needed = [math.ceil(volume * w / self.capacity - 1e-9) for w in self.day]
+        return [max(self.minimum, n if self.mix is None else self.mix.with_spare(n)) for n in needed]
+
+    def instances(self, volume: float) -> int:
+        """Instances at the busiest hour: what scaling.max must allow."""
+        return max(self.hourly(volume))
 
     def on_demand(self, instances: int) -> int:
         return instances if self.mix is None else self.mix.on_demand(instances)
 
-    def count(self, which: Count, volume: float) -> int:
-        instances = self.instances(volume)
+    def months(self, which: Count, volume: float) -> float:
+        """Instance-months of ``which`` instances at ``volume``: the day's instance-hours over its hours."""
+        hours = self.hourly(volume)
         if which == "all":
-            return instances
-        on_demand = self.on_demand(instances)
-        return on_demand if which == "on_demand" else instances - on_demand
+            total = sum(hours)
+        else:
+            on_demand = sum(self.on_demand(n) for n in hours)
+            total = on_demand if which == "on_demand" else sum(hours) - on_demand
+        return total / len(self.day)
 
-    def at(self, instances: int) -> float:
-        """What ``instances`` instances cost a month."""
-        on_demand = self.on_demand(instances)
-        return self.per_instance * instances + self.per_on_demand * on_demand + self.per_spot * (instances - on_demand)
+    def instance_cost(self, volume: float) -> float:
+        """What the fleet's instances cost a month at ``volume``."""
+        return (self.per_instance * self.months("all", volume) + self.per_on_demand * self.months("on_demand", volume)
+                + self.per_spot * self.months("spot", volume))
+
+    def steps(self, low: float, high: float) -> set[float]:
+        """The volumes in (low, high) at which some hour's instance count changes."""
+        found: set[float] = set()
+        for w in set(self.day) if self.fleet else ():
+            if w <= 0:
+                continue
+            every = self.capacity / w  # one more instance in this hour every ``every`` images a month
+            n = math.floor(low / every) + 1
+            while n * every < high:
+                found.add(n * every)
+                n += 1
+        return found
 
     def cost(self, volume: float) -> float:
         return (self.fixed + self.per_image * volume + self.per_first * min(volume, self.first)
-                + self.at(self.instances(volume)))
+                + self.instance_cost(volume))
 
 
 @dataclass(frozen=True)
@@ -123,7 +191,7 @@ class Part:
 
     def cost(self, line: Line, volume: float) -> float:
         return (self.fixed + self.per_image * min(volume, self.first)
-                + self.per_instance * line.count(self.count, volume))
+                + self.per_instance * line.months(self.count, volume))
 
 
 @dataclass(frozen=True)
@@ -251,11 +319,14 @@ def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchPr
     line = Line(fixed=sum(p.fixed for p in items), per_image=sum(p.per_image for p in items if p not in capped),
                 per_first=sum(p.per_image for p in capped), first=min((p.first for p in capped), default=math.inf),
                 per_instance=per("all"), per_on_demand=per("on_demand"), per_spot=per("spot"), mix=mix,
-                capacity=per_instance_capacity, minimum=0 if backend == "lambda" else config.scaling.min)
+                capacity=per_instance_capacity, minimum=0 if backend == "lambda" else config.scaling.min,
+                # A realtime fleet follows the day; a pipeline's queue absorbs it (the fleet works through the average).
+                day=day_of(config) if config.service == "realtime" else (1.0,))
     if backend != "lambda":
-        carrying = config.scaling.max - (1 if mix is not None and mix.spare and config.scaling.max > 1 else 0)
-        result.size = Limit("scaling.max", config.scaling.max, "instances", line.instances,
-                            carrying * per_instance_capacity, "raise scaling.max to {n}")
+        most = config.scaling.max
+        carrying = most if mix is None or mix.with_spare(most) == most else most - 1  # its spare counts too
+        result.size = Limit("scaling.max", most, "instances", line.instances,
+                            carrying * per_instance_capacity / max(line.day), "raise scaling.max to {n}")
         result.limits.append(result.size)
     result.line = replace(line, max_volume=min((limit.max_volume for limit in result.limits), default=math.inf))
     return result
@@ -371,13 +442,11 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
         return math.inf
     hours, p99 = catalog.hours_per_month, config.traffic.p99_ms
     if config.service == "pipeline":
-        # The queue absorbs peaks and nobody waits on an answer: size for the average at full planned load.
-        per_instance_rate, peak = figure.value * capacity.MAX_UTILISATION, 1.0
-    else:
-        # Sized for the busiest hour: a month's volume V peaks at V / seconds * peak_to_average, at the
-        # rate the scaling policy plans each instance for.
+        # The queue absorbs peaks and nobody waits on an answer: full planned load.
+        per_instance_rate = figure.value * capacity.MAX_UTILISATION
+    else:  # each hour's instances at the rate the scaling policy plans each for
         result.planned = profile.planned_rate(config, backend, figure.value, load)
-        per_instance_rate, peak = result.planned.value, config.traffic.peak_to_average
+        per_instance_rate = result.planned.value
     if result.spot is None:
         result.items = [Part("instances", per_instance=instance_hourly * hours)]
     else:  # the on-demand floor at the on-demand price, the rest at the spot price of the config's type
@@ -388,7 +457,7 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
     if backend == "eia":  # the Elastic Inference runtime's interface endpoint, in each AZ
         result.items.append(Part("endpoints", fixed=catalog.vpc_endpoint.hourly_usd_per_az.usd * AZS * hours))
     result.meets_slo = config.service == "pipeline" or capacity.meets_p99(figure.value, p99)
-    return per_instance_rate * hours * 3600 / peak
+    return per_instance_rate * hours * 3600
 
 
 def split_usd(estimates: dict[str, Estimate], shares: dict[str, float], volume: float) -> float | None:
@@ -415,21 +484,16 @@ def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANG
     if len(lines) < 2:
         return []
     bounds = {low, high} | {v for line in lines.values() for v in (line.max_volume, line.first) if low < v < high}
-    for line in lines.values():
-        if line.fleet:  # instance counts change where the volume needs one more instance's capacity
-            n = math.floor(low / line.capacity)
-            while n * line.capacity < min(high, line.max_volume):
-                if n * line.capacity > low:
-                    bounds.add(n * line.capacity)
-                n += 1
+    for line in lines.values():  # instance counts change where some hour needs one more instance
+        bounds |= line.steps(low, min(high, line.max_volume))
     edges = sorted(bounds)
     found: list[Crossover] = []
     current: str | None = None
     for a, b in itertools.pairwise(edges):
-        # On (a, b] every cost is linear: intercept + slope * v, with instance counts fixed at N(b) and the
-        # first images' rate in force all through or not at all (``first`` is a bound).
-        forms = {name: (line.fixed + line.at(line.instances(b)) + (line.per_first * line.first if line.first < b
-                                                                   else 0.0),
+        # On (a, b] every cost is linear: intercept + slope * v, with every hour's instance count fixed at b's
+        # and the first images' rate in force all through or not at all (``first`` is a bound).
+        forms = {name: (line.fixed + line.instance_cost(b) + (line.per_first * line.first if line.first < b
+                                                              else 0.0),
                         line.per_image + (line.per_first if b <= line.first else 0.0))
                  for name, line in lines.items() if line.max_volume >= b}
         if not forms:

@@ -95,7 +95,9 @@ def as_json(report: Report) -> dict[str, Any]:
             "monthly_usd": None if monthly is None else round(monthly, 2),
             "usd_per_million": None if monthly is None else round(monthly / v * 1e6, 2),
             "floor_usd": None if line is None else round(line.cost(0), 2),
-            "instances": None if line is None or e.backend == "lambda" else line.instances(v),
+            "instances": None if line is None or e.backend == "lambda" else line.instances(v),  # the busiest hour's
+            "instance_hours": None if line is None or e.backend == "lambda"
+            else round(line.months("all", v) * report.catalog.hours_per_month, 1),
             "concurrent_executions": scale[0] if scale and e.backend == "lambda" else None,
             "meets_slo": e.meets_slo,
             "feasible": None if line is None else e.over(v) is None,
@@ -116,8 +118,12 @@ def as_json(report: Report) -> dict[str, Any]:
                                                  "on_demand_percent_above_base": e.spot.on_demand_percent_above_base,
                                                  "spare": bool(line and line.mix and line.mix.spare),
                                                  "on_demand_instances": None if line is None
-                                                 else line.count("on_demand", v),
-                                                 "spot_instances": None if line is None else line.count("spot", v)},
+                                                 else line.on_demand(line.instances(v)),
+                                                 "spot_instances": None if line is None
+                                                 else line.instances(v) - line.on_demand(line.instances(v)),
+                                                 "spot_instance_hours": None if line is None
+                                                 else round(line.months("spot", v) * report.catalog.hours_per_month,
+                                                            1)},
         }
     c = report.catalog
     whole = model.network(c, report.nat_gateways, shared_by=1).fixed  # before it is shared
@@ -178,8 +184,8 @@ def table(report: Report) -> Table:
     target = "pipeline: no latency target" if report.service == "pipeline" else f"p99 target {report.p99_ms} ms"
     t = Table(title=f"{report.name} at {report.volume:,.0f} images/month ({target})", box=box.SIMPLE_HEAD,
               pad_edge=False, show_edge=False, caption_justify="left",
-              caption=f"{report.prices}; floor: the month with no traffic; runs: instances (how many of them spot) "
-              "or Lambda's concurrent executions")
+              caption=f"{report.prices}; floor: the month with no traffic; runs: instances at the busiest hour (how "
+              "many of them spot) or Lambda's concurrent executions")
     for column, justify in (("backend", "left"), ("USD/month", "right"), ("per 1M", "right"),
                             ("floor", "right"), ("runs", "right"), ("verdict", "left")):
         t.add_column(column, justify=justify, no_wrap=column in ("backend", "runs", "verdict"))  # type: ignore[arg-type]
@@ -192,7 +198,7 @@ def table(report: Report) -> Table:
             continue
         runs = "—" if scale is None else f"{scale[0]:,} {'inst.' if scale[1] == 'instances' else 'conc.'}"
         if e.line.mix is not None and scale is not None:
-            runs = f"{scale[0]:,} ({e.line.count('spot', v):,} spot)"
+            runs = f"{scale[0]:,} ({scale[0] - e.line.on_demand(scale[0]):,} spot)"
         t.add_row(name, _usd(monthly), _usd(monthly / v * 1e6), _usd(e.line.cost(0)), runs,
                   verdict(e, v))
     return t
@@ -210,7 +216,7 @@ def notes(report: Report) -> list[str]:
             source += f"; planned {e.planned.value:,.1f} req/s per instance: {e.planned.source}"
         if e.spot is not None:
             floor = (f"on-demand base {e.spot.on_demand_base}, {e.spot.on_demand_percent_above_base}% on demand "
-                     "above it" + (", one spare instance once it needs two" if e.line and e.line.mix and
+                     "above it" + (", one spare instance while any is spot" if e.line and e.line.mix and
                                    e.line.mix.spare else "") + (" (the config's)" if e.configured else
                                                                  " (add it as " + e.backend + ".spot)"))
             cost += f" [{floor}]"
