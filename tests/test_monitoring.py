@@ -230,12 +230,19 @@ def test_volume_alarms_sit_at_the_band_edges_the_cost_model_computes(synth: Synt
         assert count["Period"] == 86400 and count["Stat"] == "Sum" and count["Metric"]["MetricName"] == (
             "RequestCount" if service == "realtime" else "NumberOfMessagesSent")
     # resnet152 on lambda: the band ends past the lambda -> gpu crossover, and says how to move; it starts where
-    # over 1% of requests would start an environment (exp(-rate x 300 s) + 0.193 s / 7,200 s = 1%: 40,365 a
-    # month), below which cold starts are p99
+    # over 1% of requests would start an environment (each hour h of the day at w_h times the average rate:
+    # the mean of w_h x (exp(-rate x w_h x 300 s) + 0.193 s / 7,200 s) is 1%), below which cold starts are p99
     if (backend, service) == ("lambda", "realtime"):
+        import math
+
+        from crossover.cost import model
+
         above = found["VolumeAboveBand"]
         assert above["Threshold"] > 68_453_753  # past the crossover
         below = found["VolumeBelowBand"]
-        assert below["Threshold"] == 40_365
+        warm_s = 2 * 11.51 / (87 * 3008 / 1769 * 0.85) + 0.010  # 23.02 GFLOP at 1.70 vCPUs x 0.85, + 10 ms
+        rate = below["Threshold"] / (730 * 3600)
+        share = sum(w * (math.exp(-rate * w * 300) + warm_s / 7200) for w in model.day(3)) / 24
+        assert share == pytest.approx(0.01, rel=1e-4)
         assert below["AlarmDescription"].endswith("set lambda.provisioned_concurrency: 1 (+32.17 USD a month)")
         assert above["AlarmDescription"].endswith("gpu is cheaper there: crossover switch resnet152 gpu")

@@ -419,9 +419,8 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
     init = profile.lambda_init_ms(config, bench)
     if not pipeline and init is not None and not spec.snapstart:
         result.cold = functools.partial(
-            coldstart.judge, warm_ms=figure.value, init=init, target_ms=config.traffic.p99_ms,
+            coldstart.judge, warm_ms=figure.value, init=init, target_ms=config.traffic.p99_ms, day=day_of(config),
             # scaled provisioned concurrency follows the load up to its maximum (a minute or two behind it)
-            peak_to_average=config.traffic.peak_to_average,
             provisioned=spec.provisioned_concurrency_max or spec.provisioned_concurrency or 0,
             seconds=seconds, gib=gib, usd_per_gb_second=catalog.lambda_.provisioned_gb_second_usd.usd)
     return math.inf

@@ -153,7 +153,7 @@ def _cold_note(cold: coldstart.ColdStart) -> str:
             f"{cold.init.source}), p99 {cold.p99_ms:,.0f} ms")
     if cold.meets:
         return seen
-    return (seen + f"; provisioned_concurrency {cold.provisioned} keeps every request warm "
+    return (seen + f"; provisioned_concurrency {cold.provisioned} keeps p99 warm (at most 1% cold) "
             f"(+{cold.provisioned_usd:,.2f} a month for the environments)")
 
 
