@@ -422,3 +422,20 @@ def test_a_shared_load_balancer_is_split_between_its_services(tmp_path: Path) ->
     assert own.fixed == pytest.approx(ALB_FIXED) and third.fixed == pytest.approx(5.475)
     assert third.per_image == own.per_image == pytest.approx(3.00 / 1e6)
     assert third.name == "load balancer (1/3 shared)"
+
+
+def test_a_row_whose_performance_is_a_guess_says_so_and_how_to_measure_it(tmp_path: Path) -> None:
+    # GIVEN Lambda measured (the config's latency), gpu and cpu estimated from the model's multiply-adds
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\nmodel: {artifact: s3://bkt/m.onnx, gmacs: 4.09}\nbackend: lambda\n"
+                    "lambda: {latency_ms: 90}\n")
+    result = report.build(load(path), CATALOG, volume=1e6)
+    rows = report.as_json(result)["backends"]
+    # THEN the measured row is plain; each estimated one says so in its verdict, with the command that measures it
+    lam, gpu, cpu = (next(e for e in result.estimates if e.name == n) for n in ("lambda", "gpu", "cpu"))
+    assert report.verdict(lam, 1e6) == "ok" and rows["lambda"]["performance"]["estimated"] is False
+    assert report.verdict(gpu, 1e6).endswith(", est.") and report.verdict(cpu, 1e6).endswith(", est.")
+    assert rows["cpu"]["performance"]["measure"] == f"crossover bench {path}"
+    assert rows["gpu"]["performance"]["measure"].startswith(f"deploy it and run crossover advise {path}")
+    assert any(line.startswith("cpu:") and f"(measure it: crossover bench {path})" in line
+               for line in report.notes(result))

@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from crossover.config import RETIRED, LoadedConfig
-from crossover.cost import coldstart, model
+from crossover.cost import coldstart, model, profile
 from crossover.cost.catalog import Catalog
 from crossover.cost.profile import PROFILES, BenchProfile, LoadFigure
 from crossover.errors import extra
@@ -32,6 +32,7 @@ class Report:
     catalog_name: str
     shared_by: int
     nat_gateways: int  # the network's (0: NAT-free, interface endpoints instead)
+    loaded: LoadedConfig  # the config and its file, for the commands the report names
 
     @property
     def prices(self) -> str:
@@ -65,7 +66,7 @@ def build(loaded: LoadedConfig, catalog: Catalog, *, volume: float | None = None
     lines = {e.name: e.line for e in estimates if e.line is not None and e.meets_slo and e.backend not in RETIRED}
     return Report(config.name, config.backend, v, config.traffic.p99_ms, config.service, estimates,
                   model.crossovers(lines), model.cheapest(estimates, v), catalog, prices_name, shared_by,
-                  config.network.nat_gateways)
+                  config.network.nat_gateways, loaded)
 
 
 def _scale(e: model.Estimate, volume: float) -> tuple[int, str] | None:
@@ -76,13 +77,30 @@ def _scale(e: model.Estimate, volume: float) -> tuple[int, str] | None:
 
 
 def verdict(e: model.Estimate, volume: float) -> str:
+    """What the row's cost is worth at ``volume``; ", est." where its performance is an estimate, not a measure."""
     if e.problem is not None:
         return "no figure" if e.performance is None else "no price"
     if e.backend in RETIRED:
-        return "retired"
-    if not e.meets_slo or (e.cold is not None and not e.cold(volume).meets):
-        return "misses p99"
-    return "ok" if e.over(volume) is None else "over limit"
+        said = "retired"
+    elif not e.meets_slo or (e.cold is not None and not e.cold(volume).meets):
+        said = "misses p99"
+    else:
+        said = "ok" if e.over(volume) is None else "over limit"
+    return said + (", est." if estimated(e) else "")
+
+
+def estimated(e: model.Estimate) -> bool:
+    return e.performance is not None and e.performance.source.startswith("estimate")
+
+
+def measure(report: Report, e: model.Estimate) -> str:
+    """The command that replaces ``e``'s estimated performance with a measurement."""
+    path = report.loaded.path.resolve()
+    path = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+    if e.backend == "lambda" or profile.on_host_cpus(report.loaded.config, e.backend):
+        return f"crossover bench {path}"
+    return (f"deploy it and run crossover advise {path} (the images/s one instance served), or set "
+            f"{e.backend}.images_per_second from a measurement on its instance type")
 
 
 def as_json(report: Report) -> dict[str, Any]:
@@ -107,7 +125,8 @@ def as_json(report: Report) -> dict[str, Any]:
             "performance": None if e.performance is None else {
                 "value": round(e.performance.value, 3),
                 "unit": "ms" if e.backend == "lambda" else "images/s per instance",
-                "source": e.performance.source},
+                "source": e.performance.source, "estimated": estimated(e),
+                "measure": measure(report, e) if estimated(e) else None},
             "planned_requests_per_minute": None if e.planned is None else math.floor(e.planned.value * 60 + 1e-9),
             "problem": e.problem,
             "retired": e.backend in RETIRED,
@@ -176,16 +195,18 @@ def action(report: Report) -> str:
 
 
 def _usd(amount: float) -> str:
-    """Cents where they matter: whole dollars from 10,000, so the table keeps to 80 columns."""
-    return f"{amount:,.0f}" if amount >= 10_000 else f"{amount:,.2f}"
+    """Cents where they matter: whole dollars from 1,000 (the notes itemise to the cent), so the table keeps to
+    80 columns."""
+    return f"{amount:,.0f}" if amount >= 1_000 else f"{amount:,.2f}"
 
 
 def table(report: Report) -> Table:
     target = "pipeline: no latency target" if report.service == "pipeline" else f"p99 target {report.p99_ms} ms"
     t = Table(title=f"{report.name} at {report.volume:,.0f} images/month ({target})", box=box.SIMPLE_HEAD,
-              pad_edge=False, show_edge=False, caption_justify="left",
-              caption=f"{report.prices}; floor: the month with no traffic; runs: instances at the busiest hour (how "
-              "many of them spot) or Lambda's concurrent executions")
+              pad_edge=False, show_edge=False, caption_justify="left", collapse_padding=True,
+              caption=f"{report.prices}; floor: the month with no traffic (whole dollars); runs: instances at the "
+              "busiest hour (how many of them spot) or Lambda's concurrent executions; est.: performance estimated, "
+              "not measured (below: the command that measures it)")
     for column, justify in (("backend", "left"), ("USD/month", "right"), ("per 1M", "right"),
                             ("floor", "right"), ("runs", "right"), ("verdict", "left")):
         t.add_column(column, justify=justify, no_wrap=column in ("backend", "runs", "verdict"))  # type: ignore[arg-type]
@@ -199,7 +220,7 @@ def table(report: Report) -> Table:
         runs = "—" if scale is None else f"{scale[0]:,} {'inst.' if scale[1] == 'instances' else 'conc.'}"
         if e.line.mix is not None and scale is not None:
             runs = f"{scale[0]:,} ({scale[0] - e.line.on_demand(scale[0]):,} spot)"
-        t.add_row(name, _usd(monthly), _usd(monthly / v * 1e6), _usd(e.line.cost(0)), runs,
+        t.add_row(name, _usd(monthly), _usd(monthly / v * 1e6), f"{e.line.cost(0):,.0f}", runs,
                   verdict(e, v))
     return t
 
@@ -212,6 +233,8 @@ def notes(report: Report) -> list[str]:
         over = e.over(report.volume)
         limit = f"; {over}" if over and e.problem is None else ""
         source = "" if e.performance is None else f"; performance from {e.performance.source}"
+        if estimated(e):
+            source += f" (measure it: {measure(report, e)})"
         if e.planned is not None:
             source += f"; planned {e.planned.value:,.1f} req/s per instance: {e.planned.source}"
         if e.spot is not None:
