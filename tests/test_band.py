@@ -13,10 +13,14 @@ from tests.conftest import write_config
 
 CATALOG = catalog_module.load()
 SECONDS = 730 * 3600
-FIXED = 0.0225 * 730 + 0.045 * 730  # the load balancer and the whole NAT gateway: $49.275
-LAMBDA_PER_IMAGE = 1.0 * 1 * 0.0000166667 + 0.2e-6 + 150e-6 / 0.4 * 0.008  # 1 s at 1 GiB, a request, LCUs
-CPU_INSTANCE = 0.08925 * 730 + 30 * 0.08  # c7i.large and its 30 GiB volume: $67.5525
-CPU_PER_IMAGE = 150e-6 / 1.0 * 0.008
+# The load balancer, the whole NAT gateway and its address, the stack's dashboard, alarms and metrics: $59.525
+FIXED = 0.0225 * 730 + (0.045 + 0.005) * 730 + 3 + 12 * 0.10 + 8 * 0.30
+ACCESS_LOGS = 0.5e-6 * 3 * 0.023  # per request: 0.5 KB kept 3 months in S3
+# 1 s at 1 GiB, a request, LCUs, 5% of requests traced, 1.5 KB of logs ingested and kept a month, access logs
+LAMBDA_PER_IMAGE = 1.0 * 1 * 0.0000166667 + 0.2e-6 + 150e-6 / 0.4 * 0.008 + 0.05 * 5e-6 + 1.5e-6 * 0.53 + ACCESS_LOGS
+TRACED_SECONDS = 0.95 * SECONDS * 5e-6  # the first request each second traced, past the 5%: $12.483 a month
+CPU_INSTANCE = 0.08925 * 730 + 30 * 0.08 + 60 * 730 * 0.01 / 1000  # c7i.large, its 30 GiB, its metric calls
+CPU_PER_IMAGE = 150e-6 / 1.0 * 0.008 + ACCESS_LOGS
 
 
 def config(tmp_path: Path, backend: str):  # type: ignore[no-untyped-def]
@@ -27,10 +31,11 @@ def config(tmp_path: Path, backend: str):  # type: ignore[no-untyped-def]
 
 
 def test_lambdas_band_ends_where_it_costs_10_percent_more_than_one_cpu_instance(tmp_path: Path) -> None:
-    # FIXED + l V <= 1.1 (FIXED + CPU_INSTANCE + c V)  =>  V <= (0.1 FIXED + 1.1 CPU_INSTANCE) / (l - 1.1 c)
+    # Past 2,628,000 images (one a second) Lambda is FIXED + T + l V, T the traces of each second's first request:
+    # FIXED + T + l V <= 1.1 (FIXED + CPU_INSTANCE + c V)  =>  V <= (0.1 FIXED + 1.1 CPU_INSTANCE - T) / (l - 1.1 c)
     edges = band(config(tmp_path, "lambda"), CATALOG)
     assert edges is not None and edges.low is None and edges.below is None
-    high = (0.1 * FIXED + 1.1 * CPU_INSTANCE) / (LAMBDA_PER_IMAGE - 1.1 * CPU_PER_IMAGE)  # 4,272,2xx
+    high = (0.1 * FIXED + 1.1 * CPU_INSTANCE - TRACED_SECONDS) / (LAMBDA_PER_IMAGE - 1.1 * CPU_PER_IMAGE)
     assert edges.high == pytest.approx(high, rel=1e-5)
     assert edges.above == "cpu is cheaper there: crossover switch m cpu"
 
@@ -39,8 +44,10 @@ def test_a_fleets_band_starts_where_lambda_stops_being_10_percent_cheaper_and_en
         tmp_path: Path) -> None:
     edges = band(config(tmp_path, "cpu"), CATALOG)
     assert edges is not None
-    # FIXED + CPU_INSTANCE + c V <= 1.1 (FIXED + l V)  =>  V >= (CPU_INSTANCE - 0.1 FIXED) / (1.1 l - c)
-    low = (CPU_INSTANCE - 0.1 * FIXED) / (1.1 * LAMBDA_PER_IMAGE - CPU_PER_IMAGE)  # 3,032,2xx
+    # Below one image a second every request is traced: Lambda is FIXED + (l + 0.95 x $5/M) V there, so
+    # FIXED + CPU_INSTANCE + c V <= 1.1 (FIXED + l' V)  =>  V >= (CPU_INSTANCE - 0.1 FIXED) / (1.1 l' - c)
+    all_traced = LAMBDA_PER_IMAGE + 0.95 * 5e-6
+    low = (CPU_INSTANCE - 0.1 * FIXED) / (1.1 * all_traced - CPU_PER_IMAGE)  # 2,295,0xx, under 2,628,000
     assert edges.low == pytest.approx(low, rel=1e-5)
     assert edges.below == "lambda is cheaper there: crossover switch m lambda"
     # 80% of 1000 img/s carries 800 x 2,628,000 / 3 a month each; 4 (scaling.max) carry 2.8e9, and Lambda's

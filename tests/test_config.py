@@ -243,3 +243,20 @@ def test_traffic_hourly_is_a_day_of_24_hours_and_sets_the_peak(tmp_path: Path) -
     assert said(base + f"traffic: {{hourly: {day}, peak_to_average: 3}}\n") == [
         "case.yaml: traffic: peak_to_average (3) disagrees with hourly, whose peak is 1.5 times its mean: leave "
         "peak_to_average out"]
+
+
+def test_how_images_arrive_is_checked_against_what_the_config_allows(tmp_path: Path) -> None:
+    base = "name: m\nbackend: lambda\nmodel: {artifact: s3://bkt/m.onnx}\n"
+
+    def said(text: str) -> list[str]:
+        return [p.removeprefix(f"{tmp_path}/") for p in problems(tmp_path, base + text)]
+
+    assert said("traffic: {from_url: 0.5}\n") == [
+        "case.yaml: traffic.from_url: images arrive by URL only where inputs.https is true"]
+    assert said("traffic: {from_s3: 0.5}\n") == [
+        "case.yaml: traffic.from_s3: images come from S3 only from the locations inputs.s3 declares"]
+    assert said("inputs: {s3: [bkt], https: true}\ntraffic: {from_url: 0.6, from_s3: 0.6}\n") == [
+        "case.yaml: traffic: from_url (0.6) and from_s3 (0.6) are shares of the same images: together at most 1"]
+    assert said("inputs: {https: true}\nnetwork: {nat_gateways: 0}\ntraffic: {from_url: 0.1}\n") == [
+        "case.yaml: traffic.from_url: a network without NAT gateways has no way to fetch URLs (network.nat_gateways: "
+        "0); set it to 0 or give the network a NAT gateway"]

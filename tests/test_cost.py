@@ -26,7 +26,9 @@ def requests_per_minute(config, backend: str, images_per_second: float, load) ->
 HOURS = 730
 SECONDS = HOURS * 3600  # 2,628,000 in the catalog's month
 ALB_FIXED = 0.0225 * HOURS  # $16.425
-NAT = 0.045 * HOURS  # $32.85: the shared network's one NAT gateway
+NAT = (0.045 + 0.005) * HOURS  # $36.50: the shared network's one NAT gateway and its public IPv4 address
+MONITORING = 3 + 12 * 0.10 + 8 * 0.30  # $6.60: a dashboard, 12 alarm metrics, 8 custom metrics
+METRIC_CALLS = 60 * HOURS * 0.01 / 1000  # $0.438 per instance-month: its metrics published once a minute
 GP3 = 0.08  # per GiB-month
 
 
@@ -37,14 +39,21 @@ def config(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
 def test_lambda_arithmetic(tmp_path: Path) -> None:
     # 1M images x 0.2 s x 2 GB x $0.0000166667 = $6.67 compute; $0.20 requests; the load balancer
     # $16.425 a month plus 150 KB/image / 0.4 GB per LCU-hour x $0.008 = $3.00 of capacity units.
-    # The NAT gateway ($32.85) is shared by the two model stacks sharing the network: $16.425 each.
+    # The NAT gateway and its address ($36.50) are shared by the two model stacks sharing the network: $18.25 each.
+    # The rest of the bill: X-Ray records the first request each second (2,628,000 a month, more than 1M) and 5%
+    # after: 1M traces at $5/M; 1.5 KB of logs a request (1.5 GB at $0.50 ingested + $0.03 stored); 0.5 KB of
+    # access logs a request kept 3 months at $0.023/GB-month; the stack's dashboard, alarms and metrics.
     c = config(tmp_path, "backend: lambda\nlambda: {memory_mib: 2048, latency_ms: 200}\n")
     e = model.estimate(c, "lambda", CATALOG, shared_by=2)
     parts = e.parts(1_000_000)
     assert parts["lambda"] == pytest.approx(1e6 * 0.2 * 2 * 0.0000166667 + 0.20)
     assert parts["load balancer"] == pytest.approx(ALB_FIXED + 1e6 * 150e-6 / 0.4 * 0.008)
     assert parts["network"] == pytest.approx(NAT / 2)
-    assert e.monthly_usd(1_000_000) == pytest.approx(6.66668 + 0.20 + 16.425 + 3.0 + 16.425, abs=0.01)
+    assert parts["tracing"] == pytest.approx(5.0)
+    assert parts["logs"] == pytest.approx(1.5 * 0.53 + 0.5 * 3 * 0.023)
+    assert parts["monitoring"] == pytest.approx(MONITORING)
+    assert e.monthly_usd(1_000_000) == pytest.approx(6.66668 + 0.20 + 16.425 + 3.0 + 18.25 + 5.0 + 0.8295 + 6.6,
+                                                     abs=0.01)
     assert e.performance is not None and e.performance.source.startswith("config (lambda.latency_ms")
 
 
@@ -237,7 +246,7 @@ def test_fails_when_the_price_file_is_bad(tmp_path: Path, capsys: pytest.Capture
 
 def test_bundled_catalog_names_a_source_and_date_for_every_price() -> None:
     c = catalog_module.load()
-    assert len(c.prices()) == len(c.ec2) + len(c.spot) + len(c.eia) + 11
+    assert len(c.prices()) == len(c.ec2) + len(c.spot) + len(c.eia) + 27
     assert all(p.source in c.sources and str(p.date) for p in c.prices())
 
 
@@ -371,11 +380,12 @@ def test_the_whole_bill_is_itemised_with_its_floor(tmp_path: Path, capsys: pytes
     assert data["network"] == {"nat_gateways": 1, "interface_endpoints": 0, "monthly_usd": round(NAT, 2),
                                "shared_by": 2}
     assert data["backends"]["gpu"]["floor_usd"] == pytest.approx(
-        ALB_FIXED + NAT / 2 + 2 * (0.526 * HOURS + 100 * GP3), abs=0.01)
+        ALB_FIXED + NAT / 2 + 2 * (0.526 * HOURS + 100 * GP3 + METRIC_CALLS) + MONITORING, abs=0.01)
     # AND Lambda's floor holds 5 provisioned environments of 2 GiB for the month
     provisioned = 5 * 2 * SECONDS * 0.0000041667  # $109.50
     assert data["backends"]["lambda"]["parts"]["provisioned concurrency"] == pytest.approx(provisioned, abs=0.01)
-    assert data["backends"]["lambda"]["floor_usd"] == pytest.approx(ALB_FIXED + NAT / 2 + provisioned, abs=0.01)
+    assert data["backends"]["lambda"]["floor_usd"] == pytest.approx(ALB_FIXED + NAT / 2 + provisioned + MONITORING,
+                                                                    abs=0.01)
     # AND --shared-by says how many stacks share the network instead
     assert main(["cost", str(path), "--json", "--shared-by", "4"]) == 0
     shared = json.loads(capsys.readouterr().out)["backends"]["gpu"]["parts"]["network"]
@@ -439,3 +449,31 @@ def test_a_row_whose_performance_is_a_guess_says_so_and_how_to_measure_it(tmp_pa
     assert rows["gpu"]["performance"]["measure"].startswith(f"deploy it and run crossover advise {path}")
     assert any(line.startswith("cpu:") and f"(measure it: crossover bench {path})" in line
                for line in report.notes(result))
+
+
+def test_the_rest_of_the_bill_by_hand(tmp_path: Path) -> None:
+    # GIVEN a Lambda pipeline (batches of 10) whose messages name S3 objects
+    pipe = config(tmp_path, "backend: lambda\nservice: pipeline\ninputs: {s3: [my-images]}\n"
+                            "lambda: {latency_ms: 200}\n")
+    parts = model.estimate(pipe, "lambda", CATALOG).parts(2e6)
+    # THEN each image is one GET ($0.0004/1,000) and its result one PUT ($0.005/1,000) under SSE-KMS without a
+    # bucket key: one KMS request ($0.03/10,000): $8.40 per million images
+    assert parts["S3 requests"] == pytest.approx(2e6 * (0.0004 + 0.005) / 1000 + 2e6 * 0.03 / 10_000)  # $16.80
+    # AND X-Ray traces each second's first invocation and 5% of the rest: 200,000 invocations (2M / 10) are fewer
+    # than one a second, all traced at $5/M; logs are 1.5 KB an invocation; no load balancer, no access logs
+    assert parts["tracing"] == pytest.approx(200_000 * 5e-6)
+    assert parts["logs"] == pytest.approx(200_000 * 1.5e-6 * (0.50 + 0.03))
+    # GIVEN a public realtime endpoint whose images come half by URL, a quarter from S3
+    public = config(tmp_path, "backend: lambda\nlambda: {latency_ms: 200}\ninputs: {s3: [my-images], https: true}\n"
+                              "traffic: {from_url: 0.5, from_s3: 0.25, image_kb: 200}\nendpoint: {certificate_arn: "
+                              "'arn:aws:acm:us-east-1:123456789012:certificate/abc'}\n")
+    parts = model.estimate(public, "lambda", CATALOG).parts(1e8)
+    # THEN the web ACL ($5) and its two rule groups ($1 each), $0.60 per million requests, and its logs (1.5 KB a
+    # request at $0.53/GB); the load balancer's two public addresses ($0.005/h each)
+    assert parts["WAF"] == pytest.approx(5 + 2 + 100 * 0.60 + 1e8 * 1.5e-6 * 0.53)  # $146.50
+    assert parts["public IPv4"] == pytest.approx(2 * 0.005 * HOURS)  # $7.30
+    # AND the NAT gateway processes the URL half: 5e7 x 200 KB = 10,000 GB at $0.045; S3 GETs for a quarter
+    assert parts["NAT data"] == pytest.approx(5e7 * 200e-6 * 0.045)  # $450
+    assert parts["S3 requests"] == pytest.approx(2.5e7 * 0.0004 / 1000)
+    # AND past one request a second, tracing is each second's first (2,628,000) and 5% of the rest
+    assert parts["tracing"] == pytest.approx((SECONDS + 0.05 * (1e8 - SECONDS)) * 5e-6)  # $37.02

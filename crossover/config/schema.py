@@ -135,7 +135,19 @@ class Traffic(_Strict):
     # Or the day itself: 24 hourly figures from midnight UTC in any unit (requests an hour, say), as crossover
     # advise observes them; its peak over its mean is then the peak_to_average.
     hourly: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=24, max_length=24)] | None = None
-    image_kb: Annotated[float, Field(gt=0)] = 150.0  # mean request size (load balancer capacity units)
+    image_kb: Annotated[float, Field(gt=0)] = 150.0  # mean image size (load balancer capacity units, NAT bytes)
+    # How images arrive, as shares of them: by HTTPS URL (fetched through the NAT gateway, billed per GB) and from
+    # S3 (through the VPC's free gateway endpoint: one GET each); the rest in the request body. A pipeline's
+    # messages name their images: unless given, its share from S3 is what URLs leave.
+    from_url: Annotated[float, Field(ge=0, le=1)] = 0.0
+    from_s3: Annotated[float, Field(ge=0, le=1)] | None = None
+
+    @model_validator(mode="after")
+    def _shares(self) -> Traffic:
+        if self.from_url + (self.from_s3 or 0) > 1 + 1e-9:
+            raise ValueError(f"from_url ({self.from_url:g}) and from_s3 ({self.from_s3:g}) are shares of the same "
+                             "images: together at most 1")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -481,6 +493,13 @@ class ModelConfig(_Strict):
         if self.service == "pipeline" and not (self.inputs.s3 or self.inputs.https):
             raise ValueError("inputs: a pipeline's messages name their images; declare where they may be: "
                              "inputs.s3 (buckets or bucket/prefix/) or inputs.https: true")
+        if self.traffic.from_url and not self.inputs.https:
+            raise ValueError("traffic.from_url: images arrive by URL only where inputs.https is true")
+        if self.traffic.from_url and not self.network.nat_gateways:
+            raise ValueError("traffic.from_url: a network without NAT gateways has no way to fetch URLs "
+                             "(network.nat_gateways: 0); set it to 0 or give the network a NAT gateway")
+        if self.traffic.from_s3 and not self.inputs.s3:
+            raise ValueError("traffic.from_s3: images come from S3 only from the locations inputs.s3 declares")
         return self
 
     @model_validator(mode="after")

@@ -46,6 +46,40 @@ class EndpointPrices(_Strict):
 
 class NatPrices(_Strict):
     hourly_usd: Price
+    per_gb_usd: Price  # data processed
+
+
+class S3Prices(_Strict):
+    put_per_thousand_usd: Price
+    get_per_thousand_usd: Price
+    gb_month_usd: Price  # S3 Standard storage
+
+
+class KmsPrices(_Strict):
+    per_10k_requests_usd: Price
+
+
+class WafPrices(_Strict):
+    web_acl_month_usd: Price
+    rule_month_usd: Price
+    per_million_requests_usd: Price
+
+
+class Ipv4Prices(_Strict):
+    hourly_usd: Price  # each public IPv4 address, in use or not
+
+
+class XrayPrices(_Strict):
+    per_million_traces_usd: Price  # recorded
+
+
+class CloudWatchPrices(_Strict):
+    logs_ingested_gb_usd: Price
+    logs_stored_gb_month_usd: Price
+    alarm_metric_month_usd: Price  # standard resolution, per metric an alarm evaluates
+    dashboard_month_usd: Price
+    metric_month_usd: Price  # a custom metric (name and dimensions)
+    per_thousand_api_requests_usd: Price  # PutMetricData and other API calls
 
 
 class EbsPrices(_Strict):
@@ -73,14 +107,18 @@ class Catalog(_Strict):
     nat: NatPrices
     ebs: EbsPrices
     sqs: SqsPrices
+    s3: S3Prices
+    kms: KmsPrices
+    waf: WafPrices
+    ipv4: Ipv4Prices
+    xray: XrayPrices
+    cloudwatch: CloudWatchPrices
 
     def prices(self) -> list[Price]:
-        return [*self.ec2.values(), *self.spot.values(), *self.eia.values(), self.lambda_.gb_second_usd,
-                self.lambda_.arm_gb_second_usd, self.lambda_.per_million_requests_usd,
-                self.lambda_.provisioned_gb_second_usd, self.lambda_.provisioned_execution_gb_second_usd,
-                self.alb.hourly_usd, self.alb.lcu_hourly_usd,
-                self.vpc_endpoint.hourly_usd_per_az, self.nat.hourly_usd, self.ebs.gp3_gb_month_usd,
-                self.sqs.per_million_requests_usd]
+        sections = (self.lambda_, self.alb, self.vpc_endpoint, self.nat, self.ebs, self.sqs, self.s3, self.kms,
+                    self.waf, self.ipv4, self.xray, self.cloudwatch)
+        return [*self.ec2.values(), *self.spot.values(), *self.eia.values(),
+                *(getattr(section, name) for section in sections for name in type(section).model_fields)]
 
     @model_validator(mode="after")
     def _sources_are_declared(self) -> Catalog:

@@ -45,6 +45,16 @@ LAMBDA_GB_PER_LCU_HOUR = 0.4  # ALB capacity units: 0.4 GB/h of Lambda-target tr
 INSTANCE_GB_PER_LCU_HOUR = 1.0
 NEW_CONNECTIONS_PER_LCU_SECOND = 25
 RANGE = (1e3, 1e10)  # images per month searched for crossovers and plotted
+# What the rest of the bill is made of, per model stack (assumptions, stated in docs/cost.md):
+LAMBDA_LOG_KB = 1.5  # per invocation: Lambda's START/END/REPORT lines in JSON, the handler's EMF metrics and log
+WAF_LOG_KB = 1.5  # per request a public endpoint's web ACL logs (WAF logs every request)
+ALB_LOG_KB = 0.5  # per request in the load balancer's access logs (S3, kept 90 days: 3 months stored)
+ALB_LOG_MONTHS = 3
+WAF_RULES = 2  # AWS's common and known-bad-inputs rule groups (crossover.constructs.front_door)
+ALARM_METRICS = 12  # metrics the stack's alarms evaluate (a metric-math alarm counts each of its metrics)
+CUSTOM_METRICS = 8  # the serving code's metrics of one model (latency, faults, pipeline results, ...)
+METRIC_CALLS_PER_HOUR = 60  # an instance publishes its metrics once a minute (crossover_serving.metrics)
+TRACES_PER_SECOND, TRACED_SHARE = 1.0, 0.05  # X-Ray's default sampling: the first request each second, 5% after
 # Lambda's default concurrency quota per region: assumed, since an account's own quota may differ.
 ACCOUNT_LAMBDA_CONCURRENCY = 1000
 
@@ -120,8 +130,7 @@ class Line:
     mix: Mix | None = None
     per_on_demand: float = 0.0  # a Mix's on-demand instance-months
     per_spot: float = 0.0  # a Mix's spot instance-months
-    per_first: float = 0.0  # added per image for the first ``first`` images a month only
-    first: float = math.inf
+    caps: tuple[tuple[float, float], ...] = ()  # (rate, first): added per image for the first ``first`` images only
 
     @property
     def fleet(self) -> bool:
@@ -170,16 +179,18 @@ class Line:
                 n += 1
         return found
 
+    def capped(self, volume: float) -> float:
+        return sum(rate * min(volume, first) for rate, first in self.caps)
+
     def cost(self, volume: float) -> float:
-        return (self.fixed + self.per_image * volume + self.per_first * min(volume, self.first)
-                + self.instance_cost(volume))
+        return self.fixed + self.per_image * volume + self.capped(volume) + self.instance_cost(volume)
 
 
 @dataclass(frozen=True)
 class Part:
     """One item of the bill. ``shared``: the stack has one whatever serves behind it (front door, network).
-    ``count``: which instances ``per_instance`` is paid for; ``first``: ``per_image`` is paid on the first
-    ``first`` images a month only."""
+    ``count``: which instances ``per_instance`` is paid for; ``caps``: (rate, first) pairs, each ``rate`` paid per
+    image on the first ``first`` images a month only."""
 
     name: str
     fixed: float = 0.0
@@ -187,10 +198,10 @@ class Part:
     per_instance: float = 0.0
     shared: bool = False
     count: Count = "all"
-    first: float = math.inf
+    caps: tuple[tuple[float, float], ...] = ()
 
     def cost(self, line: Line, volume: float) -> float:
-        return (self.fixed + self.per_image * min(volume, self.first)
+        return (self.fixed + self.per_image * volume + sum(rate * min(volume, first) for rate, first in self.caps)
                 + self.per_instance * line.months(self.count, volume))
 
 
@@ -288,11 +299,56 @@ def front_door(catalog: Catalog, config: ModelConfig, backend: str) -> Part:
 
 
 def network(catalog: Catalog, nat_gateways: int, shared_by: int) -> Part:
-    """This model's share of the shared network's way out: its NAT gateways' hours or, in a NAT-free network,
-    an interface endpoint per service instances call in every AZ (split evenly by ``shared_by`` models)."""
-    hourly = (catalog.nat.hourly_usd.usd * nat_gateways if nat_gateways
+    """This model's share of the shared network's way out: its NAT gateways' hours and public IPv4 addresses or,
+    in a NAT-free network, an interface endpoint per service instances call in every AZ (split evenly by
+    ``shared_by`` models)."""
+    hourly = ((catalog.nat.hourly_usd.usd + catalog.ipv4.hourly_usd.usd) * nat_gateways if nat_gateways
               else catalog.vpc_endpoint.hourly_usd_per_az.usd * AZS * len(PRIVATE_ENDPOINTS))
     return Part("network", fixed=hourly * catalog.hours_per_month / shared_by, shared=True)
+
+
+def rest_of_the_bill(catalog: Catalog, config: ModelConfig, backend: str) -> list[Part]:
+    """What serving costs beside compute and the front door: S3 requests for images and results, NAT bytes of
+    images fetched by URL, a public endpoint's WAF and addresses, Lambda's tracing and logs, the load balancer's
+    access logs, and the stack's alarms, dashboard and metrics. Parts that cost nothing here are left out."""
+    c, hours, pipeline = catalog, catalog.hours_per_month, config.service == "pipeline"
+    traffic = config.traffic
+    parts = []
+    from_s3 = traffic.from_s3 if traffic.from_s3 is not None else (1 - traffic.from_url if pipeline else 0.0)
+    s3 = from_s3 * c.s3.get_per_thousand_usd.usd / 1000
+    if pipeline:  # each result is one object, under SSE-KMS without a bucket key: one KMS request each
+        s3 += c.s3.put_per_thousand_usd.usd / 1000 + c.kms.per_10k_requests_usd.usd / 10_000
+    if s3:
+        parts.append(Part("S3 requests", per_image=s3))
+    if traffic.from_url:
+        parts.append(Part("NAT data", per_image=traffic.from_url * traffic.image_kb / 1e6 * c.nat.per_gb_usd.usd))
+    logs_gb = c.cloudwatch.logs_ingested_gb_usd.usd + c.cloudwatch.logs_stored_gb_month_usd.usd  # kept a month
+    if config.endpoint.certificate_arn is not None and config.endpoint.services_per_load_balancer == 1:
+        # A public endpoint of its own: a web ACL of two rule groups, which logs every request; the load balancer's
+        # public address in each AZ.
+        parts.append(Part("WAF", fixed=c.waf.web_acl_month_usd.usd + WAF_RULES * c.waf.rule_month_usd.usd,
+                          per_image=c.waf.per_million_requests_usd.usd / 1e6 + WAF_LOG_KB / 1e6 * logs_gb,
+                          shared=True))
+        parts.append(Part("public IPv4", fixed=AZS * c.ipv4.hourly_usd.usd * hours, shared=True))
+    invocations = 1 / config.pipeline.batch_size if pipeline else 1.0  # per image
+    logs = 0.0
+    if backend == "lambda":
+        # Active tracing records the first invocation each second and 5% of the rest: linear in the volume past
+        # a second's worth, all of it below (a cap of that many images).
+        trace = c.xray.per_million_traces_usd.usd / 1e6 * invocations
+        parts.append(Part("tracing", per_image=TRACED_SHARE * trace, caps=(
+            ((1 - TRACED_SHARE) * trace, TRACES_PER_SECOND * hours * 3600 / invocations),)))
+        logs += invocations * LAMBDA_LOG_KB / 1e6 * logs_gb
+    if not pipeline and config.endpoint.services_per_load_balancer == 1:  # its own load balancer's access logs
+        logs += ALB_LOG_KB / 1e6 * ALB_LOG_MONTHS * c.s3.gb_month_usd.usd
+    if logs:
+        parts.append(Part("logs", per_image=logs))
+    cw = c.cloudwatch
+    parts.append(Part("monitoring", fixed=cw.dashboard_month_usd.usd + ALARM_METRICS * cw.alarm_metric_month_usd.usd
+                      + CUSTOM_METRICS * cw.metric_month_usd.usd, shared=True,
+                      per_instance=0.0 if backend == "lambda"
+                      else METRIC_CALLS_PER_HOUR * hours * cw.per_thousand_api_requests_usd.usd / 1000))
+    return parts
 
 
 def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchProfile | None = None, *,
@@ -309,15 +365,15 @@ def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchPr
     if result.problem is not None:
         return result
     items = result.items = [front_door(catalog, config, backend),
-                            network(catalog, config.network.nat_gateways, shared_by), *result.items]
+                            network(catalog, config.network.nat_gateways, shared_by), *result.items,
+                            *rest_of_the_bill(catalog, config, backend)]
     def per(count: Count) -> float:
         return sum(p.per_instance for p in items if p.count == count)
 
     mix = None if spot is None else Mix(spot.on_demand_base, spot.on_demand_percent_above_base,
                                         spare=config.service == "realtime")
-    capped = [p for p in items if p.first < math.inf]  # at most one: Lambda's provisioned execution rate
-    line = Line(fixed=sum(p.fixed for p in items), per_image=sum(p.per_image for p in items if p not in capped),
-                per_first=sum(p.per_image for p in capped), first=min((p.first for p in capped), default=math.inf),
+    line = Line(fixed=sum(p.fixed for p in items), per_image=sum(p.per_image for p in items),
+                caps=tuple(cap for p in items for cap in p.caps),
                 per_instance=per("all"), per_on_demand=per("on_demand"), per_spot=per("spot"), mix=mix,
                 capacity=per_instance_capacity, minimum=0 if backend == "lambda" else config.scaling.min,
                 # A realtime fleet follows the day; a pipeline's queue absorbs it (the fleet works through the average).
@@ -388,8 +444,8 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
             # by Little's law they carry, a month, at most as many images as they can run back to back.
             saved = figure.value / 1000 * gib * (catalog.lambda_.provisioned_execution_gb_second_usd.usd
                                                  - gb_second.usd)
-            result.items.append(Part("provisioned execution rate", per_image=saved,
-                                     first=spec.provisioned_concurrency * seconds / (figure.value / 1000)))
+            result.items.append(Part("provisioned execution rate", caps=(
+                (saved, spec.provisioned_concurrency * seconds / (figure.value / 1000)),)))
     # Little's law: concurrent executions = arrival rate x duration. A load balancer's arrivals peak at
     # traffic.peak_to_average; a queue absorbs peaks, and each execution works through its batch in turn.
     peak = 1.0 if pipeline else config.traffic.peak_to_average
@@ -482,7 +538,8 @@ def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANG
     images a month, exactly. A line is absent past its ``max_volume``."""
     if len(lines) < 2:
         return []
-    bounds = {low, high} | {v for line in lines.values() for v in (line.max_volume, line.first) if low < v < high}
+    bounds = {low, high} | {v for line in lines.values() for v in (line.max_volume, *(f for _, f in line.caps))
+                            if low < v < high}
     for line in lines.values():  # instance counts change where some hour needs one more instance
         bounds |= line.steps(low, min(high, line.max_volume))
     edges = sorted(bounds)
@@ -490,10 +547,10 @@ def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANG
     current: str | None = None
     for a, b in itertools.pairwise(edges):
         # On (a, b] every cost is linear: intercept + slope * v, with every hour's instance count fixed at b's
-        # and the first images' rate in force all through or not at all (``first`` is a bound).
-        forms = {name: (line.fixed + line.instance_cost(b) + (line.per_first * line.first if line.first < b
-                                                              else 0.0),
-                        line.per_image + (line.per_first if b <= line.first else 0.0))
+        # and each cap's rate in force all through or not at all (each ``first`` is a bound).
+        forms = {name: (line.fixed + line.instance_cost(b)
+                        + sum(rate * first for rate, first in line.caps if first < b),
+                        line.per_image + sum(rate for rate, first in line.caps if b <= first))
                  for name, line in lines.items() if line.max_volume >= b}
         if not forms:
             current = None

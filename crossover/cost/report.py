@@ -252,7 +252,8 @@ def notes(report: Report) -> list[str]:
                f"NAT-free, {len(PRIVATE_ENDPOINTS)} interface endpoints in {AZS} AZs "
                f"(one NAT gateway: {model.network(c, 1, shared_by=1).fixed:,.2f})")
     lines.append(f"network: {way_out}, {whole:,.2f} a month, split by {report.shared_by} model stack(s) "
-                 "(--shared-by); not included: data transfer, NAT and endpoint GB, CloudWatch, KMS, S3, logs")
+                 "(--shared-by); not included: answers sent to the internet, interface endpoint GB, KMS requests on "
+                 "your input objects, the VPC's flow logs (rejected traffic only), free tiers and Savings Plans")
     return lines
 
 
