@@ -89,12 +89,20 @@ def mobilenet_v2(path: Path) -> Path:
 
 
 def resnet50(path: Path) -> Path:
+    return resnet(path, (3, 4, 6, 3), "resnet50")
+
+
+def resnet152(path: Path) -> Path:
+    return resnet(path, (3, 8, 36, 3), "resnet152")
+
+
+def resnet(path: Path, depths: tuple[int, int, int, int], name: str) -> Path:
     g = _Builder()
     x = g.conv("input", 3, 64, 7, 2)
     pooled = g.name("maxpool")
     g.nodes.append(helper.make_node("MaxPool", [x], [pooled], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
     x, cin = pooled, 64
-    for width, blocks, stride in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]:
+    for width, blocks, stride in zip((64, 128, 256, 512), depths, (1, 2, 2, 2), strict=True):
         for i in range(blocks):
             s = stride if i == 0 else 1
             y = g.conv(x, cin, width, 1)
@@ -103,4 +111,4 @@ def resnet50(path: Path) -> Path:
             shortcut = g.conv(x, cin, width * 4, 1, s, act=None) if i == 0 else x
             x, cin = g.add(y, shortcut, relu=True), width * 4
     g.head(x, 2048)
-    return g.save(path, "resnet50")
+    return g.save(path, name)

@@ -216,12 +216,10 @@ def test_a_gpu_fleet_is_priced_on_the_day_it_observed(aws: str, tmp_path: Path,
     # ...so the fleet runs the burst's instances for that hour of each day only, scaling.min (2) the rest of it
     rate = spiky_data["backends"]["gpu"]["planned_requests_per_minute"] / 60
     burst, rest = (math.ceil(per_hour * x / 3600 / rate) for x in (10, 98 / 161))
-    assert (burst, rest, flat_data["backends"]["gpu"]["instance_hours"]) == (4, 1, pytest.approx(2 * 730))
+    assert burst > 2 > rest and flat_data["backends"]["gpu"]["instance_hours"] == pytest.approx(2 * 730)
     assert spiky_data["backends"]["gpu"]["instance_hours"] == pytest.approx((23 * 2 + burst) / 24 * 730, abs=0.1)
-    # AND a burst of an hour a day does not make GPUs dearer than Lambda: both stay on them (the burst's extra
-    # instances are cheapest bought as spot above the on-demand base)
-    assert flat_data["action"] == "stay on gpu"
-    assert spiky_data["action"] == "set gpu.spot: {on_demand_base: 2}"
+    # AND a burst of an hour a day does not make GPUs dearer than Lambda: both stay on them
+    assert flat_data["action"] == "stay on gpu" and spiky_data["recommended"].startswith("gpu")
 
 
 def test_a_stack_that_is_not_deployed_gets_a_clear_error(aws: str, tmp_path: Path,

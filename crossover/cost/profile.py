@@ -19,11 +19,40 @@ from crossover_serving.names import LAMBDA_MIB_PER_VCPU
 PROFILES = PROJECT / "profiles"
 MULTI_THREAD_EFFICIENCY = 0.85  # measured 2-thread speed-ups on these machines were 1.6-1.8x
 
-# Effective fp32 GFLOP/s of one x86 core running a convolutional network with ONNX Runtime: one
-# core's FMA peak (~124) x the ~70% that ResNets reached on one thread (shared/REFERENCE.md, measured).
-X86_CORE_GFLOPS = 87.0
-GRAVITON_VCPU_GFLOPS = 70.0  # estimate: a Graviton3 vCPU is a full core with narrower vectors
-CPU_SOURCE = "estimate: 87 GFLOP/s per x86 core (measured ~70% of one core's fp32 peak), 70 per Graviton vCPU"
+# Effective fp32 GFLOP/s of one physical core running a convolutional network in ONNX Runtime on one thread, by the
+# vector units the core has (bench/cpu.py measures this machine's; ISA_SOURCES says where each figure comes from).
+# AMX (Sapphire Rapids on) and VNNI speed up bf16 and int8 only: an fp32 model runs on the AVX-512 FMAs.
+CORE_GFLOPS = {"avx512": 190.0, "zen4": 105.0, "avx2": 100.0, "graviton2": 30.0, "graviton3": 62.0,
+               "graviton4": 67.0}
+ISA_SOURCES = {
+    "avx512": "measured: ResNet-152 at 124-127 ms an image on one Sapphire Rapids core (186-202 GFLOP/s); "
+              "Skylake to Emerald Rapids have the same two 512-bit FMA units",
+    "zen4": "measured (bench/cpu.py): ResNet-50 79 ms, ResNet-152 214 ms an image on one AMD EPYC 4th gen core "
+            "(103-108 GFLOP/s), AVX-512 on two 256-bit FMA pipes",
+    "avx2": "AMD EPYC 2nd/3rd gen: the same two 256-bit FMA pipes as 4th gen, at ~95% of its clock",
+    "graviton2": "Neoverse N1: two 128-bit FMA pipes at 2.5 GHz (40 GFLOP/s peak) at 75% of peak (the x86 cores "
+                 "measured reach 75-90% of theirs)",
+    "graviton3": "Neoverse V1: four 128-bit FMA pipes (two 256-bit SVE) at 2.6 GHz (83 peak) at 75% of peak",
+    "graviton4": "Neoverse V2: four 128-bit FMA pipes at 2.8 GHz (90 peak) at 75% of peak",
+}
+# Which vector units each family's instances have, and whether a vCPU is a whole core (Graviton; AMD from the 7th
+# generation, which runs without SMT) or one of a core's two hardware threads (every other x86 family).
+FAMILY_ISA = {
+    **dict.fromkeys(("c5", "m5", "r5", "c6i", "m6i", "r6i", "c7i", "m7i", "r7i", "g4dn", "inf1", "p4d", "p4de"),
+                    "avx512"),
+    **dict.fromkeys(("c7a", "m7a", "r7a"), "zen4"),
+    **dict.fromkeys(("c5a", "m5a", "c6a", "m6a", "r6a", "g5", "g6", "g6e", "gr6", "inf2", "p3", "p3dn", "p5",
+                     "p5e", "p5en"), "avx2"),
+    **dict.fromkeys(("c6g", "m6g", "r6g"), "graviton2"),
+    **dict.fromkeys(("c7g", "m7g", "r7g"), "graviton3"),
+    **dict.fromkeys(("c8g", "m8g", "r8g"), "graviton4"),
+}
+WHOLE_CORE_VCPU = frozenset({"zen4", "graviton2", "graviton3", "graviton4"})
+# Lambda's x86 hosts are not chosen: AVX2 is what it guarantees; arm64 functions run on Graviton2. A Lambda vCPU is
+# counted as on EC2: on x86, one hardware thread (half a core: an FMA-bound thread gains next to nothing from
+# its core's second thread, whoever runs there).
+LAMBDA_ISA = {"x86_64": "avx2", "arm64": "graviton2"}
+CPU_SOURCE = "estimate: {gflops:g} GFLOP/s per {isa} core ({source})"
 # fp32 peak TFLOPS x 35%, what ONNX Runtime's CUDA provider reaches on batched CNNs (estimate).
 GPU_TFLOPS = {"g4dn": 8.1, "g5": 31.2, "g6": 30.3, "g6e": 91.6, "p3": 15.7, "p4d": 19.5, "p5": 67.0}
 GPU_EFFICIENCY = 0.35
@@ -152,29 +181,60 @@ def planned_rate(config: ModelConfig, backend: str, throughput: float, load: Loa
                                       f"{config.traffic.p99_ms} ms (queueing model)")
 
 
+def isa(instance_type: str) -> str:
+    """The vector units an instance type's cores have (AVX2, the least of them, for a family not listed)."""
+    return FAMILY_ISA.get(instance_type.split(".")[0], "avx2")
+
+
 def _cores(instance_type: str) -> float:
-    graviton = instance_type.split(".")[0] in GRAVITON_FAMILIES
-    return vcpus(instance_type) if graviton else vcpus(instance_type) / 2
+    """Physical cores: every vCPU where a vCPU is a core, half of them where it is a hardware thread."""
+    return vcpus(instance_type) * (1.0 if isa(instance_type) in WHOLE_CORE_VCPU else 0.5)
 
 
-def _lambda_cpus(memory_mib: int) -> float:
+def _estimate(gflop: float, isa_name: str, cores: float) -> tuple[float, str]:
+    """Seconds an image on ``cores`` cores of ``isa_name``, and the figure's source."""
+    effective = cores if cores <= 1 else cores * MULTI_THREAD_EFFICIENCY
+    rate = CORE_GFLOPS[isa_name]
+    return gflop / (rate * effective), CPU_SOURCE.format(gflops=rate, isa=isa_name, source=ISA_SOURCES[isa_name])
+
+
+def isa_of_host() -> str:
+    """This machine's vector units, as CORE_GFLOPS names them (bench/cpu.py)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    if "asimd" in info or "fp asimd" in info:  # an Arm core: Neoverse N1 (0xd0c), V1 (0xd40), V2 (0xd4f)
+        return "graviton4" if "0xd4f" in info else "graviton3" if "0xd40" in info else "graviton2"
+    if "avx512f" in flags:
+        return "zen4" if "AuthenticAMD" in info else "avx512"
+    return "avx2"
+
+
+def host_cpu() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                "unknown CPU")
+
+
+def _lambda_cpus(memory_mib: int, architecture: str) -> float:
+    """A function's cores: its vCPUs (one per LAMBDA_MIB_PER_VCPU, up to 6), counted as EC2's are."""
     share = min(6.0, memory_mib / LAMBDA_MIB_PER_VCPU)
-    return share if share <= 1 else share * MULTI_THREAD_EFFICIENCY
+    return share * (1.0 if LAMBDA_ISA[architecture] in WHOLE_CORE_VCPU else 0.5)
 
 
 def lambda_latency_ms(config: ModelConfig, bench: BenchProfile | None) -> Figure | None:
     spec = config.lambda_
     if spec.latency_ms is not None:
         return Figure(spec.latency_ms, f"config (lambda.latency_ms at {spec.memory_mib} MiB)")
-    cpus = _lambda_cpus(spec.memory_mib)
+    cores = _lambda_cpus(spec.memory_mib, spec.architecture)
+    effective = cores if cores <= 1 else cores * MULTI_THREAD_EFFICIENCY
     if bench is not None:
-        return Figure(bench.latency_ms / cpus, f"bench on {bench.machine} (1 thread), scaled to "
-                      f"{spec.memory_mib} MiB of Lambda")
+        return Figure(bench.latency_ms / effective, f"bench on {bench.machine} (1 thread), scaled to "
+                      f"{spec.memory_mib} MiB of Lambda ({cores:.2f} cores)")
     if config.model.gmacs is None:
         return None
-    gflop = 2 * config.model.gmacs
-    return Figure(gflop / (X86_CORE_GFLOPS * cpus) * 1000 + LAMBDA_OVERHEAD_MS,
-                  f"{CPU_SOURCE}; {spec.memory_mib} MiB = {spec.memory_mib / LAMBDA_MIB_PER_VCPU:.2f} vCPU")
+    seconds, source = _estimate(2 * config.model.gmacs, LAMBDA_ISA[spec.architecture], cores)
+    return Figure(seconds * 1000 + LAMBDA_OVERHEAD_MS, f"{source}; {spec.memory_mib} MiB = "
+                  f"{spec.memory_mib / LAMBDA_MIB_PER_VCPU:.2f} vCPU = {cores:.2f} cores")
 
 
 def lambda_init_ms(config: ModelConfig, bench: BenchProfile | None) -> Figure | None:
@@ -216,8 +276,8 @@ def images_per_second(config: ModelConfig, backend: str, bench: BenchProfile | N
         return None
     gflop = 2 * gmacs
     if host:
-        per_core = GRAVITON_VCPU_GFLOPS if family in GRAVITON_FAMILIES else X86_CORE_GFLOPS
-        return Figure(per_core * _cores(fleet.instance_type) / gflop, CPU_SOURCE + where)
+        seconds, source = _estimate(gflop, isa(fleet.instance_type), _cores(fleet.instance_type))
+        return Figure(1 / seconds, source + where)
     if backend == "gpu" and family in GPU_TFLOPS:
         return Figure(GPU_TFLOPS[family] * 1000 * GPU_EFFICIENCY / gflop, GPU_SOURCE)
     if backend == "eia":
