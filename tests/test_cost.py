@@ -497,3 +497,31 @@ def test_the_rest_of_the_bill_by_hand(tmp_path: Path) -> None:
     assert parts["S3 requests"] == pytest.approx(2.5e7 * 0.0004 / 1000)
     # AND past one request a second, tracing is each second's first (2,628,000) and 5% of the rest
     assert parts["tracing"] == pytest.approx((SECONDS + 0.05 * (1e8 - SECONDS)) * 5e-6)  # $37.02
+
+
+@pytest.mark.parametrize(("instance_type", "cores", "gflops"), [
+    ("c7i.large", 1, 190),  # Intel, SMT: 2 vCPUs are one core's two threads
+    ("c7a.large", 2, 105),  # AMD 4th gen runs without SMT: a vCPU is a core
+    ("c6a.xlarge", 2, 100),  # AMD 3rd gen, AVX2, SMT
+    ("c7g.large", 2, 62),  # Graviton3: a vCPU is a core
+    ("c8g.xlarge", 4, 67),  # Graviton4
+])
+def test_each_family_is_priced_at_its_cores_rate(tmp_path: Path, instance_type: str, cores: int,
+                                                 gflops: float) -> None:
+    # ResNet-50 (8.18 GFLOP) on one thread per core, 85% each beyond the first
+    c = load(write_config(tmp_path, "m", f"name: m\nbackend: cpu\nmodel: {{artifact: s3://bkt/m.onnx, gmacs: 4.09}}\n"
+                                         f"cpu: {{instance_type: {instance_type}}}\n")).config
+    figure = profile.images_per_second(c, "cpu", None)
+    effective = cores if cores == 1 else cores * 0.85
+    assert figure is not None and figure.value == pytest.approx(gflops * effective / 8.18)
+
+
+def test_lambda_vcpus_count_as_ec2_s(tmp_path: Path) -> None:
+    # 3538 MiB = 2 vCPUs: on x86, two hardware threads = one AVX2 core (100 GFLOP/s); on arm64, two Graviton2
+    # cores (30 GFLOP/s each, 85% for the second): ResNet-50 (8.18 GFLOP) + 10 ms of decoding
+    for arch, seconds in (("x86_64", 8.18 / 100), ("arm64", 8.18 / (30 * 2 * 0.85))):
+        text = (f"name: m\nbackend: lambda\nmodel: {{artifact: s3://bkt/m.onnx, gmacs: 4.09}}\n"
+                f"lambda: {{memory_mib: 3538, architecture: {arch}}}\n")
+        c = load(write_config(tmp_path, "m", text)).config
+        figure = profile.lambda_latency_ms(c, None)
+        assert figure is not None and figure.value == pytest.approx(seconds * 1000 + 10)

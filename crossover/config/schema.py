@@ -373,7 +373,7 @@ def vcpus(instance_type: str) -> int:
 # backend -> (what its instances are, the instance families it accepts)
 _FLEET_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "gpu": ("a GPU", ("g4dn", "g5", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en")),
-    "cpu": ("a CPU", ("c5", "c6i", "c6a", "c7i", "c7a", "c6g", "c7g", "m6i", "m7i", "m7g")),
+    "cpu": ("a CPU", ("c5", "c6i", "c6a", "c7i", "c7a", "c6g", "c7g", "c8g", "m6i", "m7i", "m7a", "m7g", "m8g")),
     "inferentia": ("an Inferentia", ("inf1", "inf2")),
     "eia": ("a C5", ("c5",)),
 }
@@ -420,7 +420,7 @@ class CpuSpec(FleetSpec):
 # Backends AWS no longer sells: priced for comparison, never recommended, switched to only with --force.
 RETIRED = frozenset({"eia"})
 EIA_ACCELERATORS = ("eia1.medium", "eia1.large", "eia1.xlarge")
-GRAVITON_FAMILIES = frozenset({"c6g", "c7g", "m7g"})
+GRAVITON_FAMILIES = frozenset({"c6g", "c7g", "c8g", "m7g", "m8g"})
 
 
 class Canary(_Strict):
