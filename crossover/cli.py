@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -118,13 +119,21 @@ def _problems(error: ConfigError) -> int:
     return 1
 
 
-def _catalog(path: str | None) -> tuple[Catalog, str]:
+def _catalog(path: str | None, region: str | None = None) -> tuple[Catalog, str]:
+    """The catalog at ``path`` (default: the bundled one), which must hold prices for ``region`` (default: the
+    deploy environment's region, CDK_DEPLOY_REGION, else the catalog's own)."""
     from crossover.cost import catalog
 
     chosen = Path(path) if path else catalog.BUNDLED
     if not chosen.is_file():
         raise ConfigError([Problem(str(chosen), "", "no such price file")])
-    return catalog.load(chosen), str(chosen) if path else "the bundled catalog"
+    loaded, shown = catalog.load(chosen), str(chosen) if path else "the bundled catalog"
+    wanted = region or os.environ.get("CDK_DEPLOY_REGION") or loaded.region
+    if wanted != loaded.region:
+        raise UserError(f"{shown} holds {loaded.region} prices, not {wanted}'s (no dated public copy of other "
+                        "regions' EC2 prices is bundled); write a catalog for it with crossover prices refresh "
+                        f"--region {wanted}, then pass it with --prices")
+    return loaded, shown
 
 
 def _shared_by(config_path: Path, given: int | None = None) -> int:
@@ -137,7 +146,7 @@ def _cost(args: argparse.Namespace) -> int:
     from crossover.cost import report
 
     item = _model(args)
-    catalog, shown = _catalog(args.prices)
+    catalog, shown = _catalog(args.prices, args.region)
     result = report.build(item, catalog, volume=args.volume, prices_name=shown, profiles=Path(args.profiles),
                           shared_by=_shared_by(item.path, args.shared_by))
     if all(e.line is None for e in result.estimates):
@@ -192,7 +201,7 @@ def _advise(args: argparse.Namespace) -> int:
     from crossover.cost import report
 
     item = _model(args)
-    catalog, shown = _catalog(args.prices)
+    catalog, shown = _catalog(args.prices, args.region)
     session = boto3.Session()
     observed = advise.observe(session.client("cloudwatch"), session.client("cloudformation"), item.config,
                               days=args.days, now=datetime.now(UTC))
@@ -466,8 +475,9 @@ def _refresh(args: argparse.Namespace) -> int:
         if session.get_credentials() is None:
             raise RefreshError("no AWS credentials: the Price List API and the spot price history need them (any "
                                "account can read them); the bundled catalog is unchanged")
+        # The Price List API answers from us-east-1 for every region; spot prices come from the region itself.
         written = refresh(session.client("pricing", region_name="us-east-1"), out_path,
-                          ec2=session.client("ec2", region_name="us-east-1"))
+                          ec2=session.client("ec2", region_name=args.region), region=args.region)
     except RefreshError as e:
         err.print(f"[red]error[/red]: {e}")
         return 1
@@ -496,6 +506,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--artifact", type=Path, help="a local copy of an s3:// artifact")
     cost = command("cost", _cost, "monthly cost per backend, crossovers, recommendation")
     cost.add_argument("--prices", help="a price catalog (default: the bundled, dated one)")
+    cost.add_argument("--region", help="the region to price (default: CDK_DEPLOY_REGION, else the catalog's)")
     cost.add_argument("--volume", type=_volume, help="images per month, e.g. 7500000, 7.5M, 2.5e7 or 1_000_000 "
                                                      "(default: traffic.images_per_month)")
     cost.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -508,6 +519,7 @@ def parser() -> argparse.ArgumentParser:
                                          "say whether to switch")
     advise_.add_argument("--days", type=_positive, default=14.0, help="how many days back to read (default 14)")
     advise_.add_argument("--prices", help="a price catalog (default: the bundled, dated one)")
+    advise_.add_argument("--region", help="the region to price (default: CDK_DEPLOY_REGION, else the catalog's)")
     advise_.add_argument("--json", action="store_true", help="print JSON: crossover cost --json's keys, plus "
                                                             "observed, differences and action")
     advise_.add_argument("--shared-by", type=_whole, metavar="N",
@@ -558,6 +570,7 @@ def parser() -> argparse.ArgumentParser:
     refresh = prices_commands.add_parser("refresh",
                                          help="fetch current EC2 on-demand and spot prices into a new dated catalog")
     refresh.add_argument("--out", help="where to write it (default: prices-<date>.yaml)")
+    refresh.add_argument("--region", default="us-east-1", help="the region to price (default: us-east-1)")
     refresh.set_defaults(run=_refresh)
     return root
 

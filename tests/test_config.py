@@ -69,9 +69,9 @@ def test_defaults_fill_every_backend_section(tmp_path: Path) -> None:
                                                 "launch templates only ever accepted eia1 types)"),
     (GOOD + "eia: {instance_type: m5.large}\n", "case.yaml: eia.instance_type: expected a C5 instance type (c5)"),
     (GOOD + "cpu: {instance_type: inf2.xlarge}\n", "case.yaml: cpu.instance_type: expected a CPU instance type "
-                                                  "(c5, c6i, c6a, c7i, c7a, c6g, c7g, m6i, m7i, m7g); got "
-                                                  "'inf2.xlarge'; inf2.xlarge is an Inferentia type: use backend: "
-                                                  "inferentia"),
+                                                  "(c5, c6i, c6a, c7i, c7a, c6g, c7g, c8g, m6i, m7i, m7a, m7g, "
+                                                  "m8g); got 'inf2.xlarge'; inf2.xlarge is an Inferentia type: use "
+                                                  "backend: inferentia"),
     (GOOD + "inferentia: {instance_type: g5.xlarge}\n", "got 'g5.xlarge'; g5.xlarge is a GPU type: use backend: gpu"),
     (GOOD.replace("backend: lambda", "backend: gpu").replace("model.onnx}", "model.onnx, load_s: 1200}"),
      "case.yaml: gpu.health_grace_s: expected at least the measured model load (model.load_s = 1200 s), or "

@@ -188,14 +188,14 @@ def test_backends_without_price_or_profile_are_reported_not_dropped(tmp_path: Pa
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     # GIVEN no model.gmacs and no measured figure, on a gpu type the catalog does not price
     path = write_config(tmp_path, "m", "name: m\nbackend: cpu\nmodel: {artifact: s3://bkt/m.onnx}\n"
-                                       "eia: {accelerator: eia1.large}\ngpu: {instance_type: g5.2xlarge}\n"
+                                       "eia: {accelerator: eia1.large}\ngpu: {instance_type: p5e.48xlarge}\n"
                                        "cpu: {images_per_second: 10}\n")
     # THEN every backend is listed with its reason, and only the selected one decides the exit status
     assert main(["cost", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    # (and the spot fleets of the types with a spot price: not g5.2xlarge)
+    # (and the spot fleets of the types with a spot price: not p5e.48xlarge, sold as capacity blocks only)
     assert set(data["backends"]) == {"lambda", "gpu", "eia", "inferentia", "cpu", "inferentia (spot)", "cpu (spot)"}
-    assert data["backends"]["gpu"]["problem"].endswith("no price for ec2.g5.2xlarge; add it (with its source and "
+    assert data["backends"]["gpu"]["problem"].endswith("no price for ec2.p5e.48xlarge; add it (with its source and "
                                                        "date) or pick a priced type")
     assert "no price for eia.eia1.large" in data["backends"]["eia"]["problem"]
     assert "set lambda.latency_ms to a measured figure, or model.gmacs" in data["backends"]["lambda"]["problem"]
@@ -235,6 +235,7 @@ def test_a_missing_extra_is_named_not_a_traceback(tmp_path: Path, monkeypatch: p
 def _write_catalog(tmp_path: Path, change) -> Path:  # type: ignore[no-untyped-def]
     yaml = YAML(typ="rt")
     data = yaml.load(BUNDLED.read_text())
+    data.update(catalog_module.ec2_tables("us-east-1"))  # a whole catalog in one file, as prices refresh writes
     change(data)
     path = tmp_path / "prices.yaml"
     with path.open("w") as handle:
@@ -436,9 +437,9 @@ def test_fails_when_nothing_can_be_priced_and_says_how_to_get_figures(tmp_path: 
 
 def test_fails_when_the_selected_backend_has_no_price(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path, "m", "name: m\nbackend: gpu\nmodel: {artifact: s3://bkt/m.onnx, gmacs: 4.09}\n"
-                                       "gpu: {instance_type: g5.2xlarge}\n")
+                                       "gpu: {instance_type: p5e.48xlarge}\n")
     assert main(["cost", str(path)]) == 1
-    assert (f"{path}: backend gpu cannot be priced: the bundled catalog: no price for ec2.g5.2xlarge; add it (with "
+    assert (f"{path}: backend gpu cannot be priced: the bundled catalog: no price for ec2.p5e.48xlarge; add it (with "
             "its source and date) or pick a priced type") in capsys.readouterr().err
 
 
@@ -525,3 +526,25 @@ def test_lambda_vcpus_count_as_ec2_s(tmp_path: Path) -> None:
         c = load(write_config(tmp_path, "m", text)).config
         figure = profile.lambda_latency_ms(c, None)
         assert figure is not None and figure.value == pytest.approx(seconds * 1000 + 10)
+
+
+def test_the_bundled_tables_price_every_size_of_every_family_validate_accepts() -> None:
+    from crossover.config.schema import _FLEET_KINDS
+
+    c = catalog_module.load()
+    tables = json.loads(catalog_module.EC2_TABLES.read_text())
+    # every table names a declared source and a date, so every price does
+    assert all(t["source"] in c.sources and t["date"] for region in tables.values() for t in region.values())
+    # the types an audit found unpriced, on demand and spot
+    for instance_type in ("g5.2xlarge", "g6e.xlarge", "inf2.8xlarge", "m7i.large", "c7a.large", "c7i.2xlarge",
+                          "c8g.large", "m8g.xlarge"):
+        assert instance_type in c.ec2 and instance_type in c.spot, instance_type
+    # every family a backend accepts has its sizes: at least large/xlarge ones wherever AWS sells them
+    families = {f for _, accepted in _FLEET_KINDS.values() for f in accepted}
+    priced = {t.split(".")[0] for t in c.ec2}
+    assert families - priced <= {"p5e"}  # sold only as capacity blocks: no on-demand price
+    # AND a spot price is the advisor's savings over that on-demand price (59% off $0.357 for c7i.2xlarge), or
+    # the price feed's where one was taken
+    assert c.spot["c7i.large"].source == "spot-feed" and c.spot["c7i.large"].usd == 0.0303
+    assert c.spot["c7i.2xlarge"].source == "spot-advisor"
+    assert c.spot["c7i.2xlarge"].usd == pytest.approx(0.357 * (1 - 0.59), abs=1e-6)  # the advisor: 59% off

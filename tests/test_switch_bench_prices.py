@@ -21,7 +21,7 @@ from crossover.cli import main
 from crossover.config import load
 from crossover.cost import catalog as catalog_module
 from crossover.cost import report
-from crossover.cost.refresh import LOCATION, refresh
+from crossover.cost.refresh import refresh
 from tests.conftest import DATA, EXAMPLES, ROOT
 
 
@@ -172,7 +172,7 @@ def test_bench_writes_a_profile_that_cost_uses(tmp_path: Path, capsys: pytest.Ca
     assert cold["init_ms"] == round(init_s * 1000)
 
 
-def _stubbed_pricing() -> tuple[object, Stubber]:
+def _stubbed_pricing(region: str = "us-east-1") -> tuple[object, Stubber]:
     template = json.loads((DATA / "pricing" / "get_products_c5.xlarge.json").read_text())["c5.xlarge"]
     client = boto3.client("pricing", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
     stubber = Stubber(client)
@@ -181,7 +181,7 @@ def _stubbed_pricing() -> tuple[object, Stubber]:
             "0.1700000000", f"{0.5 + i / 100:.10f}")
         expected = {"ServiceCode": "AmazonEC2", "MaxResults": 10, "Filters": [
             {"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in {
-                "instanceType": instance_type, "location": LOCATION, "operatingSystem": "Linux", "tenancy": "Shared",
+                "instanceType": instance_type, "regionCode": region, "operatingSystem": "Linux", "tenancy": "Shared",
                 "preInstalledSw": "NA", "capacitystatus": "Used"}.items()]}
         stubber.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": [product]}, expected)
     return client, stubber
@@ -216,12 +216,34 @@ def test_prices_refresh_writes_a_new_dated_catalog_from_the_price_list(tmp_path:
     fresh = catalog_module.load(out)
     first = next(iter(fresh.ec2))
     assert fresh.ec2[first].usd == 0.5 and fresh.ec2[first].source == "pricelist"
-    # the cheapest zone's price in effect: us-east-1b's 0.3196, not 1c's older 0.3015
+    # what the group pays across its two zones: the mean of the two cheapest prices in effect, us-east-1b's 0.3196
+    # and 1a's 0.3312 (not 1c's older 0.3015)
     first_spot = next(iter(fresh.spot))
-    assert fresh.spot[first_spot].usd == 0.3196 and fresh.spot[first_spot].source == "spot-history"
+    assert fresh.spot[first_spot].usd == pytest.approx((0.3196 + 0.3312) / 2)
+    assert fresh.spot[first_spot].source == "spot-history" and fresh.region == "us-east-1"
     assert "describe_spot_price_history" in fresh.sources["spot-history"]
     assert fresh.lambda_ == catalog_module.load().lambda_  # carried over with its source
     assert hashlib.sha256(catalog_module.BUNDLED.read_bytes()).hexdigest() == bundled
+
+
+def test_prices_refresh_writes_a_catalog_for_another_region_and_cost_asks_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN the Price List asked for eu-west-1's prices (by region code)
+    client, stubber = _stubbed_pricing("eu-west-1")
+    ec2, spot_stubber = _stubbed_spot()
+    with stubber, spot_stubber:
+        out = refresh(client, tmp_path / "eu.yaml", ec2=ec2, region="eu-west-1")
+    stubber.assert_no_pending_responses()
+    assert catalog_module.load(out).region == "eu-west-1"
+    # THEN cost prices that region with it, and refuses to price it with the bundled us-east-1 catalog
+    model = str(ROOT / "models" / "resnet152.yaml")
+    assert main(["cost", model, "--region", "eu-west-1", "--prices", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prices"]["region"] == "eu-west-1"
+    monkeypatch.setenv("CDK_DEPLOY_REGION", "eu-west-1")  # the deploy environment's region is the default
+    assert main(["cost", model]) == 1
+    assert ("the bundled catalog holds us-east-1 prices, not eu-west-1's (no dated public copy of other regions' "
+            "EC2 prices is bundled); write a catalog for it with crossover prices refresh --region eu-west-1, then "
+            "pass it with --prices") in capsys.readouterr().err
 
 
 def test_prices_refresh_without_credentials_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

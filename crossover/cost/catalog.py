@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from crossover.config import ConfigError, Problem, describe, yaml_mapping
 
 BUNDLED = Path(__file__).with_name("prices.yaml")
+# The bundled catalog's EC2 tables: hundreds of prices, read as JSON (scripts/ec2_prices.py writes them), each table
+# with one source and date.
+EC2_TABLES = Path(__file__).with_name("ec2.json")
 
 
-_SIZE = r"[0-9]*(nano|micro|small|medium|large|xlarge|metal)"
+_SIZE = r"[0-9]*(nano|micro|small|medium|large|xlarge|metal)(-[0-9]+xl)?"
 InstanceType = Annotated[str, StringConstraints(pattern=rf"^[a-z][a-z0-9-]*\.{_SIZE}$")]
 
 
@@ -139,11 +143,25 @@ class MissingPrice(Exception):
 
 def load(path: Path = BUNDLED) -> Catalog:
     data = yaml_mapping(path, str(path))
+    if path == BUNDLED:
+        data = {**data, **ec2_tables(str(data.get("region")))}
     try:
         return Catalog.model_validate(data)
     except ValidationError as e:
         raise ConfigError([Problem(str(path), ".".join(str(p) for p in err["loc"]), describe(err, Catalog))
                            for err in e.errors()]) from None
+
+
+def ec2_tables(region: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """``ec2`` and ``spot`` for ``region`` from EC2_TABLES, each price with its table's source and date (a spot
+    price from the feed where one was transcribed, else from the advisor's savings)."""
+    tables = json.loads(EC2_TABLES.read_text()).get(region, {})
+
+    def prices(*names: str) -> dict[str, dict[str, Any]]:
+        return {instance_type: {"usd": usd, "source": tables[name]["source"], "date": tables[name]["date"]}
+                for name in names if name in tables for instance_type, usd in tables[name]["usd"].items()}
+
+    return {"ec2": prices("on_demand"), "spot": prices("spot", "spot_feed")}
 
 
 def hourly(catalog: Catalog, section: str, key: str, shown: str = "prices") -> float:

@@ -53,10 +53,13 @@ WHOLE_CORE_VCPU = frozenset({"zen4", "graviton2", "graviton3", "graviton4"})
 # its core's second thread, whoever runs there).
 LAMBDA_ISA = {"x86_64": "avx2", "arm64": "graviton2"}
 CPU_SOURCE = "estimate: {gflops:g} GFLOP/s per {isa} core ({source})"
-# fp32 peak TFLOPS x 35%, what ONNX Runtime's CUDA provider reaches on batched CNNs (estimate).
-GPU_TFLOPS = {"g4dn": 8.1, "g5": 31.2, "g6": 30.3, "g6e": 91.6, "p3": 15.7, "p4d": 19.5, "p5": 67.0}
+# fp32 peak TFLOPS of the family's GPU, from NVIDIA's datasheets (T4 8.1; A10G 31.2, as the A10's; L4 30.3; L40S
+# 91.6; V100 15.7; A100 19.5; H100 and H200 SXM 67), x 35%, what ONNX Runtime's CUDA provider reaches on batched CNNs
+# (estimate). One GPU: the server runs the model on the instance's first, whatever size has more.
+GPU_TFLOPS = {"g4dn": 8.1, "g5": 31.2, "g6": 30.3, "gr6": 30.3, "g6e": 91.6, "p3": 15.7, "p3dn": 15.7, "p4d": 19.5,
+              "p4de": 19.5, "p5": 67.0, "p5e": 67.0, "p5en": 67.0}
 GPU_EFFICIENCY = 0.35
-GPU_SOURCE = "estimate: datasheet fp32 peak x 35% (ONNX Runtime CUDA, batched)"
+GPU_SOURCE = "estimate: NVIDIA datasheet fp32 peak of one GPU x 35% (ONNX Runtime CUDA, batched)"
 # Elastic Inference fp32 TFLOPS (AWS documentation) x 50%.
 EIA_TFLOPS = {"eia1.medium": 1.0, "eia1.large": 2.0, "eia1.xlarge": 4.0}
 EIA_SOURCE = "estimate: EI fp32 TFLOPS (AWS docs) x 50%"
