@@ -119,15 +119,19 @@ def _problems(error: ConfigError) -> int:
     return 1
 
 
-def _catalog(path: str | None, region: str | None = None) -> tuple[Catalog, str]:
-    """The catalog at ``path`` (default: the bundled one), which must hold prices for ``region`` (default: the
-    deploy environment's region, CDK_DEPLOY_REGION, else the catalog's own)."""
+def _catalog(path: str | None) -> tuple[Catalog, str]:
     from crossover.cost import catalog
 
     chosen = Path(path) if path else catalog.BUNDLED
     if not chosen.is_file():
         raise ConfigError([Problem(str(chosen), "", "no such price file")])
-    loaded, shown = catalog.load(chosen), str(chosen) if path else "the bundled catalog"
+    return catalog.load(chosen), str(chosen) if path else "the bundled catalog"
+
+
+def _priced_in(path: str | None, region: str | None) -> tuple[Catalog, str]:
+    """The catalog at ``path`` (default: the bundled one), which must hold prices for ``region`` (default: the
+    deploy environment's region, CDK_DEPLOY_REGION, else the catalog's own)."""
+    loaded, shown = _catalog(path)
     wanted = region or os.environ.get("CDK_DEPLOY_REGION") or loaded.region
     if wanted != loaded.region:
         raise UserError(f"{shown} holds {loaded.region} prices, not {wanted}'s (no dated public copy of other "
@@ -146,7 +150,7 @@ def _cost(args: argparse.Namespace) -> int:
     from crossover.cost import report
 
     item = _model(args)
-    catalog, shown = _catalog(args.prices, args.region)
+    catalog, shown = _priced_in(args.prices, args.region)
     result = report.build(item, catalog, volume=args.volume, prices_name=shown, profiles=Path(args.profiles),
                           shared_by=_shared_by(item.path, args.shared_by))
     if all(e.line is None for e in result.estimates):
@@ -201,7 +205,7 @@ def _advise(args: argparse.Namespace) -> int:
     from crossover.cost import report
 
     item = _model(args)
-    catalog, shown = _catalog(args.prices, args.region)
+    catalog, shown = _priced_in(args.prices, args.region)
     session = boto3.Session()
     observed = advise.observe(session.client("cloudwatch"), session.client("cloudformation"), item.config,
                               days=args.days, now=datetime.now(UTC))
