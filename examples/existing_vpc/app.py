@@ -58,10 +58,10 @@ class InferenceStack(Stack):
         for service in services.values():
             labels.grant_read(service)
             for backend in service.backends.values():  # the grant's wildcards are the team's to accept
-                for finding in ("Action::s3:GetObject*", "Action::s3:GetBucket*", "Action::s3:List*",
-                                f"Resource::<{self.get_logical_id(labels.node.default_child)}.Arn>/*"):
-                    acknowledge(policy_of(backend), f"AwsSolutions-IAM5[{finding}]",
-                                "Read-only access to the team's labels bucket, every object in it by design.")
+                wildcards = ("Action::s3:GetObject*", "Action::s3:GetBucket*", "Action::s3:List*",
+                             f"Resource::<{self.get_logical_id(labels.node.default_child)}.Arn>/*")
+                acknowledge(policy_of(backend), tuple(f"AwsSolutions-IAM5[{w}]" for w in wildcards),
+                            "Read-only access to the team's labels bucket, every object in it by design.")
         slow = cloudwatch.Alarm(self, "DetectorSlow", metric=services["Detector"].metric_latency(), threshold=250,
                                 evaluation_periods=3, alarm_description="detector p99 over 250 ms (the team's page)")
         slow.add_alarm_action(actions.SnsAction(services["Detector"].monitoring.topic))
@@ -82,15 +82,14 @@ class InferenceStack(Stack):
         internal = "An internal load balancer reached only from the team's VPC; TLS ends at the team's edge proxy."
         load_balancer = self.node.find_child("LoadBalancer")
         listener = load_balancer.node.find_child("Http")
-        for finding in ("AwsSolutions-ELB2", NIST + "ELBLoggingEnabled", NIST + "ELBDeletionProtectionEnabled",
-                        NIST + "ALBWAFEnabled", CHECKOV + "CKV_AWS_91", CHECKOV + "CKV_AWS_150"):
-            acknowledge(load_balancer, finding, internal)
-        for finding in (NIST + "ELBv2ACMCertificateRequired", NIST + "ALBHttpToHttpsRedirection",
-                        CHECKOV + "CKV_AWS_2", CHECKOV + "CKV_AWS_103"):
-            acknowledge(listener, finding, internal)
-        for finding in ("AwsSolutions-S1", NIST + "S3BucketLoggingEnabled", NIST + "S3BucketReplicationEnabled",
-                        NIST + "S3DefaultEncryptionKMS", CHECKOV + "CKV_AWS_18", CHECKOV + "CKV_AWS_21"):
-            acknowledge(labels, finding, "A small, read-only bucket of label files the team publishes from git.")
+        acknowledge(load_balancer, ("AwsSolutions-ELB2", NIST + "ELBLoggingEnabled",
+                                    NIST + "ELBDeletionProtectionEnabled", NIST + "ALBWAFEnabled",
+                                    CHECKOV + "CKV_AWS_91", CHECKOV + "CKV_AWS_150"), internal)
+        acknowledge(listener, (NIST + "ELBv2ACMCertificateRequired", NIST + "ALBHttpToHttpsRedirection",
+                               CHECKOV + "CKV_AWS_2", CHECKOV + "CKV_AWS_103"), internal)
+        acknowledge(labels, ("AwsSolutions-S1", NIST + "S3BucketLoggingEnabled", NIST + "S3BucketReplicationEnabled",
+                             NIST + "S3DefaultEncryptionKMS", CHECKOV + "CKV_AWS_18", CHECKOV + "CKV_AWS_21"),
+                    "A small, read-only bucket of label files the team publishes from git.")
 
     def _vpc(self) -> ec2.Vpc:
         """The team's VPC, as it already has one: crossover needs only private subnets with egress."""
