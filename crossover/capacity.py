@@ -48,6 +48,16 @@ def utilisation(images_per_second: float, p99_target_ms: float) -> float:
     return low
 
 
+def spare_from(on_demand_base: int, on_demand_percent: int) -> int | None:
+    """The fewest instances at which a realtime spot fleet holds a spare: two at least, one of them spot (the group
+    buys ``on_demand_base`` on demand, then ``on_demand_percent`` of the rest, rounded up: the k-th instance
+    above the base makes one spot once k (1 - percent / 100) >= 1). None when none is ever spot: an on-demand
+    instance is not reclaimed, so it needs no spare. The scaling policy and the cost model both read it."""
+    if on_demand_percent >= 100:
+        return None
+    return max(2, on_demand_base + math.ceil(100 / (100 - on_demand_percent)))
+
+
 def scaling_target(images_per_second: float, p99_ms: float) -> int:
     """Requests per minute per instance for target tracking on ALBRequestCountPerTarget."""
     return per_minute(images_per_second * utilisation(images_per_second, p99_ms))

@@ -345,7 +345,7 @@ def _say_network(cloudformation: Any) -> None:
     if users:
         console.print(f"kept: NetworkStack (VPC, NAT gateway), used by {', '.join(users)}")
     elif "NetworkStack" in live:
-        console.print("NetworkStack (VPC, NAT gateway: about $33 a month) now serves no model: remove it with "
+        console.print("NetworkStack (VPC, NAT gateway: about $37 a month) now serves no model: remove it with "
                       "`npx cdk destroy NetworkStack`")
 
 

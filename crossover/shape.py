@@ -10,8 +10,9 @@ ROLLBACK_ALARMS_OUTPUT = "RollbackAlarms"
 BACKEND_HEADER = "x-crossover-backend"
 
 AZS = 2  # subnets in two availability zones; interface endpoints are billed per AZ
-# One NAT gateway by default: the cheapest way out for a small deployment (about $33 a month against about
-# $58 for the endpoints below). Nothing at boot needs it any more (instances install from the deploy's bundle).
+# One NAT gateway by default: the cheapest way out for a small deployment (about $37 a month with its address
+# against about $58 for the endpoints below). Nothing at boot needs it any more (instances install from the
+# deploy's bundle).
 NAT_GATEWAYS = 1
 # What instances call when the network has no NAT (`network: {nat_gateways: 0}`), each an interface endpoint
 # in every AZ: CloudWatch metrics, the pipeline's queue, the load balancer's target health (an instance waits

@@ -109,7 +109,7 @@ def test_the_readme_canary_then_promote_then_teardown(user: User) -> None:
     out = _ok(user.make("resnet152", "--rehearse", "--destroy"))  # not asked: it is the emulator's
     assert "turned off the deletion protection of the endpoint" in out and "ModelStack-resnet152: deleted" in out
     assert re.search(r"kept: the load balancer's access-log bucket modelstack-resnet\S+ \(retained", out)
-    assert "NetworkStack (VPC, NAT gateway: about $33 a month) now serves no model" in out
+    assert "NetworkStack (VPC, NAT gateway: about $37 a month) now serves no model" in out
     with account() as emu:
         assert template(emu, "ModelStack-resnet152") == {}
 

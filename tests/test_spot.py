@@ -242,7 +242,9 @@ def test_a_spot_group_mixes_types_rebalances_and_drains(tmp_path: Path) -> None:
                       and r["Properties"].get("PolicyType") == "TargetTrackingScaling"]
         (tracked,) = [m for m in scaling["CustomizedMetricSpecification"]["Metrics"] if m["ReturnData"]]
         if stack == "ModelStack-spot-gpu":
-            assert tracked["Expression"] == "requests / IF(instances > 1, instances - 1, 1)"
+            # base 2, 25% above it on demand: the third instance is on demand too, the fourth the first spot one
+            assert tracked["Expression"] == ("requests / IF(instances >= 4, instances - 1, "
+                                             "IF(instances > 0, instances, 1))")
             priced = report.as_json(report.build(load(folder / "spot-gpu.yaml"), prices.load()))
             assert scaling["TargetValue"] == priced["backends"]["gpu (spot)"]["planned_requests_per_minute"]
         else:
@@ -302,3 +304,13 @@ def test_cost_shows_spot_rows_and_the_command_to_get_them(tmp_path: Path) -> Non
     # AND it is recommended, with what to add to the config
     assert data["recommended"] == "gpu (spot)" and data["action"] == "set gpu.spot: {on_demand_base: 2}"
     assert any("(spot)" in (x["below"] + x["above"]) for x in data["crossovers"])
+
+
+def test_the_spare_starts_where_the_first_spot_instance_does() -> None:
+    from crossover.capacity import spare_from
+
+    # base 2 with 25% of the rest on demand: the third is on demand (25% of 1, rounded up), the fourth spot
+    assert spare_from(2, 25) == 4
+    # all spot: one instance needs no spare of its own (the policy counts instances but one from two on)
+    assert (spare_from(0, 0), spare_from(2, 0), spare_from(0, 50)) == (2, 3, 2)
+    assert spare_from(1, 100) is None  # never spot: no spare

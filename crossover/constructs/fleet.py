@@ -30,6 +30,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 import crossover.bundle
+from crossover import capacity
 from crossover.backends import BACKEND_IDS
 from crossover.compliance import INLINE, NIST, acknowledge, acknowledge_logs, policy_of
 from crossover.config import FleetSpec, ModelConfig, SpotSpec
@@ -316,19 +317,22 @@ class InstanceFleet(Construct):
         self.role.add_to_policy(iam.PolicyStatement(actions=["elasticloadbalancing:DescribeTargetHealth"],
                                                     resources=["*"]))
         self._boot("export CROSSOVER_MODE=server", f"export CROSSOVER_TARGET_GROUP={group.target_group_arn}")
-        if self.spot is None:
+        spare_from = None if self.spot is None else capacity.spare_from(self.spot.on_demand_base,
+                                                                         self.spot.on_demand_percent_above_base)
+        if spare_from is None:
             self.group.scale_on_request_count("RequestsPerTarget", target_requests_per_minute=self.requests_per_minute)
         else:
-            # A spot fleet plans as if one instance were already interrupted: requests per instance but one, so
-            # once it needs two it runs a spare and losing one keeps the rest within the planned rate (the cost
-            # model prices that spare: crossover.cost.model.Mix).
+            # A spot fleet plans as if one instance were already interrupted once it runs a spot instance among
+            # two or more: requests per instance but one, so losing one keeps the rest within the planned rate (the
+            # cost model prices that spare from the same count: crossover.capacity.spare_from).
             self._track("RequestsPerTargetButOne", target=self.requests_per_minute, metrics=[
                 ("requests", "AWS/ApplicationELB", "RequestCount", {
                     "LoadBalancer": group.first_load_balancer_full_name,
                     "TargetGroup": group.target_group_full_name}, "Sum"),
                 ("instances", "AWS/AutoScaling", "GroupInServiceInstances",
                  {"AutoScalingGroupName": self.group.auto_scaling_group_name}, "Average"),
-            ], result=("perInstanceButOne", "requests / IF(instances > 1, instances - 1, 1)",
+            ], result=("perInstanceButOne",
+                       f"requests / IF(instances >= {spare_from}, instances - 1, IF(instances > 0, instances, 1))",
                        "Requests per instance but one"))
 
     def consume(self, door: Messages) -> None:

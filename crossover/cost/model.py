@@ -102,9 +102,9 @@ def day_of(config: ModelConfig) -> tuple[float, ...]:
 @dataclass(frozen=True)
 class Mix:
     """A spot fleet: the group's instance distribution (on_demand_base, then on_demand_percent of the rest on
-    demand, rounded up) and, for a realtime fleet, the spare instance its scaling policy holds whenever some of
-    the instances it needs are spot (the policy tracks requests per instance as if one were already lost; an
-    on-demand instance is not reclaimed, so a fleet within its on-demand base needs no spare)."""
+    demand, rounded up) and, for a realtime fleet, the spare instance its scaling policy holds once it needs two
+    and some of them are spot (crossover.capacity.spare_from; the policy tracks requests per instance as if one
+    were already lost)."""
 
     on_demand_base: int
     on_demand_percent: int
@@ -115,7 +115,8 @@ class Mix:
         return min(instances, self.on_demand_base) + math.ceil(above * self.on_demand_percent / 100 - 1e-9)
 
     def with_spare(self, needed: int) -> int:
-        return needed + 1 if self.spare and self.on_demand(needed) < needed else needed
+        start = capacity.spare_from(self.on_demand_base, self.on_demand_percent)
+        return needed + 1 if self.spare and start is not None and needed >= start else needed
 
 
 @dataclass(frozen=True)

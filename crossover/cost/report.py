@@ -239,7 +239,7 @@ def notes(report: Report) -> list[str]:
             source += f"; planned {e.planned.value:,.1f} req/s per instance: {e.planned.source}"
         if e.spot is not None:
             floor = (f"on-demand base {e.spot.on_demand_base}, {e.spot.on_demand_percent_above_base}% on demand "
-                     "above it" + (", one spare instance while any is spot" if e.line and e.line.mix and
+                     "above it" + (", one spare once two run and one is spot" if e.line and e.line.mix and
                                    e.line.mix.spare else "") + (" (the config's)" if e.configured else
                                                                  " (add it as " + e.backend + ".spot)"))
             cost += f" [{floor}]"
