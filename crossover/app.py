@@ -11,10 +11,13 @@ from aws_cdk import App, Environment
 from crossover import PROJECT, compliance
 from crossover.config import LoadedConfig
 from crossover.cost.profile import Measured
+from crossover.errors import UserError
 from crossover.shape import NAT_GATEWAYS
 from crossover.stacks.image import IMAGES, ImageStack
 from crossover.stacks.model import ModelStack
 from crossover.stacks.network import NetworkStack
+
+IMAGES_CONTEXT = "crossover:images"
 
 
 def environment() -> Environment | None:
@@ -48,9 +51,15 @@ def build(app: App, configs: list[LoadedConfig]) -> dict[str, ModelStack]:
     stacks = {item.config.name: ModelStack(app, item.config.stack_name, config=item.resolved, network=network,
                                            measured=Measured.read(item.config.name), env=env)
               for item in configs}
-    # Deployed only when asked for (cdk deploy ImageStack-gpu). Image builds reach Image Builder, Systems Manager
-    # and the OS repositories: a NAT-free network has no way out for them (fleets there boot from the bundle).
-    for backend in IMAGES if nat_gateways else ():
+    # ImageStack-<kind> bakes the images of a fleet kind some model runs (or that `-c crossover:images=gpu,cpu`
+    # asks for, to bake before a move): an app of Lambda models synthesizes none. Deployed only when asked for (cdk
+    # deploy ImageStack-gpu). Image builds reach Image Builder, Systems Manager and the OS repositories: a NAT-free
+    # network has no way out for them (fleets there boot from the bundle).
+    asked = {kind.strip() for kind in str(app.node.try_get_context(IMAGES_CONTEXT) or "").split(",")} - {""}
+    if unknown := asked - set(IMAGES):
+        raise UserError(f"-c {IMAGES_CONTEXT}: expected kinds of {', '.join(IMAGES)}; got {', '.join(sorted(unknown))}")
+    used = {kind for item in configs for kind in item.config.backends} | asked
+    for backend in [kind for kind in IMAGES if kind in used] if nat_gateways else ():
         ImageStack(app, f"ImageStack-{backend}", backend=backend, vpc=network.vpc, env=env)
     compliance.apply(app, strict=True)  # every resource here is crossover's: any finding is a bug
     return stacks

@@ -99,3 +99,23 @@ def test_image_stack_builds_the_components_into_an_encrypted_imdsv2_pipeline(syn
     assert infra["InstanceMetadataOptions"] == {"HttpPutResponseHopLimit": 1, "HttpTokens": "required"}
     (pipeline,) = by_type["AWS::ImageBuilder::ImagePipeline"]
     assert pipeline["ImageTestsConfiguration"]["ImageTestsEnabled"] is True
+
+
+def test_an_image_stack_is_built_for_the_fleet_kinds_in_use_or_asked_for() -> None:
+    from crossover.app import IMAGES_CONTEXT, build, new_app
+    from crossover.config import load_all, model_files
+    from crossover.errors import UserError
+
+    def stacks(images: str | None = None) -> list[str]:
+        app = new_app()
+        if images is not None:
+            app.node.set_context(IMAGES_CONTEXT, images)
+        build(app, load_all(model_files(ROOT / "models")))
+        return sorted(child.node.id for child in app.node.children if child.node.id.startswith("ImageStack-"))
+
+    # GIVEN the examples, every one on lambda THEN no image pipeline is synthesized (nothing would boot from it)
+    assert stacks() == []
+    # AND asked for (cdk deploy ImageStack-gpu -c crossover:images=gpu, to bake before a move) it is
+    assert stacks("gpu") == ["ImageStack-gpu"] and stacks("gpu, cpu") == ["ImageStack-cpu", "ImageStack-gpu"]
+    with pytest.raises(UserError, match="expected kinds of gpu, cpu; got tpu"):
+        stacks("tpu")

@@ -116,7 +116,7 @@ def test_a_nat_free_network_is_priced_as_its_endpoints(tmp_path: Path) -> None:
     per_endpoint = AZS * catalog.vpc_endpoint.hourly_usd_per_az.usd * hours
     assert endpoints == pytest.approx(len(PRIVATE_ENDPOINTS) * per_endpoint)
     nat = model.network(catalog, 1, shared_by=2).fixed
-    assert nat == pytest.approx(catalog.nat.hourly_usd.usd * hours / 2)
+    assert nat == pytest.approx((catalog.nat.hourly_usd.usd + catalog.ipv4.hourly_usd.usd) * hours / 2)  # + its address
     assert model.network(catalog, 1, shared_by=1).fixed < endpoints  # why the NAT stays the default
     config = load(variant(EXAMPLE, tmp_path, "p", network=PRIVATE)).config
     (part,) = [p for p in model.estimate(config, "cpu", catalog).items if p.name == "network"]
