@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -141,10 +142,13 @@ def test_scaling_tracks_requests_per_target_from_throughput_and_p99(synth: Synth
 
 
 def test_scaling_target_follows_queueing() -> None:
-    # 20 img/s and a 300 ms p99: utilisation 1 - ln(100)/(20*0.3) = 23.2%, so 278 requests a minute
-    assert scaling_target(20, 300) == 278
+    # 20 img/s (50 ms each) and a 300 ms p99: M/D/1's p99 50 x (1 + ln(100 rho) / (2 (1 - rho))) reaches 300 ms
+    # at rho = 59.2%: 50 x (1 + ln(59.2) / 0.817) = 299.8 ms; so 20 x 0.592 x 60 = 710 requests a minute
+    assert scaling_target(20, 300) == 710
+    assert 50 * (1 + math.log(100 * 710 / 1200) / (2 * (1 - 710 / 1200))) <= 300
+    assert 50 * (1 + math.log(100 * 711 / 1200) / (2 * (1 - 711 / 1200))) > 300
     assert scaling_target(20, 10_000) == 960  # loose target: capped at 80% utilisation
-    assert scaling_target(5, 100) == 30  # impossible target: never plan below 10%
+    assert scaling_target(5, 100) == 240  # impossible target (200 ms each): planned for throughput, at 80%
 
 
 def logical_id(template: dict[str, Any], prefix: str, kind: str) -> str:
