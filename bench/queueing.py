@@ -36,7 +36,9 @@ def main() -> None:
         sys.exit(f"{path}: no load test here; run make load first")
     test = json.loads(path.read_text())
     steps = [s for s in test["steps"] if set(s["statuses"]) == {"200"}]  # steps that shed say nothing of latency
-    mu = max(s["statuses"].get("200", 0) / (s["ended"] - s["started"]) for s in test["steps"])
+    if not steps:
+        sys.exit(f"{path}: no step of the load test answered every request; nothing to compare")
+    mu = max(s["statuses"].get("200", 0) / max(s["ended"] - s["started"], 1e-9) for s in test["steps"])
     service = 1000 / mu
     base = min(steps, key=lambda s: s["answered_rps"])["p99_ms"] - service  # what no queue adds to a service time
     print(f"{test['model']} on {test['machine']} ({test['measured_at']}): capacity {mu:.1f} req/s "
@@ -52,7 +54,7 @@ def main() -> None:
     # The rate each model plans at the target, given the same no-queue latency
     md1_rate = mu * max((rho for rho in (i / 1000 for i in range(1, 1000))
                          if base + capacity.p99_ms(mu, rho) <= target), default=0.0)
-    mm1_rate = max(0.0, mu - math.log(100) / ((target - base) / 1000))
+    mm1_rate = max(0.0, mu - math.log(100) / ((target - base) / 1000)) if target > base else 0.0
     print(f"at p99 <= {target} ms: the test sustained {test['sustainable_rps']:.1f} req/s "
           f"(p99 {test['sustainable_p99_ms']:.0f} ms); M/D/1 plans {md1_rate:.1f}, M/M/1 {mm1_rate:.1f}")
 

@@ -19,7 +19,8 @@ ACCESS_LOGS = 0.5e-6 * 3 * 0.023  # per request: 0.5 KB kept 3 months in S3
 # 1 s at 1 GiB, a request, LCUs, 5% of requests traced, 1.5 KB of logs ingested and kept a month, access logs
 LAMBDA_PER_IMAGE = 1.0 * 1 * 0.0000166667 + 0.2e-6 + 150e-6 / 0.4 * 0.008 + 0.05 * 5e-6 + 1.5e-6 * 0.53 + ACCESS_LOGS
 TRACED_SECONDS = 0.95 * SECONDS * 5e-6  # the first request each second traced, past the 5%: $12.483 a month
-CPU_INSTANCE = 0.08925 * 730 + 30 * 0.08 + 60 * 730 * 0.01 / 1000  # c7i.large, its 30 GiB, its metric calls
+# c7i.large, its 30 GiB, its metric calls, its detailed monitoring (7 metrics)
+CPU_INSTANCE = 0.08925 * 730 + 30 * 0.08 + 60 * 730 * 0.01 / 1000 + 7 * 0.30
 CPU_PER_IMAGE = 150e-6 / 1.0 * 0.008 + ACCESS_LOGS
 
 

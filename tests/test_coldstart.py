@@ -118,3 +118,9 @@ def test_no_cold_start_judgement_without_a_size_for_pipelines_or_with_snapstart(
     measured = config(tmp_path, "lambda: {latency_ms: 200, init_ms: 1500}\n")
     cold = model.estimate(measured, "lambda", CATALOG).cold
     assert cold is not None and cold(1).init.value == 1500 and cold(1).init.source == "config (lambda.init_ms)"
+
+
+def test_a_busy_functions_tail_is_the_normal_approximation() -> None:
+    # Past a mean of 50 the Poisson tail is the normal one with continuity correction: at the mean, about a half
+    assert coldstart.busy_at_least(200, 200.0) == pytest.approx(0.5 * math.erfc(-0.5 / math.sqrt(400)))
+    assert coldstart.busy_at_least(250, 200.0) < 1e-3 < coldstart.busy_at_least(230, 200.0)

@@ -240,6 +240,9 @@ def test_traffic_hourly_is_a_day_of_24_hours_and_sets_the_peak(tmp_path: Path) -
         "case.yaml: traffic.hourly: expected 24 items; got [1, 2, 3]"]
     assert said(base + f"traffic: {{hourly: {[0] * 24}}}\n") == [
         "case.yaml: traffic: hourly: expected some traffic in the day; all 24 hours are 0"]
+    assert said(base + f"traffic: {{hourly: {[1e308] * 24}}}\n") == [
+        "case.yaml: traffic: hourly: the figures are too large to add up; give them in a smaller unit"]
+    assert said(base + "traffic: {hourly: [.inf" + ", 1" * 23 + "]}\n")[0].startswith("case.yaml: traffic.hourly.0:")
     assert said(base + f"traffic: {{hourly: {day}, peak_to_average: 3}}\n") == [
         "case.yaml: traffic: peak_to_average (3) disagrees with hourly, whose peak is 1.5 times its mean: leave "
         "peak_to_average out"]
@@ -259,4 +262,4 @@ def test_how_images_arrive_is_checked_against_what_the_config_allows(tmp_path: P
         "case.yaml: traffic: from_url (0.6) and from_s3 (0.6) are shares of the same images: together at most 1"]
     assert said("inputs: {https: true}\nnetwork: {nat_gateways: 0}\ntraffic: {from_url: 0.1}\n") == [
         "case.yaml: traffic.from_url: a network without NAT gateways has no way to fetch URLs (network.nat_gateways: "
-        "0); set it to 0 or give the network a NAT gateway"]
+        "0); set traffic.from_url to 0 or give the network a NAT gateway"]

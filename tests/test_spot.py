@@ -314,3 +314,11 @@ def test_the_spare_starts_where_the_first_spot_instance_does() -> None:
     # all spot: one instance needs no spare of its own (the policy counts instances but one from two on)
     assert (spare_from(0, 0), spare_from(2, 0), spare_from(0, 50)) == (2, 3, 2)
     assert spare_from(1, 100) is None  # never spot: no spare
+
+
+def test_a_spot_spec_that_is_all_on_demand_promises_no_spare(tmp_path: Path) -> None:
+    path = variant(EXAMPLE, tmp_path, "all-od", backend="gpu", gpu="{instance_type: g4dn.xlarge, "
+                   "requests_per_minute_per_instance: 600, "
+                   "spot: {on_demand_base: 1, on_demand_percent_above_base: 100}}")
+    row = report.as_json(report.build(load(path), prices.load(), volume=1e8))["backends"]["gpu (spot)"]
+    assert row["spot"]["spare"] is False and row["spot"]["spot_instances"] == 0

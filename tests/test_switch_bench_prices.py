@@ -54,7 +54,7 @@ def test_switch_changes_only_the_backend_value(models: Path, capsys: pytest.Capt
     assert steps[3].startswith("- then removes lambda (Lambda function") and "no longer names it" in steps[3]
     # the network's NAT gateway is shared by the three models in the folder: $12.17 each (crossover cost's rows)
     assert ("monthly at 7,500,000 images (us-east-1 prices in USD, catalog of 2026-07-15 (the bundled catalog)): "
-            "before $182.86; after $829.29") in out
+            "before $182.86; after $833.49") in out
 
 
 def test_a_canary_is_written_promoted_and_aborted_with_its_plan(models: Path,
@@ -117,7 +117,7 @@ def test_switch_to_a_retired_backend_needs_force_and_says_what_validate_would(
     # WHEN forced THEN it switches, with validate's warning beside the cheaper monthly figure
     assert main(["switch", "resnet152", "eia", "--force", "--models", str(models)]) == 0
     captured = capsys.readouterr()
-    assert "backend lambda -> eia" in captured.out and "before $182.86; after $378.63" in captured.out
+    assert "backend lambda -> eia" in captured.out and "before $182.86; after $382.83" in captured.out
     assert "warning: backend 'eia': AWS Elastic Inference closed to new customers" in captured.err
     # AND a move to inferentia without a Neuron artifact says where the model will run, and that it cannot
     # carry the volume within scaling.max on those CPUs

@@ -7,6 +7,7 @@ built in Python (field names or YAML keys: ``ModelConfig(lambda_=...)`` and ``{"
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -134,7 +135,8 @@ class Traffic(_Strict):
     peak_to_average: Annotated[float, Field(ge=1, le=100)] = 3.0
     # Or the day itself: 24 hourly figures from midnight UTC in any unit (requests an hour, say), as crossover
     # advise observes them; its peak over its mean is then the peak_to_average.
-    hourly: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=24, max_length=24)] | None = None
+    hourly: Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]],
+                      Field(min_length=24, max_length=24)] | None = None
     image_kb: Annotated[float, Field(gt=0)] = 150.0  # mean image size (load balancer capacity units, NAT bytes)
     # How images arrive, as shares of them: by HTTPS URL (fetched through the NAT gateway, billed per GB) and from
     # S3 (through the VPC's free gateway endpoint: one GET each); the rest in the request body. A pipeline's
@@ -154,9 +156,11 @@ class Traffic(_Strict):
     def _peak_of_the_day(cls, data: Any) -> Any:
         hourly = data.get("hourly") if isinstance(data, dict) else None
         if not isinstance(hourly, list) or len(hourly) != 24 or not all(
-                isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in hourly):
+                isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x < math.inf for x in hourly):
             return data  # the field's own checks say what is wrong
-        if sum(hourly) == 0:
+        if math.isinf(sum(hourly)):
+            raise ValueError("hourly: the figures are too large to add up; give them in a smaller unit")
+        if sum(hourly) / 24 <= 0:
             raise ValueError("hourly: expected some traffic in the day; all 24 hours are 0")
         peak = max(hourly) / (sum(hourly) / 24)
         given = data.get("peak_to_average")
@@ -497,7 +501,7 @@ class ModelConfig(_Strict):
             raise ValueError("traffic.from_url: images arrive by URL only where inputs.https is true")
         if self.traffic.from_url and not self.network.nat_gateways:
             raise ValueError("traffic.from_url: a network without NAT gateways has no way to fetch URLs "
-                             "(network.nat_gateways: 0); set it to 0 or give the network a NAT gateway")
+                             "(network.nat_gateways: 0); set traffic.from_url to 0 or give the network a NAT gateway")
         if self.traffic.from_s3 and not self.inputs.s3:
             raise ValueError("traffic.from_s3: images come from S3 only from the locations inputs.s3 declares")
         return self

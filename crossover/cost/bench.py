@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from rich.progress import Progress
 
-from crossover.cost.profile import PROFILES
+from crossover.cost.profile import PROFILES, isa_of_host
 from crossover_serving.model import Model
 from crossover_serving.spec import Spec
 
@@ -88,7 +88,7 @@ def run(spec: Spec, *, repeat: int = 20, folder: Path = PROFILES) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{spec.name}.json"
     path.write_text(json.dumps({
-        "model": spec.name, "machine": machine(), "threads": 1,
+        "model": spec.name, "machine": machine(), "isa": isa_of_host(), "threads": 1,
         "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "latency_ms": round(statistics.median(latencies), 3),
         "images_per_second": round(max(throughput.values()), 3),

@@ -25,14 +25,19 @@ from crossover.cost.profile import Figure
 IDLE_S = 300.0  # assumed: an idle environment is reclaimed after ~5 minutes (observed 5-15)
 LIFETIME_S = 2 * 3600.0  # assumed: a busy environment is replaced every couple of hours
 P99_SHARE = 0.01
+EXACT_UP_TO = 50.0  # mean concurrency up to which the Poisson tail is summed exactly
 
 
 def busy_at_least(provisioned: int, mean: float) -> float:
-    """P(C >= provisioned) for C ~ Poisson(mean): the share of arrivals that find every provisioned one busy."""
+    """P(C >= provisioned) for C ~ Poisson(mean): the share of arrivals that find every provisioned one busy.
+    Summed term by term up to a mean of ``EXACT_UP_TO``; past it, the normal approximation with continuity
+    correction (within a part in 10^3 there, and a search over hundreds of environments stays quick)."""
     if provisioned <= 0:
         return 1.0
     if mean <= 0:
         return 0.0
+    if mean > EXACT_UP_TO:
+        return 0.5 * math.erfc((provisioned - 0.5 - mean) / math.sqrt(2 * mean))
     below = sum(math.exp(k * math.log(mean) - mean - math.lgamma(k + 1)) for k in range(provisioned))
     return max(0.0, 1.0 - below)
 

@@ -14,7 +14,8 @@ rate it plans each for (``capacity``: images a month one instance carries at tha
 (``Mix``) prices its on-demand base on demand and the rest at the spot price, and a realtime one runs a spare
 instance whenever some of the instances it needs are spot, so that losing one to an interruption keeps p99.
 The bill is itemised (``Part``): the front door, the model's share of the shared network, interface endpoints,
-Lambda's provisioned concurrency, instances and their volumes; ``cost(0)`` is the floor a stack costs with no
+Lambda's provisioned concurrency, instances and their volumes, and the rest (``rest_of_the_bill``: S3 requests,
+NAT bytes, WAF, public addresses, tracing, logs, monitoring); ``cost(0)`` is the floor a stack costs with no
 traffic. Because every cost is linear between the volumes where some hour's instance count steps, crossovers
 are solved exactly: between steps, as the root of two linear functions; at a step, where the cheaper one
 changes.
@@ -54,6 +55,7 @@ WAF_RULES = 2  # AWS's common and known-bad-inputs rule groups (crossover.constr
 ALARM_METRICS = 12  # metrics the stack's alarms evaluate (a metric-math alarm counts each of its metrics)
 CUSTOM_METRICS = 8  # the serving code's metrics of one model (latency, faults, pipeline results, ...)
 METRIC_CALLS_PER_HOUR = 60  # an instance publishes its metrics once a minute (crossover_serving.metrics)
+DETAILED_METRICS = 7  # EC2 detailed monitoring (the launch template turns it on): 7 metrics an instance, as custom
 TRACES_PER_SECOND, TRACED_SHARE = 1.0, 0.05  # X-Ray's default sampling: the first request each second, 5% after
 # Lambda's default concurrency quota per region: assumed, since an account's own quota may differ.
 ACCOUNT_LAMBDA_CONCURRENCY = 1000
@@ -114,9 +116,14 @@ class Mix:
         above = max(0, instances - self.on_demand_base)
         return min(instances, self.on_demand_base) + math.ceil(above * self.on_demand_percent / 100 - 1e-9)
 
+    @property
+    def spare_from(self) -> int | None:
+        """The fewest instances at which it holds a spare; None if it never does."""
+        return capacity.spare_from(self.on_demand_base, self.on_demand_percent) if self.spare else None
+
     def with_spare(self, needed: int) -> int:
-        start = capacity.spare_from(self.on_demand_base, self.on_demand_percent)
-        return needed + 1 if self.spare and start is not None and needed >= start else needed
+        start = self.spare_from
+        return needed + 1 if start is not None and needed >= start else needed
 
 
 @dataclass(frozen=True)
@@ -308,6 +315,18 @@ def network(catalog: Catalog, nat_gateways: int, shared_by: int) -> Part:
     return Part("network", fixed=hourly * catalog.hours_per_month / shared_by, shared=True)
 
 
+def arrivals(config: ModelConfig) -> tuple[float, float]:
+    """(share by URL, share from S3) of the images: the config's, where a realtime request may also carry its image
+    in the body. A pipeline's messages name every image: what the config leaves unsaid comes from S3 where
+    inputs.s3 declares locations, else by URL."""
+    traffic, inputs = config.traffic, config.inputs
+    if config.service == "realtime":
+        return traffic.from_url, traffic.from_s3 or 0.0
+    if traffic.from_s3 is not None:
+        return (traffic.from_url if inputs.s3 else 1 - traffic.from_s3), traffic.from_s3
+    return (traffic.from_url, 1 - traffic.from_url) if inputs.s3 else (1.0, 0.0)
+
+
 def rest_of_the_bill(catalog: Catalog, config: ModelConfig, backend: str) -> list[Part]:
     """What serving costs beside compute and the front door: S3 requests for images and results, NAT bytes of
     images fetched by URL, a public endpoint's WAF and addresses, Lambda's tracing and logs, the load balancer's
@@ -315,14 +334,14 @@ def rest_of_the_bill(catalog: Catalog, config: ModelConfig, backend: str) -> lis
     c, hours, pipeline = catalog, catalog.hours_per_month, config.service == "pipeline"
     traffic = config.traffic
     parts = []
-    from_s3 = traffic.from_s3 if traffic.from_s3 is not None else (1 - traffic.from_url if pipeline else 0.0)
+    from_url, from_s3 = arrivals(config)
     s3 = from_s3 * c.s3.get_per_thousand_usd.usd / 1000
     if pipeline:  # each result is one object, under SSE-KMS without a bucket key: one KMS request each
         s3 += c.s3.put_per_thousand_usd.usd / 1000 + c.kms.per_10k_requests_usd.usd / 10_000
     if s3:
         parts.append(Part("S3 requests", per_image=s3))
-    if traffic.from_url:
-        parts.append(Part("NAT data", per_image=traffic.from_url * traffic.image_kb / 1e6 * c.nat.per_gb_usd.usd))
+    if from_url:
+        parts.append(Part("NAT data", per_image=from_url * traffic.image_kb / 1e6 * c.nat.per_gb_usd.usd))
     logs_gb = c.cloudwatch.logs_ingested_gb_usd.usd + c.cloudwatch.logs_stored_gb_month_usd.usd  # kept a month
     if config.endpoint.certificate_arn is not None and config.endpoint.services_per_load_balancer == 1:
         # A public endpoint of its own: a web ACL of two rule groups, which logs every request; the load balancer's
@@ -348,7 +367,8 @@ def rest_of_the_bill(catalog: Catalog, config: ModelConfig, backend: str) -> lis
     parts.append(Part("monitoring", fixed=cw.dashboard_month_usd.usd + ALARM_METRICS * cw.alarm_metric_month_usd.usd
                       + CUSTOM_METRICS * cw.metric_month_usd.usd, shared=True,
                       per_instance=0.0 if backend == "lambda"
-                      else METRIC_CALLS_PER_HOUR * hours * cw.per_thousand_api_requests_usd.usd / 1000))
+                      else METRIC_CALLS_PER_HOUR * hours * cw.per_thousand_api_requests_usd.usd / 1000
+                      + DETAILED_METRICS * cw.metric_month_usd.usd))
     return parts
 
 
@@ -449,7 +469,7 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
                 (saved, spec.provisioned_concurrency * seconds / (figure.value / 1000)),)))
     # Little's law: concurrent executions = arrival rate x duration. A load balancer's arrivals peak at
     # traffic.peak_to_average; a queue absorbs peaks, and each execution works through its batch in turn.
-    peak = 1.0 if pipeline else config.traffic.peak_to_average
+    peak = 1.0 if pipeline else max(day_of(config))  # the busiest hour of the day the fleets follow too
     per_image = peak * figure.value / 1000 / seconds
 
     def concurrency(setting: str, value: float, fix: str) -> Limit:
@@ -500,9 +520,9 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
     if config.service == "pipeline":
         # The queue absorbs peaks and nobody waits on an answer: full planned load.
         per_instance_rate = figure.value * capacity.MAX_UTILISATION
-    else:  # each hour's instances at the rate the scaling policy plans each for
+    else:  # each hour's instances at the rate the scaling policy targets: the plan, to the request a minute
         result.planned = profile.planned_rate(config, backend, figure.value, load)
-        per_instance_rate = result.planned.value
+        per_instance_rate = capacity.per_minute(result.planned.value) / 60
     if result.spot is None:
         result.items = [Part("instances", per_instance=instance_hourly * hours)]
     else:  # the on-demand floor at the on-demand price, the rest at the spot price of the config's type
@@ -531,7 +551,10 @@ def split_usd(estimates: dict[str, Estimate], shares: dict[str, float], volume: 
 def cheapest(estimates: list[Estimate], volume: float) -> Estimate | None:
     """The cheapest backend that is priced, meets the latency target, is still sold and within its limits."""
     viable = [e for e in estimates if e.viable(volume)]
-    return min(viable, key=lambda e: (e.line.cost(volume), e.backend), default=None)  # type: ignore[union-attr]
+    # Costs equal to the cent are a tie (a spot row with no spot instance is the on-demand row): the row as the
+    # config deploys it wins, so the advice never asks for a change that saves nothing.
+    return min(viable, key=lambda e: (round(e.line.cost(volume), 2), not e.configured, e.backend),  # type: ignore[union-attr]
+               default=None)
 
 
 def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANGE[1]) -> list[Crossover]:
@@ -556,7 +579,7 @@ def crossovers(lines: dict[str, Line], low: float = RANGE[0], high: float = RANG
         if not forms:
             current = None
             continue
-        at_a = min(forms, key=lambda n: (forms[n][0] + forms[n][1] * a, n))
+        at_a = min(forms, key=lambda n: (round(forms[n][0] + forms[n][1] * a, 6), n))
         if current is not None and at_a != current:
             found.append(Crossover(current, at_a, a, "step" if current in forms else "limit"))
         current, v = at_a, a

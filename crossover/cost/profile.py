@@ -100,6 +100,15 @@ class BenchProfile:
     images_per_second: float  # best batched throughput, one thread
     init_s: float | None = None  # a cold start's imports and model load (profiles from before it: None)
     model_mb: float | None = None  # the artifact's size, when it was a local file
+    isa: str | None = None  # the measuring machine's vector units (CORE_GFLOPS); profiles from before it: None
+
+    def on(self, target: str) -> tuple[float, str]:
+        """How much faster a core of ``target`` is than one of the measuring machine (by CORE_GFLOPS), and what
+        that says; 1 where the profile does not say what measured it."""
+        if self.isa is None or self.isa not in CORE_GFLOPS or self.isa == target:
+            return 1.0, ""
+        return CORE_GFLOPS[target] / CORE_GFLOPS[self.isa], f" x {CORE_GFLOPS[target]:g}/{CORE_GFLOPS[self.isa]:g} " \
+            f"GFLOP/s for its {target} cores against the measuring {self.isa} one"
 
     @classmethod
     def read(cls, name: str, folder: Path = PROFILES) -> BenchProfile | None:
@@ -109,7 +118,8 @@ class BenchProfile:
         data: dict[str, Any] = json.loads(path.read_text())
         init = data["import_s"] + data["load_s"] if "import_s" in data and "load_s" in data else None
         return cls(path=path, machine=data["machine"], latency_ms=data["latency_ms"],
-                   images_per_second=data["images_per_second"], init_s=init, model_mb=data.get("model_mb"))
+                   images_per_second=data["images_per_second"], init_s=init, model_mb=data.get("model_mb"),
+                   isa=data.get("isa"))
 
 
 @dataclass(frozen=True)
@@ -124,8 +134,10 @@ class LoadFigure:
 
     @classmethod
     def read(cls, name: str, folder: Path = PROFILES) -> LoadFigure | None:
+        """The load test's figure; None without one, or with one that held no load (nothing to plan by)."""
         path = folder / f"{name}.load.json"
-        return cls(**json.loads(path.read_text())) if path.is_file() else None
+        figure = cls(**json.loads(path.read_text())) if path.is_file() else None
+        return figure if figure is not None and figure.requests_per_second > 0 and figure.cpus > 0 else None
 
     def write(self, name: str, folder: Path = PROFILES) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -231,8 +243,9 @@ def lambda_latency_ms(config: ModelConfig, bench: BenchProfile | None) -> Figure
     cores = _lambda_cpus(spec.memory_mib, spec.architecture)
     effective = cores if cores <= 1 else cores * MULTI_THREAD_EFFICIENCY
     if bench is not None:
-        return Figure(bench.latency_ms / effective, f"bench on {bench.machine} (1 thread), scaled to "
-                      f"{spec.memory_mib} MiB of Lambda ({cores:.2f} cores)")
+        faster, why = bench.on(LAMBDA_ISA[spec.architecture])
+        return Figure(bench.latency_ms / effective / faster, f"bench on {bench.machine} (1 thread), scaled to "
+                      f"{spec.memory_mib} MiB of Lambda ({cores:.2f} cores){why}")
     if config.model.gmacs is None:
         return None
     seconds, source = _estimate(2 * config.model.gmacs, LAMBDA_ISA[spec.architecture], cores)
@@ -271,9 +284,10 @@ def images_per_second(config: ModelConfig, backend: str, bench: BenchProfile | N
     where = "" if backend == "cpu" else " (no inferentia.neuron_artifact: the model runs on the host CPUs)"
     if host and bench is not None:
         cores = _cores(fleet.instance_type)
-        return Figure(bench.images_per_second * cores * (MULTI_THREAD_EFFICIENCY if cores > 1 else 1),
+        faster, why = bench.on(isa(fleet.instance_type))
+        return Figure(bench.images_per_second * cores * (MULTI_THREAD_EFFICIENCY if cores > 1 else 1) * faster,
                       f"bench on {bench.machine} (1 thread), scaled to {cores:g} cores of {fleet.instance_type}"
-                      + where)
+                      + why + where)
     gmacs = config.model.gmacs
     if gmacs is None:
         return None

@@ -135,7 +135,7 @@ def as_json(report: Report) -> dict[str, Any]:
             "cold_start": None if e.cold is None else _cold_json(e.cold(v)),
             "spot": None if e.spot is None else {"on_demand_base": e.spot.on_demand_base,
                                                  "on_demand_percent_above_base": e.spot.on_demand_percent_above_base,
-                                                 "spare": bool(line and line.mix and line.mix.spare),
+                                                 "spare": bool(line and line.mix and line.mix.spare_from is not None),
                                                  "on_demand_instances": None if line is None
                                                  else line.on_demand(line.instances(v)),
                                                  "spot_instances": None if line is None
@@ -240,7 +240,7 @@ def notes(report: Report) -> list[str]:
         if e.spot is not None:
             floor = (f"on-demand base {e.spot.on_demand_base}, {e.spot.on_demand_percent_above_base}% on demand "
                      "above it" + (", one spare once two run and one is spot" if e.line and e.line.mix and
-                                   e.line.mix.spare else "") + (" (the config's)" if e.configured else
+                                   e.line.mix.spare_from is not None else "") + (" (the config's)" if e.configured else
                                                                  " (add it as " + e.backend + ".spot)"))
             cost += f" [{floor}]"
         if e.cold is not None:
