@@ -51,6 +51,7 @@ class ModelMonitoring(Construct):
         self.model, self.name = model, name
         self.topic = topic or sns.Topic(self, "Topic", enforce_ssl=True, display_name=f"crossover {model} alarms",
                                         master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"))
+        self._notify = actions.SnsAction(self.topic)  # one action object for every alarm: it only names the topic
         self.alarms: list[cloudwatch.Alarm] = []
         self.rollback_alarms: list[cloudwatch.Alarm] = []
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard",
@@ -68,8 +69,8 @@ class ModelMonitoring(Construct):
                                     alarm_name=self.alarm_name(id),
                                     datapoints_to_alarm=periods, alarm_description=f"{self.model}: {what}",
                                     comparison_operator=comparison, treat_missing_data=missing)
-        alarm.add_alarm_action(actions.SnsAction(self.topic))
-        alarm.add_ok_action(actions.SnsAction(self.topic))
+        alarm.add_alarm_action(self._notify)
+        alarm.add_ok_action(self._notify)
         self.alarms.append(alarm)
         if rollback:
             self.rollback_alarms.append(alarm)
