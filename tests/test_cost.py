@@ -92,7 +92,7 @@ def test_a_realtime_fleet_follows_the_day(tmp_path: Path) -> None:
     e = model.estimate(c, "gpu", CATALOG)
     volume = 80 * SECONDS
     assert e.line is not None and e.line.instances(volume) == 2  # the busiest hour: what scaling.max must allow
-    assert e.line.hourly(volume) == [2] * 6 + [1] * 13 + [2] * 5
+    assert e.line.hourly(volume) == (2,) * 6 + (1,) * 13 + (2,) * 5
     assert e.parts(volume)["instances"] == pytest.approx(35 / 24 * 0.526 * HOURS)  # $559.99, not 2 x $383.98
     assert e.parts(volume)["volumes"] == pytest.approx(35 / 24 * 100 * GP3)
     row = report.as_json(report.build(load(tmp_path / "m.yaml"), CATALOG, volume=volume))["backends"]["gpu"]

@@ -144,13 +144,12 @@ class Line:
     def fleet(self) -> bool:
         return bool(self.per_instance or self.per_on_demand or self.per_spot)
 
-    def hourly(self, volume: float) -> list[int]:
+    def hourly(self, volume: float) -> tuple[int, ...]:
         """Instances in each hour of the day at ``volume``: what that hour needs, a spot fleet's spare, the
         minimum."""
         if not self.fleet:
-            return [0] * len(self.day)
-        needed = [math.ceil(volume * w / self.capacity - 1e-9) for w in self.day]
-        return [max(self.minimum, n if self.mix is None else self.mix.with_spare(n)) for n in needed]
+            return (0,) * len(self.day)
+        return _hourly(volume, self.capacity, self.day, self.minimum, self.mix)
 
     def instances(self, volume: float) -> int:
         """Instances at the busiest hour: what scaling.max must allow."""
@@ -161,18 +160,19 @@ class Line:
 
     def months(self, which: Count, volume: float) -> float:
         """Instance-months of ``which`` instances at ``volume``: the day's instance-hours over its hours."""
+        every, on_demand = self._hours(volume)
+        return {"all": every, "on_demand": on_demand, "spot": every - on_demand}[which] / len(self.day)
+
+    def _hours(self, volume: float) -> tuple[int, int]:
+        """(instance-hours, of which on demand) in the day at ``volume``."""
         hours = self.hourly(volume)
-        if which == "all":
-            total = sum(hours)
-        else:
-            on_demand = sum(self.on_demand(n) for n in hours)
-            total = on_demand if which == "on_demand" else sum(hours) - on_demand
-        return total / len(self.day)
+        return sum(hours), sum(hours) if self.mix is None else sum(self.mix.on_demand(n) for n in hours)
 
     def instance_cost(self, volume: float) -> float:
         """What the fleet's instances cost a month at ``volume``."""
-        return (self.per_instance * self.months("all", volume) + self.per_on_demand * self.months("on_demand", volume)
-                + self.per_spot * self.months("spot", volume))
+        every, on_demand = self._hours(volume)
+        return (self.per_instance * every + self.per_on_demand * on_demand
+                + self.per_spot * (every - on_demand)) / len(self.day)
 
     def steps(self, low: float, high: float) -> set[float]:
         """The volumes in (low, high) at which some hour's instance count changes."""
@@ -192,6 +192,14 @@ class Line:
 
     def cost(self, volume: float) -> float:
         return self.fixed + self.per_image * volume + self.capped(volume) + self.instance_cost(volume)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hourly(volume: float, capacity: float, day: tuple[float, ...], minimum: int, mix: Mix | None) -> tuple[int, ...]:
+    """Line.hourly's arithmetic, cached: the band and the crossover search ask for the same volumes of the same
+    fleet many times."""
+    needed = (math.ceil(volume * w / capacity - 1e-9) for w in day)
+    return tuple(max(minimum, n if mix is None else mix.with_spare(n)) for n in needed)
 
 
 @dataclass(frozen=True)
