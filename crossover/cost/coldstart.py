@@ -20,11 +20,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from crossover.capacity import P99_SHARE
 from crossover.cost.profile import Figure
 
 IDLE_S = 300.0  # assumed: an idle environment is reclaimed after ~5 minutes (observed 5-15)
 LIFETIME_S = 2 * 3600.0  # assumed: a busy environment is replaced every couple of hours
-P99_SHARE = 0.01
 EXACT_UP_TO = 50.0  # mean concurrency up to which the Poisson tail is summed exactly
 
 

@@ -12,7 +12,8 @@ busiest ``traffic.peak_to_average``), and the scaling policy runs as many instan
 rate it plans each for (``capacity``: images a month one instance carries at that rate), never fewer than
 ``scaling.min``. A pipeline's queue absorbs the day: its fleet works through the average. A spot fleet
 (``Mix``) prices its on-demand base on demand and the rest at the spot price, and a realtime one runs a spare
-instance whenever some of the instances it needs are spot, so that losing one to an interruption keeps p99.
+instance once it runs two and some are spot (crossover.capacity.spare_from), so that losing one to an
+interruption keeps p99.
 The bill is itemised (``Part``): the front door, the model's share of the shared network, interface endpoints,
 Lambda's provisioned concurrency, instances and their volumes, and the rest (``rest_of_the_bill``: S3 requests,
 NAT bytes, WAF, public addresses, tracing, logs, monitoring); ``cost(0)`` is the floor a stack costs with no
@@ -475,8 +476,8 @@ def _lambda(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Benc
                                                  - gb_second.usd)
             result.items.append(Part("provisioned execution rate", caps=(
                 (saved, spec.provisioned_concurrency * seconds / (figure.value / 1000)),)))
-    # Little's law: concurrent executions = arrival rate x duration. A load balancer's arrivals peak at
-    # traffic.peak_to_average; a queue absorbs peaks, and each execution works through its batch in turn.
+    # Little's law: concurrent executions = arrival rate x duration. A load balancer's arrivals peak at the day's
+    # busiest hour; a queue absorbs peaks, and each execution works through its batch in turn.
     peak = 1.0 if pipeline else max(day_of(config))  # the busiest hour of the day the fleets follow too
     per_image = peak * figure.value / 1000 / seconds
 

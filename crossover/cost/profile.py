@@ -206,18 +206,28 @@ def _cores(instance_type: str) -> float:
     return vcpus(instance_type) * (1.0 if isa(instance_type) in WHOLE_CORE_VCPU else 0.5)
 
 
+def _effective(cores: float) -> float:
+    """What ``cores`` cores do together, in one core's work: each beyond the first at MULTI_THREAD_EFFICIENCY."""
+    return cores if cores <= 1 else cores * MULTI_THREAD_EFFICIENCY
+
+
 def _estimate(gflop: float, isa_name: str, cores: float) -> tuple[float, str]:
     """Seconds an image on ``cores`` cores of ``isa_name``, and the figure's source."""
-    effective = cores if cores <= 1 else cores * MULTI_THREAD_EFFICIENCY
     rate = CORE_GFLOPS[isa_name]
-    return gflop / (rate * effective), CPU_SOURCE.format(gflops=rate, isa=isa_name, source=ISA_SOURCES[isa_name])
+    return gflop / (rate * _effective(cores)), CPU_SOURCE.format(gflops=rate, isa=isa_name,
+                                                                  source=ISA_SOURCES[isa_name])
+
+
+def _cpuinfo() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.read_text() if cpuinfo.is_file() else ""
 
 
 def isa_of_host() -> str:
     """This machine's vector units, as CORE_GFLOPS names them (bench/cpu.py)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    info = _cpuinfo()
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    if "asimd" in info or "fp asimd" in info:  # an Arm core: Neoverse N1 (0xd0c), V1 (0xd40), V2 (0xd4f)
+    if "asimd" in info:  # an Arm core: Neoverse N1 (0xd0c), V1 (0xd40), V2 (0xd4f)
         return "graviton4" if "0xd4f" in info else "graviton3" if "0xd40" in info else "graviton2"
     if "avx512f" in flags:
         return "zen4" if "AuthenticAMD" in info else "avx512"
@@ -225,7 +235,7 @@ def isa_of_host() -> str:
 
 
 def host_cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    info = _cpuinfo()
     return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
                 "unknown CPU")
 
@@ -241,10 +251,9 @@ def lambda_latency_ms(config: ModelConfig, bench: BenchProfile | None) -> Figure
     if spec.latency_ms is not None:
         return Figure(spec.latency_ms, f"config (lambda.latency_ms at {spec.memory_mib} MiB)")
     cores = _lambda_cpus(spec.memory_mib, spec.architecture)
-    effective = cores if cores <= 1 else cores * MULTI_THREAD_EFFICIENCY
     if bench is not None:
         faster, why = bench.on(LAMBDA_ISA[spec.architecture])
-        return Figure(bench.latency_ms / effective / faster, f"bench on {bench.machine} (1 thread), scaled to "
+        return Figure(bench.latency_ms / _effective(cores) / faster, f"bench on {bench.machine} (1 thread), scaled to "
                       f"{spec.memory_mib} MiB of Lambda ({cores:.2f} cores){why}")
     if config.model.gmacs is None:
         return None
@@ -285,7 +294,7 @@ def images_per_second(config: ModelConfig, backend: str, bench: BenchProfile | N
     if host and bench is not None:
         cores = _cores(fleet.instance_type)
         faster, why = bench.on(isa(fleet.instance_type))
-        return Figure(bench.images_per_second * cores * (MULTI_THREAD_EFFICIENCY if cores > 1 else 1) * faster,
+        return Figure(bench.images_per_second * _effective(cores) * faster,
                       f"bench on {bench.machine} (1 thread), scaled to {cores:g} cores of {fleet.instance_type}"
                       + why + where)
     gmacs = config.model.gmacs
