@@ -19,14 +19,15 @@ if TYPE_CHECKING:
     from crossover.constructs.front_door import PathFrontDoor, RealtimeFrontDoor
     from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
     from crossover.constructs.lambda_backend import LambdaBackend
+    from crossover.constructs.lambda_managed import LambdaManagedBackend
     from crossover.constructs.pipeline_front_door import PipelineFrontDoor
     from crossover.figures import FleetFigures, Sizing
     from crossover.service import ModelService
     from crossover.sizing import size
 
-__all__ = ["CpuFleet", "EiaFleet", "FleetFigures", "GpuFleet", "InferentiaFleet", "LambdaBackend", "ModelConfig",
-           "ModelService", "PathFrontDoor", "PipelineFrontDoor", "PrivateEgress", "RealtimeFrontDoor", "Sizing",
-           "load_config", "size"]
+__all__ = ["CpuFleet", "EiaFleet", "FleetFigures", "GpuFleet", "InferentiaFleet", "LambdaBackend",
+           "LambdaManagedBackend", "ModelConfig", "ModelService", "PathFrontDoor", "PipelineFrontDoor", "PrivateEgress",
+           "RealtimeFrontDoor", "Sizing", "load_config", "size"]
 _MODULES = {
     "crossover.config": ("ModelConfig", "load_config"),
     "crossover.service": ("ModelService",),
@@ -36,6 +37,7 @@ _MODULES = {
     "crossover.constructs.front_door": ("RealtimeFrontDoor", "PathFrontDoor"),
     "crossover.constructs.pipeline_front_door": ("PipelineFrontDoor",),
     "crossover.constructs.lambda_backend": ("LambdaBackend",),
+    "crossover.constructs.lambda_managed": ("LambdaManagedBackend",),
     "crossover.constructs.instance_backends": ("GpuFleet", "EiaFleet", "InferentiaFleet", "CpuFleet"),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}

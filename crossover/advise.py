@@ -8,6 +8,8 @@ stack and replaces them with what happened:
   peak over its mean is the ``traffic.peak_to_average`` priced (the busiest single hour over the window's
   average hour is reported beside it);
 - on lambda, ``lambda.latency_ms``: the function's mean billed Duration per invocation;
+- on lambda-managed, ``lambda-managed.images_per_second``: one execution environment's capacity, its processes
+  (``per_environment_concurrency``) each answering one invocation per mean Duration;
 - on a fleet, ``<backend>.images_per_second``: images per instance-second in service, divided by the
   instances' mean utilisation (GPU utilisation on gpu, CPU elsewhere): one instance's capacity. Below
   ``MIN_UTILISATION`` percent that extrapolation says nothing, and the config's figure stays.
@@ -25,7 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from crossover.backends import KINDS
 from crossover.config import BACKEND_IDS, ModelConfig
+from crossover.config.schema import field_of
 from crossover.errors import UserError
 from crossover_serving.names import NAMESPACE
 
@@ -48,7 +52,7 @@ class Observed:
     instance_hours: float | None = None  # a fleet: hours in service, summed over instances
     images_per_second: float | None = None  # a fleet: per instance in service, as served
     utilisation: float | None = None  # a fleet: mean percent (GPU on gpu, CPU elsewhere)
-    capacity: float | None = None  # a fleet: images/s of one instance at full utilisation
+    capacity: float | None = None  # images/s of one instance (a fleet) or environment (lambda-managed), fully used
 
 
 def deployed(cloudformation: Any, config: ModelConfig) -> tuple[str, str]:
@@ -64,8 +68,8 @@ def deployed(cloudformation: Any, config: ModelConfig) -> tuple[str, str]:
         raise
     found = {}
     for kind, id in BACKEND_IDS.items():
-        wanted = ("AWS::Lambda::Function", f"Model{id}Function") if kind == "lambda" else (
-            "AWS::AutoScaling::AutoScalingGroup", f"Model{id}Group")
+        wanted = ("AWS::AutoScaling::AutoScalingGroup", f"Model{id}Group") if KINDS[kind].fleet else (
+            "AWS::Lambda::Function", f"Model{id}Function")
         for r in resources:
             if r["ResourceType"] == wanted[0] and r["LogicalResourceId"].startswith(wanted[1]):
                 found[kind] = r["PhysicalResourceId"]
@@ -102,7 +106,7 @@ def observe(cloudwatch: Any, cloudformation: Any, config: ModelConfig, *, days: 
     if config.service == "pipeline":
         queries = [_query("results", NAMESPACE, "PipelineResults", model, "Sum", HOUR),
                    _query("failures", NAMESPACE, "PipelineFailures", model, "Sum", HOUR)]
-    if backend == "lambda":
+    if not KINDS[backend].fleet:
         function = {"FunctionName": physical}
         queries += [_query("duration", "AWS/Lambda", "Duration", function, "Sum", HOUR),
                     _query("invocations", "AWS/Lambda", "Duration", function, "SampleCount", HOUR)]
@@ -129,9 +133,13 @@ def observe(cloudwatch: Any, cloudformation: Any, config: ModelConfig, *, days: 
         "busiest_hour": busiest, "peak_to_average": busiest / (images / hours),
         "hourly": tuple(sum(v for at, v in by_hour.items() if at.hour == h) / days for h in range(24)),
         "p99_ms": _p99(cloudwatch, model, start, end) if config.service == "realtime" else None}
-    if backend == "lambda":
+    if not KINDS[backend].fleet:
         calls = sum(got["invocations"].values())
-        observed["lambda_ms"] = sum(got["duration"].values()) / calls if calls else None
+        mean_ms = sum(got["duration"].values()) / calls if calls else None
+        if backend == "lambda":
+            observed["lambda_ms"] = mean_ms
+        elif mean_ms:
+            observed["capacity"] = config.lambda_managed.per_environment_concurrency * 1000 / mean_ms
     else:
         instance_hours = sum(got["instances"].values())
         busy = list(got["utilisation"].values())
@@ -171,8 +179,8 @@ def recalibrate(config: ModelConfig, observed: Observed) -> ModelConfig:
     if observed.lambda_ms is not None:
         update["lambda_"] = config.lambda_.model_copy(update={"latency_ms": observed.lambda_ms})
     if observed.capacity is not None:
-        fleet = getattr(config, observed.backend)
-        update[observed.backend] = fleet.model_copy(update={"images_per_second": observed.capacity})
+        section = config.section(observed.backend)
+        update[field_of(observed.backend)] = section.model_copy(update={"images_per_second": observed.capacity})
     return config.model_copy(update=update)
 
 
@@ -195,7 +203,8 @@ def differences(config: ModelConfig, observed: Observed, assumed_performance: fl
     if observed.lambda_ms is not None:
         compare("lambda milliseconds per image", observed.lambda_ms, assumed_performance, " ms")
     if observed.capacity is not None:
-        compare(f"{observed.backend} images/s per instance", observed.capacity, assumed_performance)
+        per = "instance" if KINDS[observed.backend].fleet else "environment"
+        compare(f"{observed.backend} images/s per {per}", observed.capacity, assumed_performance)
     if observed.p99_ms is not None and observed.p99_ms > config.traffic.p99_ms:
         found.append(f"traffic.p99_ms: observed p99 {observed.p99_ms:,.0f} ms, above the {config.traffic.p99_ms} ms "
                      "target")

@@ -18,7 +18,7 @@ class Kind:
     name: str
     id: str
     holds: str
-    fleet: bool = True  # instances in an Auto Scaling group (the rest: Lambda)
+    fleet: bool = True  # instances in an Auto Scaling group (the rest: a Lambda function and its live alias)
     spot: bool = False  # may run spot instances (EI is retired: never priced as spot)
     placeholder_images_per_second: float = 0.0  # a fleet's throughput when nothing measured or estimated it
 
@@ -34,8 +34,11 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          "scaling policy", spot=True, placeholder_images_per_second=400.0),
     Kind("cpu", "Cpu", "CPU Auto Scaling group, launch template, role, security group, log group, scaling policy",
          spot=True, placeholder_images_per_second=12.0),
+    Kind("lambda-managed", "LambdaManaged", "Lambda function on a Lambda Managed Instances capacity provider, its "
+         "live alias and CodeDeploy group, role, operator role and security group", fleet=False),
 )}
 BACKENDS: tuple[str, ...] = tuple(KINDS)
 BACKEND_IDS = {name: kind.id for name, kind in KINDS.items()}
+FUNCTIONS: tuple[str, ...] = tuple(name for name, kind in KINDS.items() if not kind.fleet)
 FLEETS: tuple[str, ...] = tuple(name for name, kind in KINDS.items() if kind.fleet)
 SPOT_BACKENDS: tuple[str, ...] = tuple(name for name, kind in KINDS.items() if kind.spot)

@@ -22,6 +22,7 @@ and costs one pickle (tens of milliseconds) instead of re-running every earlier 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import signal
 import sys
@@ -202,12 +203,16 @@ def patch_updates() -> None:
 
 
 def support_missing_types() -> None:
-    """Two resource types every model stack has and moto's CloudFormation lacks: AWS::Lambda::Alias
-    (the ``live`` alias CodeDeploy moves; with a version's Version attribute) and
+    """Resource types crossover's stacks have and moto's CloudFormation lacks: AWS::Lambda::Alias
+    (the ``live`` alias CodeDeploy moves; with a version's Version attribute),
     AWS::CloudWatch::Alarm (the deploy looks rollback alarms up by name; with the target group
-    attribute their dimensions name). Each is created through moto's own service backend. Must run
-    before moto first reads its resource types (it caches them)."""
-    from moto.awslambda.models import LambdaVersion, lambda_backends
+    attribute their dimensions name), each created through moto's own service backend, and
+    AWS::Lambda::CapacityProvider, which moto has not at all (Lambda Managed Instances): kept in moto's Lambda
+    backend, answered by the Lambda API's GetCapacityProvider, and named by its functions' configuration.
+    Must run before moto first reads its resource types (it caches them)."""
+    from moto.awslambda.models import LambdaFunction, LambdaVersion, lambda_backends
+    from moto.awslambda.responses import LambdaResponse
+    from moto.awslambda.urls import url_paths
     from moto.cloudwatch.models import cloudwatch_backends
     from moto.core.common_models import CloudFormationModel
     from moto.elbv2.models import FakeTargetGroup
@@ -290,6 +295,80 @@ def support_missing_types() -> None:
                 routing_config="")
             return original_resource
 
+    class CapacityProvider(Physical, CloudFormationModel):
+        """Held in ``capacity_providers`` of moto's Lambda backend (saved with it), by name, as the API returns it."""
+
+        __module__ = "crossover.emulator"
+
+        def __init__(self, name: str, arn: str) -> None:
+            super().__init__(name)
+            self.arn = arn
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::Lambda::CapacityProvider"
+
+        def get_cfn_attribute(self, attribute: str) -> str:
+            if attribute != "Arn":
+                raise NotImplementedError(attribute)
+            return self.arn
+
+        @classmethod
+        def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: dict[str, Any],
+                                            account_id: str, region_name: str, **kwargs: Any) -> CapacityProvider:
+            props = cloudformation_json["Properties"]
+            name = props.get("CapacityProviderName", resource_name)
+            arn = f"arn:aws:lambda:{region_name}:{account_id}:capacity-provider:{name}"
+            _capacity_providers(lambda_backends[account_id][region_name])[name] = {
+                "CapacityProviderArn": arn, "State": "Active", "VpcConfig": props["VpcConfig"],
+                "PermissionsConfig": props["PermissionsConfig"],
+                **{key: props[key] for key in ("InstanceRequirements", "CapacityProviderScalingConfig", "KmsKeyArn")
+                   if key in props}}
+            return cls(name, arn)
+
+        @classmethod
+        def update_from_cloudformation_json(cls, original_resource: CapacityProvider, new_resource_name: str,
+                                            cloudformation_json: dict[str, Any], account_id: str,
+                                            region_name: str) -> CapacityProvider:
+            cls.delete_from_cloudformation_json(original_resource.physical_id, {"Properties": {}}, account_id,
+                                                region_name)  # its settings are create-only: a new one replaces it
+            return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id,
+                                                       region_name)
+
+        @classmethod
+        def delete_from_cloudformation_json(cls, resource_name: str, cloudformation_json: dict[str, Any],
+                                            account_id: str, region_name: str) -> None:
+            name = cloudformation_json["Properties"].get("CapacityProviderName", resource_name)
+            _capacity_providers(lambda_backends[account_id][region_name]).pop(name, None)
+
+    def get_capacity_provider(self: LambdaResponse) -> tuple[int, dict[str, str], str]:
+        name = self.path.rstrip("/").rsplit("/", 1)[-1]
+        found = _capacity_providers(lambda_backends[self.current_account][self.region]).get(name)
+        if found is None:
+            return 404, {"x-amzn-ErrorType": "ResourceNotFoundException"}, json.dumps(
+                {"Type": "User", "Message": f"Capacity provider not found: {name}"})
+        return 200, {}, json.dumps({"CapacityProvider": found})
+
+    create_function = LambdaFunction.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    configuration = LambdaFunction.get_configuration
+
+    def create_with_capacity(cls: type[LambdaFunction], /, resource_name: str, cloudformation_json: dict[str, Any],
+                             account_id: str, region_name: str, **kwargs: Any) -> LambdaFunction:
+        function: LambdaFunction = create_function(cls, resource_name, cloudformation_json, account_id, region_name,
+                                                   **kwargs)
+        function.capacity_provider_config = cloudformation_json["Properties"].get("CapacityProviderConfig")  # type: ignore[attr-defined]
+        return function
+
+    def configuration_with_capacity(self: LambdaFunction, on_create: bool = False) -> dict[str, Any]:
+        found = configuration(self, on_create)
+        given = getattr(self, "capacity_provider_config", None)
+        return {**found, "CapacityProviderConfig": given} if given else found
+
+    LambdaFunction.create_from_cloudformation_json = classmethod(create_with_capacity)  # type: ignore[assignment]
+    LambdaFunction.get_configuration = configuration_with_capacity  # type: ignore[method-assign]
+    LambdaResponse.get_capacity_provider = get_capacity_provider  # type: ignore[attr-defined]
+    url_paths[r"{0}/(?P<api_version>[^/]+)/capacity-providers/(?P<name>[\w_-]+)$"] = LambdaResponse.dispatch
+
     def version_attribute(self: LambdaVersion, attribute: str) -> str:
         if attribute != "Version":
             raise NotImplementedError(attribute)
@@ -303,9 +382,16 @@ def support_missing_types() -> None:
     LambdaVersion.get_cfn_attribute = version_attribute  # type: ignore[attr-defined]
     FakeTargetGroup.get_cfn_attribute = target_group_attribute  # type: ignore[attr-defined]
     # Module-level names, so a saved state (``save``) refers to these classes rather than copying them.
-    for model in (Alarm, Alias):
+    for model in (Alarm, Alias, CapacityProvider):
         model.__qualname__ = model.__name__
         globals()[model.__name__] = model
+
+
+def _capacity_providers(backend: Any) -> dict[str, dict[str, Any]]:
+    if not hasattr(backend, "capacity_providers"):
+        backend.capacity_providers = {}
+    providers: dict[str, dict[str, Any]] = backend.capacity_providers
+    return providers
 
 
 # How long a resource takes in CloudFormation, in the emulator's event timeline (seconds): a group whose

@@ -31,6 +31,7 @@ from typing import Any
 from rich.table import Table
 
 from crossover import PROJECT
+from crossover.backends import KINDS
 from crossover.config import BACKEND_IDS
 from crossover.emulator import ACCOUNT, REGION, references
 from crossover.shape import BACKEND_HEADER
@@ -384,10 +385,10 @@ def check(emu: Emulator, stack: str, backends: list[str] | None = None) -> tuple
     else:
         checks += _realtime_checks(emu, by_type, expected)
     for kind in expected:
-        if kind == "lambda":
-            checks += _lambda_checks(emu, by_type.get("AWS::Lambda::Function", {}).get(kind, []))
-        else:
+        if KINDS[kind].fleet:
             checks += _fleet_checks(emu, by_type, kind)
+        else:
+            checks += _lambda_checks(emu, by_type.get("AWS::Lambda::Function", {}).get(kind, []), kind)
     return status, checks
 
 
@@ -407,7 +408,7 @@ def _realtime_checks(emu: Emulator, by_type: dict[str, dict[str, list[str]]], ex
     for kind in expected:
         groups = by_type.get("AWS::ElasticLoadBalancingV2::TargetGroup", {}).get(kind, [])
         found = elbv2.describe_target_groups(TargetGroupArns=groups)["TargetGroups"] if groups else []
-        wanted = "lambda" if kind == "lambda" else "instance"
+        wanted = "instance" if KINDS[kind].fleet else "lambda"
         checks.append(Check(f"{kind} target group", ", ".join(t["TargetType"] for t in found) or "missing",
                             bool(found) and all(t["TargetType"] == wanted for t in found)))
     return checks
@@ -426,24 +427,41 @@ def _pipeline_checks(emu: Emulator, by_type: dict[str, dict[str, list[str]]]) ->
         Check("dead-letter queue", ", ".join(u.rsplit("/", 1)[-1] for u in dead) or "missing", len(dead) == 1),
         Check("results bucket", ", ".join(buckets) or "missing", len(buckets) == 1),
     ]
-    if "lambda" in by_type.get("AWS::Lambda::Function", {}):
+    if set(by_type.get("AWS::Lambda::Function", {})) & {"lambda", "lambda-managed"}:
         mappings = _all(by_type, "AWS::Lambda::EventSourceMapping")
         checks.append(Check("SQS event source", ", ".join(mappings) or "missing", len(mappings) == 1))
     return checks
 
 
-def _lambda_checks(emu: Emulator, functions: list[str]) -> list[Check]:
-    """The function, and the ``live`` alias that serves and that CodeDeploy moves between versions."""
-    client = emu.client("lambda")
+def _lambda_checks(emu: Emulator, functions: list[str], kind: str) -> list[Check]:
+    """The function, its capacity provider on lambda-managed, and the ``live`` alias that serves and that
+    CodeDeploy moves between versions."""
+    client, name = emu.client("lambda"), "Lambda" if kind == "lambda" else kind
     fn = client.get_function_configuration(FunctionName=functions[0]) if functions else None
-    checks = [Check("Lambda function", "missing" if fn is None else
+    checks = [Check(f"{name} function", "missing" if fn is None else
                     f"{fn['Runtime']}, {fn['MemorySize']} MiB, {fn['Handler']}", fn is not None)]
+    if kind == "lambda-managed":
+        checks.append(_capacity_check(client, fn))
     try:
         alias = client.get_alias(FunctionName=functions[0], Name="live")
     except Exception:  # no function, or no alias: both mean the check fails
-        return [*checks, Check("Lambda alias live", "missing", False)]
+        return [*checks, Check(f"{name} alias live", "missing", False)]
     version = alias["FunctionVersion"]
-    return [*checks, Check("Lambda alias live", f"version {version}", version.isdigit())]
+    return [*checks, Check(f"{name} alias live", f"version {version}", version.isdigit())]
+
+
+def _capacity_check(client: Any, fn: dict[str, Any] | None) -> Check:
+    """The capacity provider the function names, as the Lambda API describes it: its instance types and cap."""
+    config = (fn or {}).get("CapacityProviderConfig", {}).get("LambdaManagedInstancesCapacityProviderConfig", {})
+    arn = config.get("CapacityProviderArn")
+    if arn is None:
+        return Check("capacity provider", "the function names none", False)
+    provider = client.get_capacity_provider(CapacityProviderName=arn.rsplit(":", 1)[-1])["CapacityProvider"]
+    types = provider.get("InstanceRequirements", {}).get("AllowedInstanceTypes", ["any"])
+    vcpus = provider.get("CapacityProviderScalingConfig", {}).get("MaxVCpuCount")
+    return Check("capacity provider", f"{', '.join(types)}, at most {vcpus} vCPUs, "
+                 f"{config.get('PerExecutionEnvironmentMaxConcurrency')} per environment",
+                 provider["State"] == "Active" and bool(provider["VpcConfig"]["SubnetIds"]))
 
 
 def _fleet_checks(emu: Emulator, by_type: dict[str, dict[str, list[str]]], kind: str) -> list[Check]:

@@ -240,9 +240,9 @@ class ModelService(Construct):
         if self.sizing.band is not None:
             monitoring.watch_volume(self.metric_requests(period=Duration.days(1)), self.sizing.band,
                                     self.sizing.hours_per_month)
-        function = self.backends.get("lambda")
-        if isinstance(function, LambdaBackend):
-            function.shift_traffic([*judges, *own["lambda"]], config.rollout.lambda_traffic)
+        for kind, backend in self.backends.items():
+            if isinstance(backend, LambdaBackend):
+                backend.shift_traffic([*judges, *own[kind]], config.rollout.lambda_traffic)
         return monitoring
 
 

@@ -20,9 +20,10 @@ def size(config: ModelConfig, *, throughput: float | None = None,
     """``throughput``: one instance of ``config.backend`` serves this many images/s, measured (else the config's
     figure, ``measured``'s `crossover bench` profile, an estimate from ``model.gmacs``, or a placeholder with a
     synth warning); ``measured`` also holds the load test that sets the realtime scaling target."""
-    if throughput is not None and config.backend == "lambda":
-        raise UserError("throughput is one instance's images/s, and lambda has no instances; give "
-                        "lambda.latency_ms in the config instead")
+    if throughput is not None and not KINDS[config.backend].fleet:
+        give = "lambda.latency_ms" if config.backend == "lambda" else "lambda-managed.images_per_second"
+        raise UserError(f"throughput is one instance's images/s, and {config.backend} runs no Auto Scaling group of "
+                        f"its own; give {give} in the config instead")
     measured = measured or profile.Measured()
     fleets: dict[str, FleetFigures] = {}
     warnings: list[tuple[str, str]] = []

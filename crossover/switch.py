@@ -21,12 +21,14 @@ from crossover.config import BACKENDS, RETIRED, ConfigError, LoadedConfig, Probl
 # What each backend holds, under its own id: created by a move to it, removed by a move away.
 KEPT = "front door (load balancer, listener, security group, access-log bucket), the Endpoint output"
 READY = {"lambda": "its live alias names the published version (and any provisioned concurrency is allocated)",
+         "lambda-managed": "its live alias names the published version, active once lambda-managed.min_environments "
+                           "execution environments run on the capacity provider's instances, the model loaded",
          "fleet": "scaling.min instances have signalled ready, each once the load balancer found it healthy"}
 _SCALAR = re.compile(r"""(?P<quote>["']?)(?P<value>[A-Za-z0-9_-]+)(?P=quote)""")
 
 
 def readiness(backend: str) -> str:
-    return READY["lambda" if backend == "lambda" else "fleet"]
+    return READY["fleet" if KINDS[backend].fleet else backend]
 
 
 def rewrite_value(text: str, keys: tuple[str, ...], value: str) -> tuple[str, str]:

@@ -5,7 +5,8 @@ WebP of 8000 x 5000 pixels holds ~600 MB), and eight at once take a 4 GiB instan
 is admitted against a budget derived from the memory this process may still use: in the HTTP
 server, an image that does not fit waits for others to finish, until its deadline, then gets 503;
 one larger than the whole budget gets 413 at once. Lambda and the pipeline worker decode one image
-at a time, so there the budget is only checked (:meth:`Budget.check`).
+at a time, so there the budget is only checked (:meth:`Budget.check`). On Lambda Managed Instances each of an
+environment's processes gets its share of the environment's memory.
 """
 
 from __future__ import annotations
@@ -25,11 +26,19 @@ def _rss() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def processes() -> int:
+    """How many processes share this execution environment: AWS_LAMBDA_MAX_CONCURRENCY on Lambda Managed Instances
+    (its Python runtime runs one request per process, each with its own copy of the model), else this one."""
+    value = os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
 def _limit() -> int:
-    """The memory this process may use: Lambda's setting, the cgroup's limit, or what the machine has free."""
+    """The memory this process may use: its share of Lambda's setting, the cgroup's limit, or what the machine has
+    free."""
     lambda_mib = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
     if lambda_mib and lambda_mib.isdigit():
-        return int(lambda_mib) * MIB
+        return int(lambda_mib) * MIB // processes()
     for limit_file in (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")):
         try:
             text = limit_file.read_text().strip()

@@ -1,12 +1,14 @@
 """Lambda entry point ``crossover_serving.lambda_handler.handler``: ALB, function-URL and SQS events.
 
-The model loads during the init phase (once per execution environment), from the spec in
+The model loads during the init phase (once per execution environment; on Lambda Managed Instances, once in
+each of the environment's processes, which the runtime starts for its concurrent requests), from the spec in
 CROSSOVER_SPEC. SQS records follow crossover_serving.pipeline's contract; each result is written to
 ``s3://$RESULTS_BUCKET/results/<id>.json`` and failures are reported per record, so only those are
 retried and, past the queue's receive limit, land in the queue's dead-letter queue. Every HTTP event
 gets an answer: bad requests a JSON 4xx, a fault of ours a JSON 500 counted as ``ServerFaults``
 (the function's own Errors metric then counts only crashes and timeouts). A request's deadline is the
-HTTP server's, or less when the invocation has less time left.
+HTTP server's, or less when the invocation has less time left (Lambda Managed Instances do not stop an
+invocation at its timeout: the deadline is what ends its work).
 """
 
 from __future__ import annotations

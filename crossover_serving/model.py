@@ -13,17 +13,21 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from crossover_serving.budget import Budget, available_memory
+from crossover_serving.budget import Budget, available_memory, processes
 from crossover_serving.errors import ModelLoadError
 from crossover_serving.images import Preprocessor
-from crossover_serving.names import LAMBDA_MIB_PER_VCPU
+from crossover_serving.names import ENVIRONMENT_VCPUS, LAMBDA_MIB_PER_VCPU
 from crossover_serving.spec import Spec
 
 DECODE_SHARE = 0.75  # of the memory left after the model loads, for one image at a time
 
 
 def available_cpus() -> int:
-    """The vCPUs this process may really use: Lambda's memory-derived share, else the CPU affinity."""
+    """The vCPUs this process may really use: on Lambda Managed Instances its share of its environment's, on
+    Lambda the memory-derived share, else the CPU affinity."""
+    environment = os.environ.get(ENVIRONMENT_VCPUS, "")
+    if environment.isdigit():  # its processes each take a share (more threads than vCPUs only contend)
+        return max(1, int(environment) // processes())
     memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
     if memory:
         return max(1, min(6, int(memory) // LAMBDA_MIB_PER_VCPU))

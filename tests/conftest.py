@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aws_cdk.assertions import Template
@@ -51,7 +52,7 @@ def variant(example: Path, folder: Path, name: str, **replace: str) -> Path:
     return write_config(folder, name, "\n".join(lines) + "\n")
 
 
-BACKENDS = ("lambda", "gpu", "eia", "inferentia", "cpu")
+BACKENDS = ("lambda", "gpu", "eia", "inferentia", "cpu", "lambda-managed")
 BUNDLE_INPUTS = "crossover-bundle-inputs"
 PUBLIC = ("{certificate_arn: 'arn:aws:acm:us-east-1:123456789012:certificate/"
           "0b7d8c1e-1111-2222-3333-444455556666'}")
@@ -62,6 +63,17 @@ def stack_of(example: str, backend: str, service: str = "realtime") -> str:
     if service == "pipeline":
         return f"ModelStack-{example}-pipe-{backend}"
     return f"ModelStack-{example}" if backend == "lambda" else f"ModelStack-{example}-{backend}"
+
+
+def resources_of(template: dict[str, Any], backend: str) -> dict[str, Any]:
+    """The resources of ``backend``'s own construct, by their logical ids (``ModelGpu...``; ``ModelLambda...`` but
+    not ``ModelLambdaManaged...``)."""
+    from crossover.backends import BACKEND_IDS
+
+    id = BACKEND_IDS[backend]
+    longer = [other for other in BACKEND_IDS.values() if other != id and other.startswith(id)]
+    return {k: v for k, v in template["Resources"].items()
+            if k.startswith("Model" + id) and not any(k.startswith("Model" + other) for other in longer)}
 
 
 CANARY_PERCENT = 10

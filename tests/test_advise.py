@@ -135,8 +135,9 @@ def test_the_recalibration_by_hand_on_a_gpu_fleet(aws: str, tmp_path: Path) -> N
 
 
 def crossover_of(path: Path) -> float:
-    """Where the config's Lambda and its fleet bought on demand cost the same (spot rows aside)."""
-    (first,) = [x for x in report.build(load(path), prices.load()).crossovers if "(spot)" not in x.below + x.above]
+    """Where the config's GPU fleet bought on demand becomes the cheapest (from Lambda Managed Instances, which
+    take over from Lambda below it)."""
+    (first,) = [x for x in report.build(load(path), prices.load()).crossovers if x.above == "gpu"][:1]
     return first.images_per_month
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from crossover.backends import KINDS
 from crossover.capacity import scaling_target
 from crossover.config import BACKEND_IDS
 from tests import ROOT
@@ -17,7 +18,7 @@ from tests.conftest import BACKENDS, EXAMPLES, Synth, stack_of
 
 NAMES = ["resnet152", "mobilenet-v2", "efficientnet-lite0"]
 assert len(NAMES) == len(EXAMPLES)
-FLEETS = [b for b in BACKENDS if b != "lambda"]
+FLEETS = [b for b in BACKENDS if KINDS[b].fleet]
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -34,7 +35,7 @@ def one(template: dict[str, Any], kind: str) -> dict[str, Any]:
 def test_every_example_synthesizes_on_every_backend(synth: Synth, name: str, backend: str) -> None:
     template = synth.raw[stack_of(name, backend)]
     kinds = {r["Type"] for r in template["Resources"].values()}
-    expected = "AWS::Lambda::Function" if backend == "lambda" else "AWS::AutoScaling::AutoScalingGroup"
+    expected = "AWS::AutoScaling::AutoScalingGroup" if KINDS[backend].fleet else "AWS::Lambda::Function"
     assert expected in kinds and "AWS::ElasticLoadBalancingV2::LoadBalancer" in kinds
 
 

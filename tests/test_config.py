@@ -44,8 +44,8 @@ def test_defaults_fill_every_backend_section(tmp_path: Path) -> None:
     (GOOD + "scalng: {min: 1}\n", "case.yaml: scalng: expected one of the keys name, backend, service"),
     (GOOD + "lambda: {memory_mb: 512}\n", "did you mean 'memory_mib'?"),
     (GOOD + "scaling: {min: '2'}\n", "case.yaml: scaling.min: expected an integer; got string '2'"),
-    (GOOD.replace("lambda", "gpus"), "case.yaml: backend: expected one of lambda, gpu, eia, inferentia, cpu; "
-                                     "got 'gpus'"),
+    (GOOD.replace("lambda", "gpus"), "case.yaml: backend: expected one of lambda, gpu, eia, inferentia, cpu, "
+                                     "lambda-managed; got 'gpus'"),
     (GOOD + "service: batch\n", "case.yaml: service: expected one of realtime, pipeline; got 'batch'"),
     (GOOD + "scaling: {min: 5, max: 2}\n", "case.yaml: scaling: min (5) must be <= max (2)"),
     (GOOD + "scaling: {min: 1, max: 0}\n", "case.yaml: scaling.max: expected a number > 0; got 0"),

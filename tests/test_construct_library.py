@@ -198,7 +198,8 @@ def test_a_config_error_in_a_team_app_reads_as_one_line(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(app)], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert line == "error: ModelConfig: backend: expected one of lambda, gpu, eia, inferentia, cpu; got 'gpux'"
+    assert line == ("error: ModelConfig: backend: expected one of lambda, gpu, eia, inferentia, cpu, lambda-managed; "
+                    "got 'gpux'")
     # AND the app's own errors keep their traceback, a pydantic model of its own included
     app.write_text("import crossover, pydantic\nclass Mine(pydantic.BaseModel):\n    n: int\nMine(n='x')\n")
     result = subprocess.run([sys.executable, str(app)], cwd=tmp_path, capture_output=True, text=True)

@@ -195,7 +195,9 @@ def test_backends_without_price_or_profile_are_reported_not_dropped(tmp_path: Pa
     assert main(["cost", str(path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     # (and the spot fleets of the types with a spot price: not p5e.48xlarge, sold as capacity blocks only)
-    assert set(data["backends"]) == {"lambda", "gpu", "eia", "inferentia", "cpu", "inferentia (spot)", "cpu (spot)"}
+    assert set(data["backends"]) == {"lambda", "gpu", "eia", "inferentia", "cpu", "inferentia (spot)", "cpu (spot)",
+                                     "lambda-managed"}
+    assert "set lambda-managed.images_per_second to a measured figure" in data["backends"]["lambda-managed"]["problem"]
     assert data["backends"]["gpu"]["problem"].endswith("no price for ec2.p5e.48xlarge; add it (with its source and "
                                                        "date) or pick a priced type")
     assert "no price for eia.eia1.large" in data["backends"]["eia"]["problem"]
@@ -262,7 +264,7 @@ def test_fails_when_the_price_file_is_bad(tmp_path: Path, capsys: pytest.Capture
 
 def test_bundled_catalog_names_a_source_and_date_for_every_price() -> None:
     c = catalog_module.load()
-    assert len(c.prices()) == len(c.ec2) + len(c.spot) + len(c.eia) + 27
+    assert len(c.prices()) == len(c.ec2) + len(c.spot) + len(c.eia) + 28
     assert all(p.source in c.sources and str(p.date) for p in c.prices())
 
 

@@ -11,28 +11,29 @@ from typing import Any
 
 import pytest
 
+from crossover.backends import KINDS
 from crossover.config import BACKEND_IDS
 from tests.conftest import BACKENDS, Synth, stack_of
 
 EXPECTED = {
-    ("lambda", "realtime"): {"LatencyP99", "ErrorRate", "LambdaErrors", "LambdaThrottles"},
-    ("fleet", "realtime"): {"LatencyP99", "ErrorRate", "{Fleet}UnhealthyHosts", "ModelLoadFailures"},
-    ("lambda", "pipeline"): {"QueueAge", "DeadLetters", "FailedMessages", "LambdaErrors", "LambdaThrottles"},
+    ("function", "realtime"): {"LatencyP99", "ErrorRate", "{Id}Errors", "{Id}Throttles"},
+    ("fleet", "realtime"): {"LatencyP99", "ErrorRate", "{Id}UnhealthyHosts", "ModelLoadFailures"},
+    ("function", "pipeline"): {"QueueAge", "DeadLetters", "FailedMessages", "{Id}Errors", "{Id}Throttles"},
     ("fleet", "pipeline"): {"QueueAge", "DeadLetters", "FailedMessages", "ModelLoadFailures"},
 }
 
 
 def expected(table: dict[tuple[str, str], set[str]], backend: str, service: str) -> set[str]:
-    """The alarm ids ``table`` names for ``backend``, a fleet's own ones under its id (Gpu, Cpu, ...)."""
-    kind = "lambda" if backend == "lambda" else "fleet"
-    return {name.replace("{Fleet}", BACKEND_IDS[backend]) for name in table[(kind, service)]}
+    """The alarm ids ``table`` names for ``backend``, a backend's own ones under its id (Lambda, Gpu, ...)."""
+    kind = "fleet" if KINDS[backend].fleet else "function"
+    return {name.replace("{Id}", BACKEND_IDS[backend]) for name in table[(kind, service)]}
 
 
 # What says the release is bad (and so rolls it back); backlog and dead letters only notify.
 ROLLBACK = {
-    ("lambda", "realtime"): {"LatencyP99", "ErrorRate", "LambdaErrors"},
-    ("fleet", "realtime"): {"LatencyP99", "ErrorRate", "{Fleet}UnhealthyHosts", "ModelLoadFailures"},
-    ("lambda", "pipeline"): {"FailedMessages", "LambdaErrors"},
+    ("function", "realtime"): {"LatencyP99", "ErrorRate", "{Id}Errors"},
+    ("fleet", "realtime"): {"LatencyP99", "ErrorRate", "{Id}UnhealthyHosts", "ModelLoadFailures"},
+    ("function", "pipeline"): {"FailedMessages", "{Id}Errors"},
     ("fleet", "pipeline"): {"FailedMessages", "ModelLoadFailures"},
 }
 
@@ -75,7 +76,7 @@ def test_model_load_alarm_watches_the_serving_metric(synth: Synth) -> None:
 def test_deployments_roll_back_on_the_release_alarms(synth: Synth, backend: str, service: str) -> None:
     stack = stack_of("resnet152", backend, service)
     template = synth.raw[stack]
-    kind = "lambda" if backend == "lambda" else "fleet"
+    kind = "fleet" if KINDS[backend].fleet else "function"
     names = {k.removeprefix("ModelMonitoring")[: -8]: v["Properties"]["AlarmName"] for k, v in
              template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm" and k.startswith("ModelMonitoring")}
     assert set(names) >= expected(EXPECTED, backend, service)
@@ -114,7 +115,8 @@ def test_deployments_roll_back_on_the_release_alarms(synth: Synth, backend: str,
         function, qualifier = mapping["FunctionName"]["Fn::Join"][1]  # <name, from the alias ARN>:live
         assert alias_id in json.dumps(function) and qualifier == ":live"
     errors = next(v["Properties"] for v in template["Resources"].values()
-                  if v["Type"] == "AWS::CloudWatch::Alarm" and v["Properties"]["AlarmName"].endswith("LambdaErrors"))
+                  if v["Type"] == "AWS::CloudWatch::Alarm"
+                  and v["Properties"]["AlarmName"].endswith(f"{BACKEND_IDS[backend]}Errors"))
     assert {d["Name"] for d in errors["Dimensions"]} == {"FunctionName", "Resource"}
 
 
@@ -207,9 +209,11 @@ def test_volume_alarms_sit_at_the_band_edges_the_cost_model_computes(synth: Synt
     edges = band(load(variants_dir / f"{stack.removeprefix('ModelStack-')}.yaml").config, catalog.load())
     found = alarms(template)
     if edges is None:  # never the one to run: eia is retired; resnet152 on host CPUs misses its p99 (realtime)
-        # or costs far more than the cheapest (inferentia's CPUs, pipeline)
+        # or costs far more than the cheapest (inferentia's CPUs, pipeline; Lambda Managed Instances' CPUs, whose
+        # three instances cost more than Lambda at low volumes and a GPU at high ones)
         assert (backend, service) in {("eia", "realtime"), ("eia", "pipeline"), ("cpu", "realtime"),
-                                      ("inferentia", "realtime"), ("inferentia", "pipeline")}
+                                      ("inferentia", "realtime"), ("inferentia", "pipeline"),
+                                      ("lambda-managed", "realtime"), ("lambda-managed", "pipeline")}
         assert not {"VolumeBelowBand", "VolumeAboveBand"} & set(found)
         return
     rollback = template["Outputs"]["RollbackAlarms"]["Value"]
@@ -229,8 +233,8 @@ def test_volume_alarms_sit_at_the_band_edges_the_cost_model_computes(synth: Synt
         (count,) = [m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m]
         assert count["Period"] == 86400 and count["Stat"] == "Sum" and count["Metric"]["MetricName"] == (
             "RequestCount" if service == "realtime" else "NumberOfMessagesSent")
-    # resnet152 on lambda: the band ends past the lambda -> gpu crossover, and says how to move; it starts where
-    # over 1% of requests would start an environment (each hour h of the day at w_h times the average rate:
+    # resnet152 on lambda: the band ends past the lambda -> lambda-managed crossover, and says how to move; it starts
+    # where over 1% of requests would start an environment (each hour h of the day at w_h times the average rate:
     # the mean of w_h x (exp(-rate x w_h x 300 s) + 0.281 s / 7,200 s) is 1%), below which cold starts are p99
     if (backend, service) == ("lambda", "realtime"):
         import math
@@ -247,4 +251,5 @@ def test_volume_alarms_sit_at_the_band_edges_the_cost_model_computes(synth: Synt
         share = sum(w * (math.exp(-rate * w * 300) + warm_s / 7200) for w in model.day(3)) / 24
         assert share == pytest.approx(0.01, rel=1e-4)
         assert below["AlarmDescription"].endswith("set lambda.provisioned_concurrency: 1 (+32.17 USD a month)")
-        assert above["AlarmDescription"].endswith("gpu is cheaper there: crossover switch resnet152 gpu")
+        assert above["AlarmDescription"].endswith(
+            "lambda-managed is cheaper there: crossover switch resnet152 lambda-managed")

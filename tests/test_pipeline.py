@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from crossover.backends import KINDS
 from tests.conftest import BACKENDS, Synth, stack_of
 
-FLEETS = [b for b in BACKENDS if b != "lambda"]
+FLEETS = [b for b in BACKENDS if KINDS[b].fleet]
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from crossover.backends import KINDS
 from crossover.config import BACKEND_IDS
-from tests.conftest import BACKENDS, CANARY_PERCENT, Synth, canary_of, stack_of
+from tests.conftest import BACKENDS, CANARY_PERCENT, Synth, canary_of, resources_of, stack_of
 
 PAIRS = list(itertools.permutations(BACKENDS, 2))  # (source, target): every canary, old -> new
 
@@ -27,11 +28,13 @@ ROLLBACK = {
     ("eia", "realtime"): {"LatencyP99", "ErrorRate", "EiaUnhealthyHosts", "ModelLoadFailures"},
     ("inferentia", "realtime"): {"LatencyP99", "ErrorRate", "InferentiaUnhealthyHosts", "ModelLoadFailures"},
     ("cpu", "realtime"): {"LatencyP99", "ErrorRate", "CpuUnhealthyHosts", "ModelLoadFailures"},
+    ("lambda-managed", "realtime"): {"LatencyP99", "ErrorRate", "LambdaManagedErrors"},
     ("lambda", "pipeline"): {"FailedMessages", "LambdaErrors"},
     ("gpu", "pipeline"): {"FailedMessages", "ModelLoadFailures"},
     ("eia", "pipeline"): {"FailedMessages", "ModelLoadFailures"},
     ("inferentia", "pipeline"): {"FailedMessages", "ModelLoadFailures"},
     ("cpu", "pipeline"): {"FailedMessages", "ModelLoadFailures"},
+    ("lambda-managed", "pipeline"): {"FailedMessages", "LambdaManagedErrors"},
 }
 
 # During a canary the new backend's own alarms, the canary's and the stack's server faults judge the deploy;
@@ -39,13 +42,19 @@ ROLLBACK = {
 CANARY_OWN = {"lambda": {"LambdaErrors"}, "gpu": {"GpuUnhealthyHosts", "ModelLoadFailures"},
               "eia": {"EiaUnhealthyHosts", "ModelLoadFailures"},
               "inferentia": {"InferentiaUnhealthyHosts", "ModelLoadFailures"},
-              "cpu": {"CpuUnhealthyHosts", "ModelLoadFailures"}}
+              "cpu": {"CpuUnhealthyHosts", "ModelLoadFailures"}, "lambda-managed": {"LambdaManagedErrors"}}
 CANARY_ROLLBACK = {"ErrorRate", "CanaryLatencyP99", "CanaryErrorRate"}
 
-# The function's traffic shift is judged by what judges it when it serves alone (the alarms ModelService._monitor
+# A function's traffic shift is judged by what judges it when it serves alone (the alarms ModelService._monitor
 # collects from watch_realtime or watch_pipeline and the function's own), also while it is the backend a canary
 # moves from or to.
-FUNCTION = {"realtime": {"LatencyP99", "ErrorRate", "LambdaErrors"}, "pipeline": {"FailedMessages", "LambdaErrors"}}
+FUNCTIONS = [b for b in BACKENDS if not KINDS[b].fleet]
+
+
+def function_alarms(service: str, *backends: str) -> dict[str, set[str]]:
+    """The alarms each function's deployment group rolls back on, by the group's backend id."""
+    judges = {"realtime": {"LatencyP99", "ErrorRate"}, "pipeline": {"FailedMessages"}}[service]
+    return {BACKEND_IDS[b]: judges | {f"{BACKEND_IDS[b]}Errors"} for b in backends if b in FUNCTIONS}
 
 CANARY_ERROR_RATE = "100 * (FILL(faults, 0) + FILL(connectionErrors, 0)) / MAX([requests, 1])"
 ELB = "AWS/ApplicationELB"
@@ -69,26 +78,27 @@ def rollback_output(template: dict[str, Any]) -> list[str]:
     return names
 
 
-def deployment_group_alarms(template: dict[str, Any]) -> set[str] | None:
-    """The alarm names the Lambda deployment group rolls back on; None where there is no deployment group."""
-    groups = list(of_type(template, "AWS::CodeDeploy::DeploymentGroup").values())
-    if not groups:
-        return None
-    (group,) = groups
-    config = group["Properties"]["AlarmConfiguration"]
-    assert config["Enabled"] is True
+def deployment_group_alarms(template: dict[str, Any]) -> dict[str, set[str]]:
+    """The alarm names each function's deployment group rolls back on, by its backend's id (Lambda, ...)."""
+    found = {}
     names = alarm_names(template)
-    refs = [a["Name"]["Ref"] for a in config["Alarms"]]
-    assert len(refs) == len(set(refs))
-    return {names[ref] for ref in refs}
+    for logical_id, group in of_type(template, "AWS::CodeDeploy::DeploymentGroup").items():
+        config = group["Properties"]["AlarmConfiguration"]
+        assert config["Enabled"] is True
+        refs = [a["Name"]["Ref"] for a in config["Alarms"]]
+        assert len(refs) == len(set(refs))
+        found[logical_id.removeprefix("Model").split("Rollout")[0]] = {names[ref] for ref in refs}
+    return found
 
 
-def assert_rollback_alarms(template: dict[str, Any], stack: str, output: set[str], function: set[str] | None) -> None:
+def assert_rollback_alarms(template: dict[str, Any], stack: str, output: set[str],
+                           functions: dict[str, set[str]]) -> None:
     named = set(alarm_names(template).values())
     found = rollback_output(template)
     assert set(found) == {f"{stack}-{id}" for id in output}
     assert set(found) <= named  # each one is an alarm of the stack
-    assert deployment_group_alarms(template) == (None if function is None else {f"{stack}-{id}" for id in function})
+    assert deployment_group_alarms(template) == {
+        backend: {f"{stack}-{id}" for id in ids} for backend, ids in functions.items()}
 
 
 @pytest.mark.parametrize("service", ["realtime", "pipeline"])
@@ -96,21 +106,22 @@ def assert_rollback_alarms(template: dict[str, Any], stack: str, output: set[str
 def test_the_rollback_alarms_are_exactly_the_release_alarms(synth: Synth, backend: str, service: str) -> None:
     stack = stack_of("resnet152", backend, service)
     assert_rollback_alarms(synth.raw[stack], stack, ROLLBACK[(backend, service)],
-                           FUNCTION[service] if backend == "lambda" else None)
+                           function_alarms(service, backend))
 
 
 @pytest.mark.parametrize(("source", "target"), PAIRS)
 def test_a_canary_rolls_back_on_its_own_alarms_exactly(synth: Synth, source: str, target: str) -> None:
     stack = canary_of(source, target)
     assert_rollback_alarms(synth.raw[stack], stack, CANARY_ROLLBACK | CANARY_OWN[target],
-                           FUNCTION["realtime"] if "lambda" in (source, target) else None)
+                           function_alarms("realtime", source, target))
 
 
 def target_group_of(template: dict[str, Any], backend: str) -> str:
     """The target group ``backend`` registers into: the function's alias, or the fleet's group's."""
     groups = of_type(template, "AWS::ElasticLoadBalancingV2::TargetGroup")
-    if backend == "lambda":
-        aliases = of_type(template, "AWS::Lambda::Alias")
+    if backend in FUNCTIONS:
+        aliases = [k for k in of_type(template, "AWS::Lambda::Alias")
+                   if k.startswith(f"Model{BACKEND_IDS[backend]}Live")]
         (found,) = [k for k, v in groups.items()
                     if any(t["Id"].get("Ref") in aliases for t in v["Properties"].get("Targets", []))]
         return found
@@ -159,9 +170,9 @@ def serving_spec_of(template: dict[str, Any], backend: str) -> tuple[str, str]:
             for v in value:
                 walk(v)
 
-    walk({k: v for k, v in template["Resources"].items() if k.startswith(f"Model{BACKEND_IDS[backend]}")})
+    walk(resources_of(template, backend))
     specs = {(named.group(1), served.group(1)) for leaf in leaves
-             if (served := re.search(r'"backend":\s*"([a-z]+)"', leaf))
+             if (served := re.search(r'"backend":\s*"([a-z-]+)"', leaf))
              and (named := re.search(r'"name":\s*"([^"]+)"', leaf))}
     (spec,) = specs
     return spec

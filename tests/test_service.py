@@ -184,7 +184,7 @@ def test_an_unmeasured_fleet_says_so_and_a_measured_one_does_not(tmp_path: Path)
     warnings = Annotations.from_stack(stack).find_warning("*", Match.string_like_regexp("placeholder"))
     assert [w.id for w in warnings] == ["/Team/Guess"]  # where the fleet is built: its ModelService
     # AND a throughput for a backend with no instances is refused, with what to give instead
-    with pytest.raises(UserError, match="throughput is one instance's images/s, and lambda has no instances"):
+    with pytest.raises(UserError, match="and lambda runs no Auto Scaling group of its own; give lambda"):
         size(tagger(), throughput=10.0)
 
 

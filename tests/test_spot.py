@@ -290,10 +290,11 @@ def test_a_spot_fleet_is_priced_on_demand_up_to_its_floor_and_holds_a_spare(tmp_
 
 
 def test_cost_shows_spot_rows_and_the_command_to_get_them(tmp_path: Path) -> None:
-    # GIVEN resnet152 on gpu at a volume that needs 5 of its fleet's instances (and a Lambda too slow for p99)
+    # GIVEN resnet152 on gpu at a volume that needs 5 of its fleet's instances (and functions too slow for p99)
     path = variant(EXAMPLE, tmp_path, "rows", backend="gpu", gpu="{instance_type: g4dn.xlarge, "
                    "requests_per_minute_per_instance: 600}", scaling="{min: 2, max: 10}",
-                   **{"lambda": "{memory_mib: 3008, reserved_concurrency: 100, latency_ms: 900}"})
+                   **{"lambda": "{memory_mib: 3008, reserved_concurrency: 100, latency_ms: 900}",
+                      "lambda-managed": "{images_per_second: 1}"})
     result = report.build(load(path), prices.load(), volume=4.5 * 10 * 730 * 3600 / 3)
     data = report.as_json(result)
     # THEN gpu (spot), spot above an on-demand floor of scaling.min, is a row of its own, not the config's

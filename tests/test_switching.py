@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from crossover.backends import KINDS
 from crossover.config import BACKEND_IDS
 from crossover.constructs.front_door import STAGING_PORT
-from tests.conftest import BACKENDS, CANARY_PERCENT, ROOT, Synth, canary_of, stack_of
+from tests.conftest import BACKENDS, CANARY_PERCENT, ROOT, Synth, canary_of, resources_of, stack_of
 
 PAIRS = list(itertools.permutations(BACKENDS, 2))
 LISTENER = "AWS::ElasticLoadBalancingV2::Listener"
@@ -139,7 +140,7 @@ def backend_resources(template: dict[str, Any], backend: str, stack: str) -> dic
     """The backend's resources with the stack's own name taken out: the two states are stacks of one
     app, so their names differ where CDK writes them (tags, cfn-signal, and the id of an ingress rule,
     which embeds the peer's path and its hash)."""
-    chosen = {k: v for k, v in template["Resources"].items() if k.startswith("Model" + BACKEND_IDS[backend])}
+    chosen = resources_of(template, backend)
     text = json.dumps(chosen).replace(stack, "STACK").replace(stack.replace("-", ""), "STACK")
     return {re.sub(r"[0-9A-F]{4,}", "", k) if "STACK" in k else k: v for k, v in json.loads(text).items()}
 
@@ -152,7 +153,7 @@ def test_the_staging_listener_is_reachable_by_no_client(synth: Synth) -> None:
         assert ingress and all(rule["FromPort"] != STAGING_PORT for rule in ingress)
 
 
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "lambda"])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if KINDS[b].fleet])
 def test_a_rolling_update_keeps_the_minimum_in_service(synth: Synth, backend: str) -> None:
     # A new instance type or image on the same group replaces one instance at a time, each new one
     # signalling only once the load balancer finds it healthy, without going below scaling.min (2).

@@ -13,12 +13,13 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from crossover.backends import KINDS
 from crossover.shape import AZS, NAT_GATEWAYS
 from crossover_serving.spec import InputSpec as ServedInput
 
 SERVED_INPUT = ServedInput()
 
-Backend = Literal["lambda", "gpu", "eia", "inferentia", "cpu"]
+Backend = Literal["lambda", "gpu", "eia", "inferentia", "cpu", "lambda-managed"]
 Service = Literal["realtime", "pipeline"]
 # The Literal is what pydantic and mypy check against; crossover.backends is the table (tests/test_config.py
 # checks that the two name the same backends, in the same order).
@@ -323,14 +324,7 @@ class FleetSpec(_Strict):
     @field_validator("instance_type")
     @classmethod
     def _family(cls, value: str) -> str:
-        family = value.split(".", 1)[0]
-        if "." not in value or family not in cls.FAMILIES:
-            hint = next((f"; {value} is {kind} type: use backend: {name}"
-                         for name, (kind, families) in _FLEET_KINDS.items()
-                         if family in families and families != cls.FAMILIES), "")
-            raise ValueError(f"expected {cls.KIND} instance type ({', '.join(cls.FAMILIES)}); got {value!r}{hint}")
-        vcpus(value)  # a size it cannot count is refused here, not in the middle of a synth
-        return value
+        return instance_type_of(value, cls.FAMILIES, cls.KIND)
 
     @model_validator(mode="after")
     def _spot_types_fit(self) -> FleetSpec:
@@ -358,6 +352,19 @@ class FleetSpec(_Strict):
                                  f"{self.instance_type} ({vcpus(self.instance_type)}), and less memory for the "
                                  "model and its batch")
         return self
+
+
+def instance_type_of(value: str, families: tuple[str, ...], kind: str) -> str:
+    """``value`` if it is an instance type of one of ``families`` (``kind`` names them) whose vCPUs crossover can
+    count; else a ValueError that names the backend it belongs to, if another's."""
+    family = value.split(".", 1)[0]
+    if "." not in value or family not in families:
+        hint = next((f"; {value} is {what} type: use backend: {name}"
+                     for name, (what, accepted) in _FLEET_KINDS.items()
+                     if family in accepted and family not in families), "")
+        raise ValueError(f"expected {kind} instance type ({', '.join(families)}); got {value!r}{hint}")
+    vcpus(value)  # a size it cannot count is refused here, not in the middle of a synth
+    return value
 
 
 _SIZE = re.compile(r"(?:(\d*)xlarge|metal-(\d+)xl|(large)|(medium))")
@@ -421,6 +428,88 @@ class CpuSpec(FleetSpec):
     max_batch: PositiveInt = 4
 
 
+# Memory per vCPU of each family's instances, by its class letter (c: compute, m: general purpose, r: memory).
+GIB_PER_VCPU = {"c": 2, "m": 4, "r": 8}
+PROCESS_MIB = 1024  # the least one serving process needs: Python, ONNX Runtime, a ResNet-sized model, one decode
+
+
+class LambdaManagedSpec(_Strict):
+    """The ``lambda-managed`` backend: the ``lambda`` backend's function (the same bundle, handler and
+    ``lambda.timeout_s``) on a Lambda Managed Instances capacity provider in the model's VPC.
+
+    Lambda launches instances of ``instance_type`` (and ``instance_types``; their architecture is the function's)
+    and runs execution environments of ``memory_mib`` on them, ``memory_gib_per_vcpu`` GiB per vCPU, each with
+    ``per_environment_concurrency`` Python processes (one request each). Every published version keeps
+    ``min_environments`` to ``max_environments`` environments, and the provider at most ``max_vcpus`` vCPUs.
+    ``images_per_second`` is one environment's measured throughput (else estimated from model.gmacs)."""
+
+    FAMILIES: ClassVar[tuple[str, ...]] = tuple(f for f in _FLEET_KINDS["cpu"][1] if f != "c5")
+    KIND: ClassVar[str] = "a current-generation CPU"
+    instance_type: str = "c7i.xlarge"
+    instance_types: list[str] = Field(default_factory=list)
+    memory_mib: Annotated[int, Field(ge=2048, le=32_768)] = 4096
+    memory_gib_per_vcpu: Literal[2, 4, 8] = 2
+    # CPU-bound inference gains nothing from more processes than vCPUs, and each holds its own copy of the model:
+    # one process per environment, its vCPUs as ONNX Runtime threads, answers each request fastest.
+    per_environment_concurrency: Annotated[int, Field(ge=1, le=1600)] = 1
+    min_environments: Annotated[int, Field(ge=1, le=15_000)] = 3  # AWS's default: one per AZ of three
+    max_environments: Annotated[int, Field(ge=1, le=15_000)] = 30
+    max_vcpus: Annotated[int, Field(ge=12, le=15_000)] = 400  # the provider's cap; AWS's default
+    images_per_second: Annotated[float, Field(gt=0)] | None = None
+
+    @field_validator("instance_type")
+    @classmethod
+    def _family(cls, value: str) -> str:
+        return instance_type_of(value, cls.FAMILIES, cls.KIND)
+
+    @property
+    def vcpus(self) -> int:
+        """An execution environment's vCPUs."""
+        return self.memory_mib // (self.memory_gib_per_vcpu * 1024)
+
+    @property
+    def architecture(self) -> Literal["x86_64", "arm64"]:
+        return "arm64" if self.instance_type.split(".")[0] in GRAVITON_FAMILIES else "x86_64"
+
+    def environments_per_instance(self, instance_type: str) -> int:
+        """How many environments one instance of ``instance_type`` holds, by vCPUs and by memory."""
+        cpus = vcpus(instance_type)
+        memory_gib = cpus * GIB_PER_VCPU[instance_type[0]]
+        return min(cpus // self.vcpus, int(memory_gib * 1024 // self.memory_mib))
+
+    @model_validator(mode="after")
+    def _fits(self) -> LambdaManagedSpec:
+        unit = self.memory_gib_per_vcpu * 1024
+        if self.memory_mib % unit:
+            raise ValueError(f"memory_mib: expected a multiple of memory_gib_per_vcpu x 1024 = {unit} (an execution "
+                             f"environment has whole vCPUs); got {self.memory_mib}")
+        per_process = self.memory_mib // self.per_environment_concurrency
+        if per_process < PROCESS_MIB:
+            raise ValueError(f"per_environment_concurrency: each of the {self.per_environment_concurrency} processes "
+                             f"would have {per_process} MiB of the environment's {self.memory_mib}, under the "
+                             f"{PROCESS_MIB} MiB one needs (it loads its own copy of the model); lower it or raise "
+                             "memory_mib")
+        if self.per_environment_concurrency > 64 * self.vcpus:
+            raise ValueError(f"per_environment_concurrency: Lambda allows at most 64 per vCPU ({64 * self.vcpus} "
+                             f"for {self.vcpus}); got {self.per_environment_concurrency}")
+        if self.min_environments > self.max_environments:
+            raise ValueError(f"min_environments ({self.min_environments}) must be <= max_environments "
+                             f"({self.max_environments})")
+        for other in [self.instance_type, *self.instance_types]:
+            try:
+                instance_type_of(other, self.FAMILIES, self.KIND)
+            except ValueError as e:
+                raise ValueError(f"instance_types: {e}") from None
+            if (other.split(".")[0] in GRAVITON_FAMILIES) != (self.architecture == "arm64"):
+                raise ValueError(f"instance_types: {other} is not the architecture of {self.instance_type} "
+                                 f"({self.architecture}): a capacity provider runs one")
+            if self.environments_per_instance(other) < 1:
+                raise ValueError(f"{'instance_type' if other == self.instance_type else 'instance_types'}: {other} "
+                                 f"cannot hold one execution environment of {self.vcpus} vCPUs and "
+                                 f"{self.memory_mib} MiB; pick a larger size or lower memory_mib")
+        return self
+
+
 # Backends AWS no longer sells: priced for comparison, never recommended, switched to only with --force.
 RETIRED = frozenset({"eia"})
 EIA_ACCELERATORS = ("eia1.medium", "eia1.large", "eia1.xlarge")
@@ -454,6 +543,7 @@ class ModelConfig(_Strict):
     eia: EiaSpec = Field(default_factory=EiaSpec)
     inferentia: InferentiaSpec = Field(default_factory=InferentiaSpec)
     cpu: CpuSpec = Field(default_factory=CpuSpec)
+    lambda_managed: LambdaManagedSpec = Field(default_factory=LambdaManagedSpec, alias="lambda-managed")
 
     @field_validator("name")
     @classmethod
@@ -467,8 +557,12 @@ class ModelConfig(_Strict):
 
     @property
     def fleet(self) -> FleetSpec | None:
-        """The selected instance backend's section; None for lambda."""
-        return None if self.backend == "lambda" else getattr(self, self.backend)
+        """The selected instance backend's section; None for a function (lambda, lambda-managed)."""
+        return getattr(self, self.backend) if KINDS[self.backend].fleet else None
+
+    def section(self, backend: str) -> Any:
+        """``backend``'s own section of the config (its YAML key is the backend's name)."""
+        return getattr(self, field_of(backend))
 
     @model_validator(mode="after")
     def _grace_covers_model_load(self) -> ModelConfig:
@@ -511,7 +605,8 @@ class ModelConfig(_Strict):
         if self.service == "realtime" and self.scaling.min < 1:
             raise ValueError("scaling.min: expected >= 1 for a realtime service (0 would leave the "
                              f"endpoint with no capacity); got {self.scaling.min}")
-        if self.service == "realtime" and set(self.backends) - {"lambda"} and self.scaling.max <= self.scaling.min:
+        if self.service == "realtime" and any(KINDS[b].fleet for b in self.backends) \
+                and self.scaling.max <= self.scaling.min:
             raise ValueError(f"scaling.max: expected more than scaling.min ({self.scaling.min}) on an instance "
                              "backend: a rolling update keeps scaling.min instances in service and needs room for "
                              f"one more while it replaces them; got {self.scaling.max}")
@@ -584,13 +679,18 @@ class ModelConfig(_Strict):
         """What the serving side reads (crossover_serving.spec.Spec) on ``backend`` (default: the selected one):
         the model section, the artifact's location, the batch, and the path prefix it is served under."""
         backend = backend or self.backend
-        section = getattr(self, "lambda_" if backend == "lambda" else backend)
+        section = self.section(backend)
         model = self.model.model_dump(include={"sha256", "input", "labels", "top_k"})
         neuron = backend == "inferentia" and self.inferentia.neuron_artifact is not None
         return {"name": self.name, "backend": backend, **model, "artifact": artifact,
                 "format": "neuron" if neuron else self.model.format,
                 "max_batch": getattr(section, "max_batch", 1), "inputs": self.inputs.model_dump(),
                 **({"path_prefix": path_prefix} if path_prefix else {})}
+
+
+def field_of(backend: str) -> str:
+    """The ModelConfig field of ``backend``'s section: its name, where that is a Python name."""
+    return {"lambda": "lambda_", "lambda-managed": "lambda_managed"}.get(backend, backend)
 
 
 def is_s3_uri(value: str) -> bool:

@@ -71,6 +71,7 @@ class LambdaBackend(Construct):
     """
 
     KIND: ClassVar[str] = "lambda"
+    ALARMS: ClassVar[str] = "Lambda"  # its alarms' prefix
 
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec: Mapping[str, Any],
                  front_door: FrontDoor, vpc_subnets: ec2.SubnetSelection | None = None,
@@ -88,19 +89,17 @@ class LambdaBackend(Construct):
         log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
         acknowledge_logs(log_group)
         # A role of our own instead of the AWS managed execution policies, which allow logs:* on every
-        # log group. Lambda's VPC networking needs these EC2 actions, which take no resource ARNs.
+        # log group.
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
-        self.role.add_to_policy(iam.PolicyStatement(resources=["*"], actions=[
-            "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
-            "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]))
-        log_group.grant_write(self.role)
-        artifact.grant_read(self.role)
-        grant_read_inputs(self.role, input_prefixes)
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, allow_all_outbound=private_egress is None,
             description="Model function: outbound to S3 and HTTPS origins")
         if private_egress is not None:
             private_egress.allow_from(self.security_group)
+        placement = self._placement(vpc, vpc_subnets)
+        log_group.grant_write(self.role)
+        artifact.grant_read(self.role)
+        grant_read_inputs(self.role, input_prefixes)
         self.function = lambda_.Function(
             self, "Function",
             runtime=RUNTIME, handler=HANDLER, architecture=architecture,
@@ -111,11 +110,11 @@ class LambdaBackend(Construct):
             reserved_concurrent_executions=reserved_concurrency,
             environment={"CROSSOVER_SPEC": json.dumps(spec, separators=(",", ":")), "POWERTOOLS_SERVICE_NAME": SERVICE},
             role=self.role, log_group=log_group, logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE, vpc=vpc, vpc_subnets=private_subnets(self, vpc, vpc_subnets),
+            tracing=lambda_.Tracing.ACTIVE,
             # The snapshot is taken after init, which loads the model and creates no SDK client or connection
             # (crossover_serving.lambda_handler): nothing in it is stale or must be unique after a restore.
             snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if snapstart else None,
-            security_groups=[self.security_group],
+            **placement,
         )
         if snapstart:
             Annotations.of(self.function).acknowledge_warning(
@@ -131,6 +130,15 @@ class LambdaBackend(Construct):
         self.route: elbv2.ApplicationTargetGroup | None = None
         self._acknowledge()
         front_door.attach(self)
+
+    def _placement(self, vpc: ec2.IVpc, vpc_subnets: ec2.SubnetSelection | None) -> dict[str, Any]:
+        """Where the function runs: in the VPC's subnets, with the security group. Lambda's VPC networking needs
+        these EC2 actions, which take no resource ARNs."""
+        self.role.add_to_policy(iam.PolicyStatement(resources=["*"], actions=[
+            "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+            "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]))
+        return {"vpc": vpc, "vpc_subnets": private_subnets(self, vpc, vpc_subnets),
+                "security_groups": [self.security_group]}
 
     @classmethod
     def from_config(cls, scope: Construct, id: str, *, config: ModelConfig, vpc: ec2.IVpc, front_door: FrontDoor,
@@ -157,7 +165,7 @@ class LambdaBackend(Construct):
     @property
     def connections(self) -> ec2.Connections:
         """The function's security group: its way out (``db.connections.allow_default_port_from(backend)``)."""
-        return self.function.connections
+        return ec2.Connections(security_groups=[self.security_group])
 
     @property
     def grant_principal(self) -> iam.IPrincipal:
@@ -199,7 +207,7 @@ class LambdaBackend(Construct):
 
     def watch(self, monitoring: ModelMonitoring, *, rollback: bool) -> list[cloudwatch.Alarm]:
         """Errors and throttles through the live alias, so the alarms see what a traffic shift sends there."""
-        return monitoring.watch_function(self.alias, rollback=rollback)
+        return monitoring.watch_function(self.alias, rollback=rollback, name=self.ALARMS)
 
     def metric_errors(self, **options: Unpack[MetricOptions]) -> cloudwatch.Metric:
         """Invocations of the live alias that failed (the function crashed or timed out; Sum)."""

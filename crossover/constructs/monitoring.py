@@ -171,12 +171,14 @@ class ModelMonitoring(Construct):
         self._alarm("CanaryErrorRate", errors, 1, f"the canary's ({backend}) server faults above 1% of its requests",
                     rollback=True)
 
-    def watch_function(self, function: lambda_.IFunction, *, rollback: bool = True) -> list[cloudwatch.Alarm]:
-        """``function``: the alias that serves, so the alarms see what a traffic shift sends there. Returns its
+    def watch_function(self, function: lambda_.IFunction, *, rollback: bool = True,
+                       name: str = "Lambda") -> list[cloudwatch.Alarm]:
+        """``function``: the alias that serves, so the alarms see what a traffic shift sends there; ``name``: its
+        alarms' prefix (a backend's id: during a canary between two functions, each has its own). Returns its
         errors alarm: it judges the function's traffic shifts."""
-        errors = self._alarm("LambdaErrors", function.metric_errors(period=MINUTE), 0, "Lambda errors",
+        errors = self._alarm(f"{name}Errors", function.metric_errors(period=MINUTE), 0, f"{name} errors",
                              rollback=rollback)
-        self._alarm("LambdaThrottles", function.metric_throttles(period=MINUTE), 0, "Lambda throttles")
+        self._alarm(f"{name}Throttles", function.metric_throttles(period=MINUTE), 0, f"{name} throttles")
         return [errors]
 
     def watch_pipeline(self, front_door: PipelineFrontDoor, *, backlog_s: int) -> list[cloudwatch.Alarm]:

@@ -13,8 +13,10 @@ from crossover.backends import BACKENDS
 if TYPE_CHECKING:
     from crossover.constructs.instance_backends import CpuFleet, EiaFleet, GpuFleet, InferentiaFleet
     from crossover.constructs.lambda_backend import LambdaBackend
+    from crossover.constructs.lambda_managed import LambdaManagedBackend
 
-    BackendConstruct = type[LambdaBackend] | type[GpuFleet] | type[EiaFleet] | type[InferentiaFleet] | type[CpuFleet]
+    BackendConstruct = (type[LambdaBackend] | type[GpuFleet] | type[EiaFleet] | type[InferentiaFleet] | type[CpuFleet]
+                        | type[LambdaManagedBackend])
 
 _INSTANCES = "crossover.constructs.instance_backends"
 HOMES: dict[str, tuple[str, str]] = {  # kind: (module, class)
@@ -23,6 +25,7 @@ HOMES: dict[str, tuple[str, str]] = {  # kind: (module, class)
     "eia": (_INSTANCES, "EiaFleet"),
     "inferentia": (_INSTANCES, "InferentiaFleet"),
     "cpu": (_INSTANCES, "CpuFleet"),
+    "lambda-managed": ("crossover.constructs.lambda_managed", "LambdaManagedBackend"),
 }
 if tuple(HOMES) != BACKENDS:
     raise ImportError(f"crossover.backends names {BACKENDS}, the registry builds {tuple(HOMES)}")

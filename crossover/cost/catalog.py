@@ -39,6 +39,19 @@ class LambdaPrices(_Strict):
     provisioned_execution_gb_second_usd: Price  # duration of invocations on provisioned environments (x86)
 
 
+class Share(_Strict):
+    share: Annotated[float, Field(ge=0, le=1)]
+    source: str
+    date: datetime.date | str
+
+
+class LambdaManagedPrices(_Strict):
+    """Lambda Managed Instances: the instances at EC2's price, a management fee on top, and requests."""
+
+    management_fee: Share  # of the instances' on-demand price (Savings Plans discount the EC2 part only)
+    per_million_requests_usd: Price
+
+
 class AlbPrices(_Strict):
     hourly_usd: Price
     lcu_hourly_usd: Price
@@ -101,6 +114,7 @@ class Catalog(_Strict):
     hours_per_month: Annotated[float, Field(gt=0)]
     sources: dict[str, str]
     lambda_: LambdaPrices = Field(alias="lambda")
+    lambda_managed: LambdaManagedPrices = Field(alias="lambda-managed")
     ec2: dict[InstanceType, Price]
     # Spot: the Linux price per instance-hour in the region's cheapest Availability Zone; it moves with supply
     # and demand, so every entry is dated. Types without one get no spot row.
@@ -119,14 +133,15 @@ class Catalog(_Strict):
     cloudwatch: CloudWatchPrices
 
     def prices(self) -> list[Price]:
-        sections = (self.lambda_, self.alb, self.vpc_endpoint, self.nat, self.ebs, self.sqs, self.s3, self.kms,
-                    self.waf, self.ipv4, self.xray, self.cloudwatch)
+        sections = (self.lambda_, self.lambda_managed, self.alb, self.vpc_endpoint, self.nat, self.ebs, self.sqs,
+                    self.s3, self.kms, self.waf, self.ipv4, self.xray, self.cloudwatch)
         return [*self.ec2.values(), *self.spot.values(), *self.eia.values(),
-                *(getattr(section, name) for section in sections for name in type(section).model_fields)]
+                *(price for section in sections for name in type(section).model_fields
+                  if isinstance(price := getattr(section, name), Price))]
 
     @model_validator(mode="after")
     def _sources_are_declared(self) -> Catalog:
-        used = [p.source for p in self.prices()]
+        used = [p.source for p in self.prices()] + [self.lambda_managed.management_fee.source]
         unknown = sorted(set(used) - set(self.sources))
         if unknown:
             raise ValueError(f"sources: expected every price's source to be listed here; missing {unknown}")

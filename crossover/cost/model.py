@@ -36,8 +36,8 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from crossover import capacity
-from crossover.backends import SPOT_BACKENDS
-from crossover.config import BACKENDS, RETIRED, ModelConfig, SpotSpec
+from crossover.backends import KINDS, SPOT_BACKENDS
+from crossover.config import BACKENDS, RETIRED, ModelConfig, SpotSpec, vcpus
 from crossover.cost import coldstart, profile
 from crossover.cost.catalog import Catalog, MissingPrice, hourly
 from crossover.cost.profile import BenchProfile, Figure, LoadFigure
@@ -60,6 +60,11 @@ DETAILED_METRICS = 7  # EC2 detailed monitoring (the launch template turns it on
 TRACES_PER_SECOND, TRACED_SHARE = 1.0, 0.05  # X-Ray's default sampling: the first request each second, 5% after
 # Lambda's default concurrency quota per region: assumed, since an account's own quota may differ.
 ACCOUNT_LAMBDA_CONCURRENCY = 1000
+# Lambda Managed Instances (docs/backends.md): a capacity provider runs three instances at least, one per AZ
+# ("It launches three by default for AZ resiliency"), and scales on CPU ahead of the load: it absorbs a 50% jump
+# at once and a doubling within five minutes, so what runs is planned at most 2/3 busy.
+MANAGED_MIN_INSTANCES = 3
+MANAGED_UTILISATION = 2 / 3
 
 
 Count = Literal["all", "on_demand", "spot"]  # which of a fleet's instances a per-instance price applies to
@@ -250,6 +255,7 @@ class Estimate:
     configured: bool = True  # as the config deploys it (False: the spot, on-demand or warm alternative)
     cold: Callable[[float], coldstart.ColdStart] | None = None  # a realtime Lambda's cold starts at a volume
     provisioned: int = 0  # Lambda's provisioned concurrency
+    minimum: int = 0  # instances it runs with no traffic
     line: Line | None = None
     items: list[Part] = field(default_factory=list)
     limits: list[Limit] = field(default_factory=list)
@@ -302,9 +308,9 @@ def front_door(catalog: Catalog, config: ModelConfig, backend: str) -> Part:
     send per image, plus one receive and one delete per batch of up to ten.
     """
     if config.service == "pipeline":
-        batch = min(10, config.pipeline.batch_size) if backend == "lambda" else 10
+        batch = 10 if KINDS[backend].fleet else min(10, config.pipeline.batch_size)
         return Part("queue", per_image=(1 + 2 / batch) * catalog.sqs.per_million_requests_usd.usd / 1e6, shared=True)
-    gb_per_lcu_hour = LAMBDA_GB_PER_LCU_HOUR if backend == "lambda" else INSTANCE_GB_PER_LCU_HOUR
+    gb_per_lcu_hour = INSTANCE_GB_PER_LCU_HOUR if KINDS[backend].fleet else LAMBDA_GB_PER_LCU_HOUR
     by_bytes = config.traffic.image_kb / 1e6 / gb_per_lcu_hour
     lcu_hours_per_image = max(by_bytes, 1 / (NEW_CONNECTIONS_PER_LCU_SECOND * 3600))
     # A load balancer shared by several services (a team's own): each pays its share of the hours, and its own
@@ -361,7 +367,7 @@ def rest_of_the_bill(catalog: Catalog, config: ModelConfig, backend: str) -> lis
         parts.append(Part("public IPv4", fixed=AZS * c.ipv4.hourly_usd.usd * hours, shared=True))
     invocations = 1 / config.pipeline.batch_size if pipeline else 1.0  # per image
     logs = 0.0
-    if backend == "lambda":
+    if not KINDS[backend].fleet:  # a function (its instances, if any, are Lambda's)
         # Active tracing records the first invocation each second and 5% of the rest: linear in the volume past
         # a second's worth, all of it below (a cap of that many images).
         trace = c.xray.per_million_traces_usd.usd / 1e6 * invocations
@@ -375,7 +381,7 @@ def rest_of_the_bill(catalog: Catalog, config: ModelConfig, backend: str) -> lis
     cw = c.cloudwatch
     parts.append(Part("monitoring", fixed=cw.dashboard_month_usd.usd + ALARM_METRICS * cw.alarm_metric_month_usd.usd
                       + CUSTOM_METRICS * cw.metric_month_usd.usd, shared=True,
-                      per_instance=0.0 if backend == "lambda"
+                      per_instance=0.0 if not KINDS[backend].fleet
                       else METRIC_CALLS_PER_HOUR * hours * cw.per_thousand_api_requests_usd.usd / 1000
                       + DETAILED_METRICS * cw.metric_month_usd.usd))
     return parts
@@ -389,6 +395,8 @@ def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchPr
     result = Estimate(backend, spot)
     try:
         per_instance_capacity = (_lambda(result, config, catalog, bench) if backend == "lambda"
+                                 else _managed(result, config, catalog, bench, prices_name)
+                                 if backend == "lambda-managed"
                                  else _fleet(result, config, backend, catalog, bench, prices_name, load))
     except MissingPrice as e:
         result.problem = str(e)
@@ -405,10 +413,10 @@ def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchPr
     line = Line(fixed=sum(p.fixed for p in items), per_image=sum(p.per_image for p in items),
                 caps=tuple(cap for p in items for cap in p.caps),
                 per_instance=per("all"), per_on_demand=per("on_demand"), per_spot=per("spot"), mix=mix,
-                capacity=per_instance_capacity, minimum=0 if backend == "lambda" else config.scaling.min,
+                capacity=per_instance_capacity, minimum=result.minimum,
                 # A realtime fleet follows the day; a pipeline's queue absorbs it (the fleet works through the average).
                 day=day_of(config) if config.service == "realtime" else (1.0,))
-    if backend != "lambda":
+    if KINDS[backend].fleet:
         most = config.scaling.max
         carrying = most if mix is None or mix.with_spare(most) == most else most - 1  # its spare counts too
         result.size = Limit("scaling.max", most, "instances", line.instances,
@@ -532,6 +540,7 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
     else:  # each hour's instances at the rate the scaling policy targets: the plan, to the request a minute
         result.planned = profile.planned_rate(config, backend, figure.value, load)
         per_instance_rate = capacity.per_minute(result.planned.value) / 60
+    result.minimum = config.scaling.min
     if result.spot is None:
         result.items = [Part("instances", per_instance=instance_hourly * hours)]
     else:  # the on-demand floor at the on-demand price, the rest at the spot price of the config's type
@@ -543,6 +552,46 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
         result.items.append(Part("endpoints", fixed=catalog.vpc_endpoint.hourly_usd_per_az.usd * AZS * hours))
     result.meets_slo = config.service == "pipeline" or capacity.meets_p99(figure.value, p99)
     return per_instance_rate * hours * 3600
+
+
+def _managed(result: Estimate, config: ModelConfig, catalog: Catalog, bench: BenchProfile | None,
+             prices_name: str) -> float:
+    """Fills in Lambda Managed Instances' items and limits; returns the images a month one instance carries.
+
+    Its instances are priced as ``instance_type`` (the provider may launch the other allowed types too), each
+    holding as many execution environments as its vCPUs and memory allow, planned MANAGED_UTILISATION busy, at
+    least MANAGED_MIN_INSTANCES of them and enough for min_environments."""
+    spec, prices = config.lambda_managed, catalog.lambda_managed
+    figure = profile.environment_images_per_second(config, bench)
+    result.performance = figure
+    instance_hourly = hourly(catalog, "ec2", spec.instance_type, prices_name)
+    if figure is None:
+        result.problem = ("no throughput for an execution environment: "
+                          + profile.HOW_TO_MEASURE.format(section="lambda-managed.images_per_second"))
+        return math.inf
+    hours, pipeline = catalog.hours_per_month, config.service == "pipeline"
+    # Each process answers one request at a time on its share of the environment's vCPUs. A request that finds its
+    # environment busy is sent to another, never queued (none free: throttled), so its latency is the service
+    # time: the headroom that keeps one free is the scaling's, MANAGED_UTILISATION.
+    per_request = figure.value / spec.per_environment_concurrency
+    per_instance = spec.environments_per_instance(spec.instance_type)
+    environment_month = figure.value * MANAGED_UTILISATION * hours * 3600
+    invocations = 1 / config.pipeline.batch_size if pipeline else 1.0
+    result.items = [Part("instances", per_instance=instance_hourly * hours),
+                    Part("management fee", per_instance=instance_hourly * prices.management_fee.share * hours),
+                    Part("requests", per_image=prices.per_million_requests_usd.usd / 1e6 * invocations)]
+    result.minimum = max(MANAGED_MIN_INSTANCES, math.ceil(spec.min_environments / per_instance))
+    peak = 1.0 if pipeline else max(day_of(config))
+    result.size = Limit("lambda-managed.max_environments", spec.max_environments, "execution environments",
+                        lambda v: v * peak / environment_month, spec.max_environments * environment_month / peak,
+                        "raise lambda-managed.max_environments to {n}")
+    most_instances = spec.max_vcpus // vcpus(spec.instance_type)
+    result.limits += [result.size, Limit(
+        "lambda-managed.max_vcpus", spec.max_vcpus, "vCPUs",
+        lambda v: math.ceil(v * peak / environment_month / per_instance - 1e-9) * vcpus(spec.instance_type),
+        most_instances * per_instance * environment_month / peak, "raise lambda-managed.max_vcpus to {n}")]
+    result.meets_slo = pipeline or capacity.meets_p99(per_request, config.traffic.p99_ms)
+    return environment_month * per_instance
 
 
 def split_usd(estimates: dict[str, Estimate], shares: dict[str, float], volume: float) -> float | None:

@@ -315,6 +315,25 @@ def images_per_second(config: ModelConfig, backend: str, bench: BenchProfile | N
     return None
 
 
+def environment_images_per_second(config: ModelConfig, bench: BenchProfile | None) -> Figure | None:
+    """One ``lambda-managed`` execution environment's throughput: its vCPUs of the priced instance type's cores
+    (the processes share them: more processes than vCPUs add no throughput)."""
+    spec = config.lambda_managed
+    if spec.images_per_second is not None:
+        return Figure(spec.images_per_second, "config (lambda-managed.images_per_second)")
+    name = isa(spec.instance_type)
+    cores = spec.vcpus * (1.0 if name in WHOLE_CORE_VCPU else 0.5)
+    where = f"{spec.vcpus} vCPUs ({cores:g} cores) of {spec.instance_type} an environment"
+    if bench is not None:
+        faster, why = bench.on(name)
+        return Figure(bench.images_per_second * _effective(cores) * faster,
+                      f"bench on {bench.machine} (1 thread), scaled to {where}{why}")
+    if config.model.gmacs is None:
+        return None
+    seconds, source = _estimate(2 * config.model.gmacs, name, cores)
+    return Figure(1 / seconds, f"{source}; {where}")
+
+
 def placeholder_warning(config: ModelConfig, backend: str) -> str:
     return (f"{backend}: no throughput figure for {getattr(config, backend).instance_type}, so its scaling target "
             f"assumes a placeholder {KINDS[backend].placeholder_images_per_second:g} images/s per instance; "
@@ -327,4 +346,4 @@ def warnings(item: LoadedConfig, folder: Path = PROFILES) -> list[str]:
     config = item.config
     bench = BenchProfile.read(config.name, folder)
     return item.warnings + [placeholder_warning(config, b) for b in config.backends
-                            if b != "lambda" and images_per_second(config, b, bench) is None]
+                            if KINDS[b].fleet and images_per_second(config, b, bench) is None]

@@ -69,8 +69,12 @@ def build(loaded: LoadedConfig, catalog: Catalog, *, volume: float | None = None
                   config.network.nat_gateways, loaded)
 
 
+RUNS = {"instances": "inst.", "execution environments": "env."}  # the runs column's units (else concurrency)
+
+
 def _scale(e: model.Estimate, volume: float) -> tuple[int, str] | None:
-    """What the backend runs at ``volume``: instances, or Lambda's concurrent executions."""
+    """What the backend runs at ``volume``: instances, Lambda's concurrent executions or a capacity provider's
+    execution environments."""
     if e.line is None or e.size is None:
         return None
     return math.ceil(e.size.needs(volume) - 1e-9), e.size.unit
@@ -97,7 +101,7 @@ def measure(report: Report, e: model.Estimate) -> str:
     """The command that replaces ``e``'s estimated performance with a measurement."""
     path = report.loaded.path.resolve()
     path = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-    if e.backend == "lambda" or profile.on_host_cpus(report.loaded.config, e.backend):
+    if e.backend in ("lambda", "lambda-managed") or profile.on_host_cpus(report.loaded.config, e.backend):
         return f"crossover bench {path}"
     return (f"deploy it and run crossover advise {path} (the images/s one instance served), or set "
             f"{e.backend}.images_per_second from a measurement on its instance type")
@@ -124,7 +128,8 @@ def as_json(report: Report) -> dict[str, Any]:
             "parts": {k: round(x, 2) for k, x in e.parts(v).items()},
             "performance": None if e.performance is None else {
                 "value": round(e.performance.value, 3),
-                "unit": "ms" if e.backend == "lambda" else "images/s per instance",
+                "unit": {"lambda": "ms", "lambda-managed": "images/s per environment"}.get(
+                    e.backend, "images/s per instance"),
                 "source": e.performance.source, "estimated": estimated(e),
                 "measure": measure(report, e) if estimated(e) else None},
             "planned_requests_per_minute": None if e.planned is None else math.floor(e.planned.value * 60 + 1e-9),
@@ -205,8 +210,8 @@ def table(report: Report) -> Table:
     t = Table(title=f"{report.name} at {report.volume:,.0f} images/month ({target})", box=box.SIMPLE_HEAD,
               pad_edge=False, show_edge=False, caption_justify="left", collapse_padding=True,
               caption=f"{report.prices}; floor: the month with no traffic (whole dollars); runs: instances at the "
-              "busiest hour (how many of them spot) or Lambda's concurrent executions; est.: performance estimated, "
-              "not measured (below: the command that measures it)")
+              "busiest hour (how many of them spot), Lambda's concurrent executions (conc.) or execution environments "
+              "(env.); est.: performance estimated, not measured (below: the command that measures it)")
     for column, justify in (("backend", "left"), ("USD/month", "right"), ("per 1M", "right"),
                             ("floor", "right"), ("runs", "right"), ("verdict", "left")):
         t.add_column(column, justify=justify, no_wrap=column in ("backend", "runs", "verdict"))  # type: ignore[arg-type]
@@ -217,7 +222,7 @@ def table(report: Report) -> Table:
         if monthly is None or e.line is None:
             t.add_row(name, "—", "—", "—", "—", verdict(e, v))
             continue
-        runs = "—" if scale is None else f"{scale[0]:,} {'inst.' if scale[1] == 'instances' else 'conc.'}"
+        runs = "—" if scale is None else f"{scale[0]:,} {RUNS.get(scale[1], 'conc.')}"
         if e.line.mix is not None and scale is not None:
             runs = f"{scale[0]:,} ({scale[0] - e.line.on_demand(scale[0]):,} spot)"
         t.add_row(name, _usd(monthly), _usd(monthly / v * 1e6), f"{e.line.cost(0):,.0f}", runs,
