@@ -29,12 +29,13 @@ def deploy(name: str, backend: str) -> str:
     or its Auto Scaling group, under the logical ids crossover gives them. Returns the physical name."""
     import boto3
 
-    if backend == "lambda":
+    if backend in ("lambda", "lambda-managed"):
+        logical_id = "ModelLambdaFunction5A2C1F9B" if backend == "lambda" else "ModelLambdaManagedFunctionBB470428"
         resources: dict[str, Any] = {
             "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {
                 "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                         "Principal": {"Service": "lambda.amazonaws.com"}}]}}},
-            "ModelLambdaFunction5A2C1F9B": {"Type": "AWS::Lambda::Function", "Properties": {
+            logical_id: {"Type": "AWS::Lambda::Function", "Properties": {
                 "FunctionName": f"{name}-fn", "Runtime": "python3.13", "Handler": "index.handler",
                 "Role": {"Fn::GetAtt": ["Role", "Arn"]}, "Code": {"ZipFile": "def handler(event, context): pass"}}}}
     else:
@@ -48,7 +49,7 @@ def deploy(name: str, backend: str) -> str:
                     "Version": {"Fn::GetAtt": ["Template", "LatestVersionNumber"]}}}}}
     boto3.client("cloudformation").create_stack(StackName=f"ModelStack-{name}",
                                                 TemplateBody=json.dumps({"Resources": resources}))
-    return f"{name}-fn" if backend == "lambda" else f"{name}-group"
+    return f"{name}-group" if backend == "gpu" else f"{name}-fn"
 
 
 def seed(namespace: str, name: str, dimensions: dict[str, str], hourly: Sequence[float],
@@ -115,6 +116,26 @@ def test_the_recalibration_by_hand_on_lambda(aws: str, tmp_path: Path) -> None:
     assert (calibrated.traffic.images_per_month, calibrated.lambda_.latency_ms) == (790_833, 120.0)
     assert calibrated.traffic.hourly is not None and sorted(calibrated.traffic.hourly) == [1000.0] * 23 + [3000.0]
     assert calibrated.traffic.peak_to_average == pytest.approx(3000 / (26_000 / 24))
+
+
+def test_the_recalibration_by_hand_on_lambda_managed_instances(aws: str, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN two days on Lambda Managed Instances, two processes an environment, each invocation 250 ms
+    path = config(tmp_path, "advise-managed", backend="lambda-managed",
+                  **{"lambda-managed": "{memory_mib: 4096, per_environment_concurrency: 2}"})
+    function = deploy("advise-managed", "lambda-managed")
+    requests("advise-managed", [1000.0] * 48)
+    lambda_duration(function, [1000.0] * 48, ms=250.0)
+    observed = observe(path, days=2)
+    # THEN an environment answers 2 requests at a time, each in 250 ms: 8 images/s, the figure the cost model uses
+    assert (observed.backend, observed.lambda_ms, observed.capacity) == ("lambda-managed", None, pytest.approx(8.0))
+    calibrated = advise.recalibrate(load(path).config, observed)
+    assert calibrated.lambda_managed.images_per_second == pytest.approx(8.0)
+    # AND advise prices the row with it
+    code, text = run(capsys, str(path), "--days", "2", "--json")
+    row = json.loads(text)["backends"]["lambda-managed"]
+    assert code == 0 and row["performance"]["value"] == pytest.approx(8.0)
+    assert row["performance"]["unit"] == "images/s per environment"
 
 
 def test_the_recalibration_by_hand_on_a_gpu_fleet(aws: str, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -74,13 +75,15 @@ def resolve(value: Any, refs: dict[str, str]) -> Any:
 
 
 class RuntimeApi(ThreadingHTTPServer):
-    """The Lambda Runtime API's invocation endpoints, on loopback: hands out ``events``, keeps the answers."""
+    """The Lambda Runtime API's invocation endpoints, on loopback: hands out ``events``, keeps the answers. With
+    ``workers``, the first event goes out only once that many processes wait for work at once."""
 
-    def __init__(self, events: list[Any]) -> None:
+    def __init__(self, events: list[Any], workers: int = 1) -> None:
         super().__init__(("127.0.0.1", 0), _RuntimeHandler)
         self.pending = list(enumerate(events))
         self.answers: dict[str, tuple[str, Any]] = {}
         self.first_poll: float | None = None
+        self.workers, self.waiting, self.most_waiting = workers, 0, 0
         self.lock = threading.Condition()
 
 
@@ -92,10 +95,15 @@ class _RuntimeHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         assert self.path == "/2018-06-01/runtime/invocation/next", self.path
-        with self.server.lock:
-            self.server.first_poll = self.server.first_poll or time.monotonic()
-            self.server.lock.wait_for(lambda: bool(self.server.pending))
-            index, event = self.server.pending.pop(0)
+        api = self.server
+        with api.lock:
+            api.first_poll = api.first_poll or time.monotonic()
+            api.waiting += 1
+            api.most_waiting = max(api.most_waiting, api.waiting)
+            api.lock.notify_all()
+            api.lock.wait_for(lambda: bool(api.pending) and api.most_waiting >= api.workers)
+            api.waiting -= 1
+            index, event = api.pending.pop(0)
         body = json.dumps(event).encode()
         self.send_response(200)
         for name, value in (("Lambda-Runtime-Aws-Request-Id", f"request-{index}"),
@@ -158,8 +166,8 @@ def invoke(unpacked: tuple[Path, dict[str, Any]], synth: Synth, aws: str) -> Ite
     s3.upload_file(str(synth.outdir / f"asset.{model_key}"), model_bucket, model_key)
     processes: list[subprocess.Popen[str]] = []
 
-    def run(events: list[Any]) -> tuple[dict[str, tuple[str, Any]], float]:
-        api = RuntimeApi(events)
+    def run(events: list[Any], workers: int = 1, **lambda_sets: str) -> tuple[dict[str, tuple[str, Any]], float]:
+        api = RuntimeApi(events, workers)
         threading.Thread(target=api.serve_forever, daemon=True).start()
         env = {"PATH": "/usr/bin:/bin", "HOME": str(task.parent), "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONPATH": f"{task}{os.pathsep}{bundle.runtime()}", "LAMBDA_TASK_ROOT": str(task),
@@ -168,15 +176,16 @@ def invoke(unpacked: tuple[Path, dict[str, Any]], synth: Synth, aws: str) -> Ite
                "AWS_LAMBDA_LOG_FORMAT": function["LoggingConfig"]["LogFormat"],
                "AWS_EXECUTION_ENV": f"AWS_Lambda_{function['Runtime']}", "AWS_REGION": REGION,
                "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": aws, "AWS_ACCESS_KEY_ID": "testing",
-               "AWS_SECRET_ACCESS_KEY": "testing", **variables}
+               "AWS_SECRET_ACCESS_KEY": "testing", **variables, **lambda_sets}
         started = time.monotonic()
         # -S: no site-packages of this interpreter; only the bundle and the runtime's own libraries.
+        # A session of its own: on Lambda Managed Instances the client forks its workers, which go with it.
         process = subprocess.Popen([python, "-S", "-m", "awslambdaric", function["Handler"]], cwd=task, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         processes.append(process)
         with api.lock:
             done = api.lock.wait_for(lambda: len(api.answers) == len(events) or "error" in api.answers, 120)
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         output = process.communicate()[0]
         api.shutdown()
         assert done and "error" not in api.answers, output[-3000:]  # "error": the init failed
@@ -186,7 +195,7 @@ def invoke(unpacked: tuple[Path, dict[str, Any]], synth: Synth, aws: str) -> Ite
     yield run
     for process in processes:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_the_bundle_runs_in_a_clean_interpreter_with_the_real_model(invoke: Any, unpacked: tuple[Path, dict[str, Any]],
@@ -226,6 +235,18 @@ def test_the_bundle_runs_in_a_clean_interpreter_with_the_real_model(invoke: Any,
                                                      "efficientnet_lite0.onnx").stat().st_size / 10**6, 1),
                                   "measured_at": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
     print(f"\nLambda bundle: {size / 10**6:.1f} MB unzipped; init (interpreter, imports, model from S3) {init_s:.2f} s")
+
+
+def test_on_managed_instances_each_process_loads_the_model_and_serves(invoke: Any, photos: dict[str, bytes]) -> None:
+    # GIVEN the bundle as Lambda Managed Instances run it: an environment of 4 GiB and 2 vCPUs whose runtime starts
+    # AWS_LAMBDA_MAX_CONCURRENCY processes (the runtime interface client forks them, each importing the handler)
+    events = [alb_event(photos[name]) for name in ("chelsea", "coffee", "chelsea", "coffee")]
+    answers, _ = invoke(events, workers=2, AWS_LAMBDA_MAX_CONCURRENCY="2", CROSSOVER_ENVIRONMENT_VCPUS="2",
+                        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="4096")
+    # THEN both processes loaded the model and waited for work together (no event went out before), and every
+    # request was answered with the model's labels
+    labels = [json.loads(answers[f"request-{i}"][1]["body"])["top"][0]["label"] for i in range(len(events))]
+    assert labels[1] == labels[3] == "espresso" and {labels[0], labels[2]} <= CAT_CLASSES
 
 
 def test_the_bundle_holds_nothing_from_the_checkout(unpacked: tuple[Path, dict[str, Any]]) -> None:
