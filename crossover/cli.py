@@ -529,7 +529,7 @@ def parser() -> argparse.ArgumentParser:
     advise_.add_argument("--shared-by", type=_whole, metavar="N",
                          help="model stacks sharing the network (default: the configs in the config's folder)")
     switch = command("switch", _switch, "move a model to another backend, at once or as a canary")
-    switch.add_argument("backend", nargs="?", help="lambda | gpu | eia | inferentia | cpu")
+    switch.add_argument("backend", nargs="?", help=" | ".join(BACKENDS))
     switch.add_argument("--canary", type=_percent, metavar="PERCENT",
                         help="keep the current backend and send it 100-PERCENT%% of requests until --promote/--abort")
     switch.add_argument("--promote", action="store_true", help="end a canary: the new backend takes every request")

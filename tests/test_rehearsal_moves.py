@@ -19,7 +19,7 @@ from crossover.cost.bench import photo
 from crossover.deploy import rehearse_on
 from crossover.rehearsal import Emulator, bootstrap, emulator, using
 from crossover.smoke import SmokeError, endpoint, smoke
-from crossover.switch import abort, promote, rewrite_backend, switch
+from crossover.switch import abort, rewrite_backend, switch
 from crossover_serving.server import InferenceServer
 from crossover_serving.spec import Spec
 from tests import ROOT
@@ -74,23 +74,28 @@ def _ok(result: tuple[int, str]) -> str:
     return out
 
 
-def test_a_canary_aborted_leaves_the_old_backend_alone(emu: Emulator, models: Path, tmp_path: Path,
-                                                       capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_canary_into_lambda_managed_aborted_leaves_the_old_backend_alone(
+        emu: Emulator, models: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     config = _config(models, "resnet152", "aborted")
     _ok(_rehearse(emu, models, "aborted", tmp_path, capfd))
-    switch(load(config), "cpu", canary=10)
+    # WHEN a canary moves a tenth of the requests onto Lambda Managed Instances
+    switch(load(config), "lambda-managed", canary=10)
     out = _ok(_rehearse(emu, models, "aborted", tmp_path, capfd))
-    # THEN the canary's checks expect both backends, each with what it needs
-    assert "listener: lambda 90% / cpu 10%" in out
-    for needed in ("lambda target group", "cpu target group", "cpu Auto Scaling group", "Lambda alias live"):
+    # THEN the canary's checks expect both functions, the new one on its capacity provider as the Lambda API
+    # describes it, and the listener waited for its alias (a version is active once its environments run)
+    assert "listener: lambda 90% / lambda-managed 10%" in out
+    assert "yes  listener changed after the lambda-managed alias was ready" in out
+    for needed in ("lambda target group", "lambda-managed target group", "Lambda alias live",
+                   "lambda-managed alias live", "c7i.xlarge, at most 400 vCPUs, 1 per environment"):
         assert needed in out
-    # WHEN aborted THEN lambda takes everything back, and cpu goes only after the listener moved
+    # WHEN aborted THEN lambda takes everything back, and the capacity provider and its function go only after
+    # the listener moved
     abort(load(config))
     out = _ok(_rehearse(emu, models, "aborted", tmp_path, capfd))
-    assert "yes  cpu removed after the listener moved" in out and "listener: lambda 100%" in out
+    assert "yes  lambda-managed removed after the listener moved" in out and "listener: lambda 100%" in out
 
 
-def test_a_rolling_update_then_fleet_to_fleet_then_into_lambda(emu: Emulator, models: Path, tmp_path: Path,
+def test_a_rolling_update_then_fleet_to_fleet_then_into_lambda_managed(emu: Emulator, models: Path, tmp_path: Path,
                                               capfd: pytest.CaptureFixture[str]) -> None:
     config = _config(models, "resnet152", "rolling")
     config.write_text(rewrite_backend(config.read_text(), "eia")[0])
@@ -105,32 +110,12 @@ def test_a_rolling_update_then_fleet_to_fleet_then_into_lambda(emu: Emulator, mo
     out = _ok(_rehearse(emu, models, "rolling", tmp_path, capfd))
     assert "yes  listener changed after the cpu group was ready" in out
     assert "yes  eia removed after the listener moved" in out and "listener: cpu 100%" in out
-    # WHEN it moves out of the fleet into Lambda THEN the listener waits for the alias, the fleet goes after
-    config.write_text(rewrite_backend(config.read_text(), "lambda")[0])
+    # WHEN it moves out of the fleet onto Lambda Managed Instances THEN the listener waits for the alias, the
+    # fleet goes after
+    config.write_text(rewrite_backend(config.read_text(), "lambda-managed")[0])
     out = _ok(_rehearse(emu, models, "rolling", tmp_path, capfd))
-    assert "yes  listener changed after the lambda alias was ready" in out
-    assert "yes  cpu removed after the listener moved" in out and "listener: lambda 100%" in out
-
-
-def test_a_canary_into_lambda_managed_then_promoted_then_out_to_a_fleet(emu: Emulator, models: Path, tmp_path: Path,
-                                                                     capfd: pytest.CaptureFixture[str]) -> None:
-    config = _config(models, "resnet152", "managed")
-    _ok(_rehearse(emu, models, "managed", tmp_path, capfd))
-    # WHEN a canary moves a tenth of the requests onto Lambda Managed Instances THEN both functions serve, the new
-    # one from its capacity provider, and the listener waits for its alias (its environments started)
-    switch(load(config), "lambda-managed", canary=10)
-    out = _ok(_rehearse(emu, models, "managed", tmp_path, capfd))
-    assert "listener: lambda 90% / lambda-managed 10%" in out and "lambda-managed target group │ lambda" in out
-    assert "c7i.xlarge, at most 400 vCPUs, 1 per environment" in out and "lambda-managed alias live" in out
-    # WHEN promoted THEN lambda goes only after the listener moved
-    promote(load(config))
-    out = _ok(_rehearse(emu, models, "managed", tmp_path, capfd))
-    assert "yes  lambda removed after the listener moved" in out and "listener: lambda-managed 100%" in out
-    # WHEN it moves on to a fleet THEN the capacity provider and its function go after the group is ready
-    config.write_text(rewrite_backend(config.read_text(), "cpu")[0])
-    out = _ok(_rehearse(emu, models, "managed", tmp_path, capfd))
-    assert "yes  listener changed after the cpu group was ready" in out
-    assert "yes  lambda-managed removed after the listener moved" in out and "listener: cpu 100%" in out
+    assert "yes  listener changed after the lambda-managed alias was ready" in out
+    assert "yes  cpu removed after the listener moved" in out and "listener: lambda-managed 100%" in out
 
 
 def test_spot_rehearsal_deploys_the_mixed_group(emu: Emulator, models: Path, tmp_path: Path,

@@ -323,7 +323,7 @@ def environment_images_per_second(config: ModelConfig, bench: BenchProfile | Non
         return Figure(spec.images_per_second, "config (lambda-managed.images_per_second)")
     name = isa(spec.instance_type)
     cores = spec.vcpus * (1.0 if name in WHOLE_CORE_VCPU else 0.5)
-    where = f"{spec.vcpus} vCPUs ({cores:g} cores) of {spec.instance_type} an environment"
+    where = f"{spec.vcpus} vCPUs ({cores:g} core{'' if cores == 1 else 's'}) of {spec.instance_type} an environment"
     if bench is not None:
         faster, why = bench.on(name)
         return Figure(bench.images_per_second * _effective(cores) * faster,
