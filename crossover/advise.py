@@ -133,13 +133,12 @@ def observe(cloudwatch: Any, cloudformation: Any, config: ModelConfig, *, days: 
         "busiest_hour": busiest, "peak_to_average": busiest / (images / hours),
         "hourly": tuple(sum(v for at, v in by_hour.items() if at.hour == h) / days for h in range(24)),
         "p99_ms": _p99(cloudwatch, model, start, end) if config.service == "realtime" else None}
-    if not KINDS[backend].fleet:
+    if backend == "lambda":
         calls = sum(got["invocations"].values())
-        mean_ms = sum(got["duration"].values()) / calls if calls else None
-        if backend == "lambda":
-            observed["lambda_ms"] = mean_ms
-        elif mean_ms:
-            observed["capacity"] = config.lambda_managed.per_environment_concurrency * 1000 / mean_ms
+        observed["lambda_ms"] = sum(got["duration"].values()) / calls if calls else None
+    elif backend == "lambda-managed":  # images over the seconds its processes were busy, each one at a time
+        busy_s = sum(got["duration"].values()) / 1000
+        observed["capacity"] = config.lambda_managed.per_environment_concurrency * images / busy_s if busy_s else None
     else:
         instance_hours = sum(got["instances"].values())
         busy = list(got["utilisation"].values())

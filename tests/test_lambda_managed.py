@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from crossover.config import ModelConfig, load
-from crossover.cost import catalog, model
+from crossover.config import LoadedConfig, ModelConfig, load
+from crossover.cost import catalog, model, report
 from crossover.cost.model import MANAGED_MIN_INSTANCES, MANAGED_UTILISATION
 from tests import ROOT
 from tests.conftest import Synth, stack_of
@@ -88,12 +88,17 @@ def _config(**section: Any) -> dict[str, Any]:
     ({"instance_type": "c7i.large", "memory_mib": 8192}, "c7i.large cannot hold one execution environment"),
     ({"instance_type": "g5.xlarge"}, "g5.xlarge is a GPU type: use backend: gpu"),
     ({"min_environments": 5, "max_environments": 4}, "min_environments (5) must be <= max_environments (4)"),
+    ({"min_environments": 10, "max_vcpus": 12}, "max_vcpus: two versions' min_environments (10 each"),
     ({"memory_gib_per_vcpu": 3}, "memory_gib_per_vcpu"),
 ])
 def test_a_section_lambda_does_not_allow_is_refused_saying_why(section: dict[str, Any], said: str) -> None:
     with pytest.raises(ValidationError) as refused:
         ModelConfig.model_validate(_config(**section))
     assert said in str(refused.value)
+
+
+def _loaded(config: ModelConfig) -> LoadedConfig:
+    return LoadedConfig(path=ROOT / "models" / "resnet152.yaml", config=config)
 
 
 def test_an_environment_is_packed_onto_instances_by_vcpus_and_by_memory() -> None:
@@ -107,23 +112,42 @@ def test_an_environment_is_packed_onto_instances_by_vcpus_and_by_memory() -> Non
 def test_the_cost_row_is_instances_plus_the_management_fee_plus_requests_by_hand() -> None:
     prices = catalog.load()
     volume = 200_000_000
-    config = ModelConfig.model_validate({**_config(images_per_second=10.0), "traffic": {
-        "images_per_month": volume, "peak_to_average": 1.0, "p99_ms": 300}})
+    # A pipeline (its throttled batches wait in the queue: no loss formula), at 10 images/s an environment
+    config = ModelConfig.model_validate({**_config(images_per_second=10.0), "service": "pipeline",
+                                         "inputs": {"s3": ["my-images"]}, "traffic": {"images_per_month": volume}})
     e = model.estimate(config, "lambda-managed", prices)
     hours, hourly = prices.hours_per_month, prices.ec2["c7i.xlarge"].usd
-    # One environment: 10 img/s planned 2/3 busy (a busy one's requests go to another: no queue); two a c7i.xlarge
+    # One environment: 10 img/s planned 2/3 busy; two on a c7i.xlarge; the queue flattens the day
     per_instance_month = 10.0 * MANAGED_UTILISATION * 2 * hours * 3600
     instances = max(MANAGED_MIN_INSTANCES, math.ceil(volume / per_instance_month))
     assert instances == 6
     by_hand = {"instances": instances * hourly * hours, "management fee": instances * hourly * 0.15 * hours,
-               "requests": volume * 0.20 / 1e6}
+               "requests": volume / 10 * 0.20 / 1e6}  # an invocation a batch of pipeline.batch_size (10)
     parts = e.parts(volume)
     assert {k: round(parts[k], 6) for k in by_hand} == {k: round(v, 6) for k, v in by_hand.items()}
     assert e.line is not None and e.line.instances(volume) == instances
-    # with no traffic it still runs three instances, one per AZ
+    # with no traffic it still runs three instances
     assert e.parts(0)["instances"] == pytest.approx(MANAGED_MIN_INSTANCES * hourly * hours)
-    # and its size is execution environments, capped by max_environments (30: 525.6M images a month)
-    assert e.over(volume) is None and "needs 35 execution environments" in (e.over(6e8) or "")
+    # and its size is execution environments, capped by max_environments (30: 15 instances, 525.6M images a month)
+    assert e.over(volume) is None and "needs 36 execution environments" in (e.over(6e8) or "")
+
+
+def test_a_realtime_pool_runs_as_busy_as_erlangs_loss_formula_allows() -> None:
+    # Erlang B at 1% blocking, as the standard tables give it: 6 servers 1.909 Erlangs, 10 4.461, 20 12.03
+    assert [round(model.erlang_load(n), 2) for n in (6, 10, 20)] == [1.91, 4.46, 12.03]
+    prices = catalog.load()
+    config = ModelConfig.model_validate({**_config(images_per_second=10.0), "traffic": {
+        "images_per_month": 1_000_000, "peak_to_average": 1.0, "p99_ms": 300}})
+    line = model.estimate(config, "lambda-managed", prices).line
+    assert line is not None
+    process_month = 10.0 * prices.hours_per_month * 3600  # a process (one an environment) always busy
+    # three instances hold six processes: they carry 1.909 Erlangs at 1% throttled, 32% busy, not 2/3
+    assert line.instances(1.909 * process_month * 0.999) == 3 and line.instances(1.91 * process_month * 1.001) == 4
+    # a large pool runs 2/3 busy: 30 instances carry 60 processes x 2/3
+    assert line.instances(40 * process_month) == 30
+    # and crossover cost --json counts its environments at the busiest hour, the minimum's included
+    assert report.as_json(report.build(_loaded(config), prices))["backends"]["lambda-managed"][
+        "execution_environments"] == 6
 
 
 def test_each_process_takes_its_share_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

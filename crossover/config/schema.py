@@ -428,8 +428,8 @@ class CpuSpec(FleetSpec):
     max_batch: PositiveInt = 4
 
 
-# Memory per vCPU of each family's instances, by its class letter (c: compute, m: general purpose, r: memory).
-GIB_PER_VCPU = {"c": 2, "m": 4, "r": 8}
+# Memory per vCPU of each family's instances, by its class letter (c: compute optimised, m: general purpose).
+GIB_PER_VCPU = {"c": 2, "m": 4}
 PROCESS_MIB = 1024  # the least one serving process needs: Python, ONNX Runtime, a ResNet-sized model, one decode
 
 
@@ -454,7 +454,7 @@ class LambdaManagedSpec(_Strict):
     per_environment_concurrency: Annotated[int, Field(ge=1, le=1600)] = 1
     min_environments: Annotated[int, Field(ge=1, le=15_000)] = 3  # AWS's default: one per AZ of three
     max_environments: Annotated[int, Field(ge=1, le=15_000)] = 30
-    max_vcpus: Annotated[int, Field(ge=12, le=15_000)] = 400  # the provider's cap; AWS's default
+    max_vcpus: Annotated[int, Field(ge=12, le=15_000)] = 400  # the provider's cap (AWS: 400; CDK refuses < 12)
     images_per_second: Annotated[float, Field(gt=0)] | None = None
 
     @field_validator("instance_type")
@@ -489,9 +489,6 @@ class LambdaManagedSpec(_Strict):
                              f"would have {per_process} MiB of the environment's {self.memory_mib}, under the "
                              f"{PROCESS_MIB} MiB one needs (it loads its own copy of the model); lower it or raise "
                              "memory_mib")
-        if self.per_environment_concurrency > 64 * self.vcpus:
-            raise ValueError(f"per_environment_concurrency: Lambda allows at most 64 per vCPU ({64 * self.vcpus} "
-                             f"for {self.vcpus}); got {self.per_environment_concurrency}")
         if self.min_environments > self.max_environments:
             raise ValueError(f"min_environments ({self.min_environments}) must be <= max_environments "
                              f"({self.max_environments})")
@@ -507,6 +504,13 @@ class LambdaManagedSpec(_Strict):
                 raise ValueError(f"{'instance_type' if other == self.instance_type else 'instance_types'}: {other} "
                                  f"cannot hold one execution environment of {self.vcpus} vCPUs and "
                                  f"{self.memory_mib} MiB; pick a larger size or lower memory_mib")
+        # During a traffic shift two versions each keep min_environments running, on at least three instances.
+        needed = max(3, math.ceil(2 * self.min_environments / self.environments_per_instance(self.instance_type)))
+        if self.max_vcpus < needed * vcpus(self.instance_type):
+            raise ValueError(f"max_vcpus: two versions' min_environments ({self.min_environments} each, during a "
+                             f"traffic shift) need {needed} x {self.instance_type} = "
+                             f"{needed * vcpus(self.instance_type)} vCPUs; got {self.max_vcpus}, and a version that "
+                             "cannot start them never becomes active")
         return self
 
 

@@ -72,6 +72,10 @@ class LambdaBackend(Construct):
 
     KIND: ClassVar[str] = "lambda"
     ALARMS: ClassVar[str] = "Lambda"  # its alarms' prefix
+    # Why its role has actions on every resource (cdk-nag, checkov): none of them takes a resource ARN.
+    WILDCARDS: ClassVar[str] = ("Only the EC2 network-interface actions a VPC function needs and X-Ray's "
+                                "PutTraceSegments/PutTelemetryRecords, none of which support resource-level "
+                                "permissions.")
 
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec: Mapping[str, Any],
                  front_door: FrontDoor, vpc_subnets: ec2.SubnetSelection | None = None,
@@ -237,11 +241,9 @@ class LambdaBackend(Construct):
 
     def _acknowledge(self) -> None:
         policy = policy_of(self.role)
-        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", "Only the EC2 network-interface actions a VPC "
-                    "function needs and X-Ray's PutTraceSegments/PutTelemetryRecords, none of which support "
-                    "resource-level permissions.")
-        acknowledge(policy, CHECKOV + "CKV_AWS_111", "The EC2 network-interface actions a VPC function needs take "
-                    "no resource ARNs; everything else the role may do names its resource.")
+        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", self.WILDCARDS)
+        acknowledge(policy, CHECKOV + "CKV_AWS_111", self.WILDCARDS + " Everything else the role may do names its "
+                    "resource.")
         acknowledge(policy, NIST + "IAMNoInlinePolicy", INLINE)
         acknowledge(self.function, ("Serverless-LambdaDLQ", NIST + "LambdaDLQ", CHECKOV + "CKV_AWS_116"), SYNC_LAMBDA)
         acknowledge(self.function, ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"), RUNTIME_CHOICE)

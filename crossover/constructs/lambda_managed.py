@@ -52,6 +52,9 @@ class LambdaManagedBackend(LambdaBackend):
 
     KIND: ClassVar[str] = "lambda-managed"
     ALARMS: ClassVar[str] = "LambdaManaged"
+    WILDCARDS: ClassVar[str] = ("Only X-Ray's PutTraceSegments/PutTelemetryRecords, which support no "
+                                "resource-level permissions (the instances are the capacity provider's: the function "
+                                "needs no network-interface actions).")
 
     def __init__(self, scope: Construct, id: str, *, vpc: ec2.IVpc, artifact: ModelArtifact, spec: Mapping[str, Any],
                  front_door: FrontDoor, managed: LambdaManagedSpec, vpc_subnets: ec2.SubnetSelection | None = None,
@@ -79,7 +82,7 @@ class LambdaManagedBackend(LambdaBackend):
                     f"{OPERATOR_POLICY}]", "AWS's own policy for a capacity provider's operator role: it may launch "
                     "and tag instances only with the ec2:ManagedResourceOperator condition that marks them as "
                     "Lambda's, and AWS keeps it current as the service changes.")
-        types = [managed.instance_type, *managed.instance_types]
+        types = list(dict.fromkeys([managed.instance_type, *managed.instance_types]))
         self.capacity_provider = lambda_.CapacityProvider(
             self, "Capacity", subnets=vpc.select_subnets(**private_subnets(self, vpc, vpc_subnets)._values).subnets,
             security_groups=[self.security_group], architectures=[ARCHITECTURES[managed.architecture]],

@@ -28,6 +28,7 @@ priced, but never recommended, and absent from the crossovers.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import math
@@ -60,11 +61,14 @@ DETAILED_METRICS = 7  # EC2 detailed monitoring (the launch template turns it on
 TRACES_PER_SECOND, TRACED_SHARE = 1.0, 0.05  # X-Ray's default sampling: the first request each second, 5% after
 # Lambda's default concurrency quota per region: assumed, since an account's own quota may differ.
 ACCOUNT_LAMBDA_CONCURRENCY = 1000
-# Lambda Managed Instances (docs/backends.md): a capacity provider runs three instances at least, one per AZ
-# ("It launches three by default for AZ resiliency"), and scales on CPU ahead of the load: it absorbs a 50% jump
-# at once and a doubling within five minutes, so what runs is planned at most 2/3 busy.
+# Lambda Managed Instances (docs/backends.md): a capacity provider runs three instances at least ("It launches
+# three by default for AZ resiliency"), and scales on CPU ahead of the load: it absorbs a 50% jump at once and a
+# doubling within five minutes, so what runs is planned at most 2/3 busy. A request that finds every process
+# busy is throttled, not queued: a pool of few processes must run less busy still (Erlang's loss formula) to
+# throttle at most MANAGED_THROTTLED of the busiest hour's requests.
 MANAGED_MIN_INSTANCES = 3
 MANAGED_UTILISATION = 2 / 3
+MANAGED_THROTTLED = 0.01
 
 
 Count = Literal["all", "on_demand", "spot"]  # which of a fleet's instances a per-instance price applies to
@@ -145,6 +149,9 @@ class Line:
     per_on_demand: float = 0.0  # a Mix's on-demand instance-months
     per_spot: float = 0.0  # a Mix's spot instance-months
     caps: tuple[tuple[float, float], ...] = ()  # (rate, first): added per image for the first ``first`` images only
+    # Where one more instance does not carry ``capacity`` more (a Lambda Managed Instances pool): the images a
+    # month n + 1 instances carry, by n, before it does.
+    carry: tuple[float, ...] = ()
 
     @property
     def fleet(self) -> bool:
@@ -155,7 +162,7 @@ class Line:
         minimum."""
         if not self.fleet:
             return (0,) * len(self.day)
-        return _hourly(volume, self.capacity, self.day, self.minimum, self.mix)
+        return _hourly(volume, self.capacity, self.day, self.minimum, self.mix, self.carry)
 
     def instances(self, volume: float) -> int:
         """Instances at the busiest hour: what scaling.max must allow."""
@@ -183,13 +190,15 @@ class Line:
     def steps(self, low: float, high: float) -> set[float]:
         """The volumes in (low, high) at which some hour's instance count changes."""
         found: set[float] = set()
+        start = self.carry[-1] if self.carry else 0.0  # past the table, one more instance every ``capacity``
         for w in set(self.day) if self.fleet else ():
             if w <= 0:
                 continue
+            found |= {c / w for c in self.carry if low < c / w < high}
             every = self.capacity / w  # one more instance in this hour every ``every`` images a month
-            n = math.floor(low / every) + 1
-            while n * every < high:
-                found.add(n * every)
+            n = max(1, math.floor((low - start / w) / every) + 1)
+            while start / w + n * every < high:
+                found.add(start / w + n * every)
                 n += 1
         return found
 
@@ -201,11 +210,37 @@ class Line:
 
 
 @functools.lru_cache(maxsize=4096)
-def _hourly(volume: float, capacity: float, day: tuple[float, ...], minimum: int, mix: Mix | None) -> tuple[int, ...]:
+def _hourly(volume: float, capacity: float, day: tuple[float, ...], minimum: int, mix: Mix | None,
+            carry: tuple[float, ...] = ()) -> tuple[int, ...]:
     """Line.hourly's arithmetic, cached: the band and the crossover search ask for the same volumes of the same
     fleet many times."""
-    needed = (math.ceil(volume * w / capacity - 1e-9) for w in day)
+    needed = (fewest(volume * w, capacity, carry) for w in day)
     return tuple(max(minimum, n if mix is None else mix.with_spare(n)) for n in needed)
+
+
+def fewest(images: float, capacity: float, carry: tuple[float, ...] = ()) -> int:
+    """The fewest instances that carry ``images`` a month: by the ``carry`` table, then ``capacity`` each."""
+    if carry and images <= carry[-1] * (1 + 1e-12):
+        return bisect.bisect_left(carry, images * (1 - 1e-12)) + 1
+    start = carry[-1] if carry else 0.0
+    return len(carry) + math.ceil((images - start) / capacity - 1e-9)
+
+
+@functools.cache
+def erlang_load(servers: int, blocked: float = MANAGED_THROTTLED) -> float:
+    """The most traffic (in Erlangs: arrivals x service time) ``servers`` servers with no queue carry while at most
+    ``blocked`` of it finds them all busy (Erlang's loss formula, by bisection)."""
+    def loss(load: float) -> float:
+        b = 1.0
+        for k in range(1, servers + 1):
+            b = load * b / (k + load * b)
+        return b
+
+    low, high = 0.0, float(servers)
+    while high - low > 1e-6 * servers:
+        middle = (low + high) / 2
+        low, high = (middle, high) if loss(middle) <= blocked else (low, middle)
+    return low
 
 
 @dataclass(frozen=True)
@@ -393,11 +428,13 @@ def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchPr
     """``backend``'s bill and limits for ``config``, as functions of the monthly volume. ``shared_by``: how
     many model stacks share the network's NAT gateway. ``spot``: price the fleet as this spot fleet."""
     result = Estimate(backend, spot)
+    carry: tuple[float, ...] = ()
     try:
-        per_instance_capacity = (_lambda(result, config, catalog, bench) if backend == "lambda"
-                                 else _managed(result, config, catalog, bench, prices_name)
-                                 if backend == "lambda-managed"
-                                 else _fleet(result, config, backend, catalog, bench, prices_name, load))
+        if backend == "lambda-managed":
+            per_instance_capacity, carry = _managed(result, config, catalog, bench, prices_name)
+        else:
+            per_instance_capacity = (_lambda(result, config, catalog, bench) if backend == "lambda"
+                                     else _fleet(result, config, backend, catalog, bench, prices_name, load))
     except MissingPrice as e:
         result.problem = str(e)
     if result.problem is not None:
@@ -413,7 +450,7 @@ def estimate(config: ModelConfig, backend: str, catalog: Catalog, bench: BenchPr
     line = Line(fixed=sum(p.fixed for p in items), per_image=sum(p.per_image for p in items),
                 caps=tuple(cap for p in items for cap in p.caps),
                 per_instance=per("all"), per_on_demand=per("on_demand"), per_spot=per("spot"), mix=mix,
-                capacity=per_instance_capacity, minimum=result.minimum,
+                capacity=per_instance_capacity, minimum=result.minimum, carry=carry,
                 # A realtime fleet follows the day; a pipeline's queue absorbs it (the fleet works through the average).
                 day=day_of(config) if config.service == "realtime" else (1.0,))
     if KINDS[backend].fleet:
@@ -555,12 +592,16 @@ def _fleet(result: Estimate, config: ModelConfig, backend: str, catalog: Catalog
 
 
 def _managed(result: Estimate, config: ModelConfig, catalog: Catalog, bench: BenchProfile | None,
-             prices_name: str) -> float:
-    """Fills in Lambda Managed Instances' items and limits; returns the images a month one instance carries.
+             prices_name: str) -> tuple[float, tuple[float, ...]]:
+    """Fills in Lambda Managed Instances' items and limits; returns the images a month one more instance carries
+    past the ``carry`` table, and the table (Line.carry).
 
     Its instances are priced as ``instance_type`` (the provider may launch the other allowed types too), each
-    holding as many execution environments as its vCPUs and memory allow, planned MANAGED_UTILISATION busy, at
-    least MANAGED_MIN_INSTANCES of them and enough for min_environments."""
+    holding as many execution environments as its vCPUs and memory allow, each environment
+    ``per_environment_concurrency`` processes of one request at a time. A request that finds every process busy
+    is throttled: n instances carry the most traffic at which their processes throttle at most
+    MANAGED_THROTTLED of it (a realtime service's) and run at most MANAGED_UTILISATION busy, at least
+    MANAGED_MIN_INSTANCES of them and enough for min_environments."""
     spec, prices = config.lambda_managed, catalog.lambda_managed
     figure = profile.environment_images_per_second(config, bench)
     result.performance = figure
@@ -568,30 +609,45 @@ def _managed(result: Estimate, config: ModelConfig, catalog: Catalog, bench: Ben
     if figure is None:
         result.problem = ("no throughput for an execution environment: "
                           + profile.HOW_TO_MEASURE.format(section="lambda-managed.images_per_second"))
-        return math.inf
+        return math.inf, ()
     hours, pipeline = catalog.hours_per_month, config.service == "pipeline"
-    # Each process answers one request at a time on its share of the environment's vCPUs. A request that finds its
-    # environment busy is sent to another, never queued (none free: throttled), so its latency is the service
-    # time: the headroom that keeps one free is the scaling's, MANAGED_UTILISATION.
-    per_request = figure.value / spec.per_environment_concurrency
+    per_request = figure.value / spec.per_environment_concurrency  # a process's rate, on its share of the vCPUs
     per_instance = spec.environments_per_instance(spec.instance_type)
-    environment_month = figure.value * MANAGED_UTILISATION * hours * 3600
+    slots = per_instance * spec.per_environment_concurrency
+    process_month = per_request * hours * 3600  # images a month one process answers, always busy
+    # By instances, until the loss formula allows MANAGED_UTILISATION. A pipeline's throttled batches wait in the
+    # queue and come back: it loses nothing, and runs at MANAGED_UTILISATION from the first instance.
+    carry: list[float] = []
+    while not pipeline and (not carry or erlang_load(slots * len(carry)) < MANAGED_UTILISATION * slots * len(carry)):
+        carry.append(min(erlang_load(slots * (len(carry) + 1)), MANAGED_UTILISATION * slots * (len(carry) + 1))
+                     * process_month)
     invocations = 1 / config.pipeline.batch_size if pipeline else 1.0
     result.items = [Part("instances", per_instance=instance_hourly * hours),
                     Part("management fee", per_instance=instance_hourly * prices.management_fee.share * hours),
                     Part("requests", per_image=prices.per_million_requests_usd.usd / 1e6 * invocations)]
     result.minimum = max(MANAGED_MIN_INSTANCES, math.ceil(spec.min_environments / per_instance))
+    added = MANAGED_UTILISATION * slots * process_month  # what one more instance carries past the table
+    table, size = tuple(carry), vcpus(spec.instance_type)
     peak = 1.0 if pipeline else max(day_of(config))
+
+    def instances(volume: float) -> int:
+        """At the busiest hour."""
+        return max(result.minimum, fewest(volume * peak, added, table))
+
+    def carried(n: int) -> float:
+        """The most images a month ``n`` instances carry at the busiest hour."""
+        if n <= len(table):
+            return table[n - 1] / peak if n > 0 else 0.0
+        return ((table[-1] if table else 0.0) + (n - len(table)) * added) / peak
+
     result.size = Limit("lambda-managed.max_environments", spec.max_environments, "execution environments",
-                        lambda v: v * peak / environment_month, spec.max_environments * environment_month / peak,
+                        lambda v: instances(v) * per_instance, carried(spec.max_environments // per_instance),
                         "raise lambda-managed.max_environments to {n}")
-    most_instances = spec.max_vcpus // vcpus(spec.instance_type)
-    result.limits += [result.size, Limit(
-        "lambda-managed.max_vcpus", spec.max_vcpus, "vCPUs",
-        lambda v: math.ceil(v * peak / environment_month / per_instance - 1e-9) * vcpus(spec.instance_type),
-        most_instances * per_instance * environment_month / peak, "raise lambda-managed.max_vcpus to {n}")]
+    result.limits += [result.size, Limit("lambda-managed.max_vcpus", spec.max_vcpus, "vCPUs",
+                                         lambda v: instances(v) * size, carried(spec.max_vcpus // size),
+                                         "raise lambda-managed.max_vcpus to {n}")]
     result.meets_slo = pipeline or capacity.meets_p99(per_request, config.traffic.p99_ms)
-    return environment_month * per_instance
+    return added, table
 
 
 def split_usd(estimates: dict[str, Estimate], shares: dict[str, float], volume: float) -> float | None:

@@ -121,6 +121,7 @@ def as_json(report: Report) -> dict[str, Any]:
             "instance_hours": None if line is None or e.backend == "lambda"
             else round(line.months("all", v) * report.catalog.hours_per_month, 1),
             "concurrent_executions": scale[0] if scale and e.backend == "lambda" else None,
+            "execution_environments": scale[0] if scale and e.backend == "lambda-managed" else None,
             "meets_slo": e.meets_slo,
             "feasible": None if line is None else e.over(v) is None,
             "limit": e.over(v),
