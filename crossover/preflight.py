@@ -80,18 +80,26 @@ def preflight(item: LoadedConfig, session: Any, console: Console, *, deploying: 
 
 def quota_problem(client: Any, config: ModelConfig, region: str) -> str | None:
     """Why the account's on-demand vCPU quota cannot hold the fleet at ``scaling.max`` plus the one
-    instance a rolling update adds; None if it can, or if the backend is Lambda."""
+    instance a rolling update adds, or Lambda Managed Instances' capacity provider at its ``max_vcpus`` (its
+    instances are the account's); None if it can, or if the backend is Lambda."""
     fleet = config.fleet
-    if fleet is None:
+    if fleet is not None:
+        instance_type, count = fleet.instance_type, config.scaling.max + 1
+        what = f"{config.scaling.max} x {instance_type} at {{each}} vCPUs, plus one more during a rolling update"
+        fix = "lower scaling.max"
+    elif config.backend == "lambda-managed":
+        managed = config.lambda_managed
+        instance_type, count = managed.instance_type, managed.max_vcpus // vcpus(managed.instance_type)
+        what, fix = "lambda-managed.max_vcpus, as many {instance_type} as it holds", "lower lambda-managed.max_vcpus"
+    else:
         return None
-    family = fleet.instance_type.split(".")[0]
+    family = instance_type.split(".")[0]
     _, code, kind = next((q for q in QUOTAS if family.startswith(q[0])), STANDARD)
-    each = vcpus(fleet.instance_type)
-    needed = (config.scaling.max + 1) * each
+    each = vcpus(instance_type)
+    needed = count * each
     value = float(client.get_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
     if value >= needed:
         return None
-    return (f"the {config.backend} fleet needs up to {needed} vCPUs of {kind} instances ({config.scaling.max} x "
-            f"{fleet.instance_type} at {each} vCPUs, plus one more during a rolling update), but the account's "
-            f"on-demand quota in {region} is {value:g} ({code}): request an increase in the Service Quotas console, "
-            "or lower scaling.max")
+    return (f"the {config.backend} fleet needs up to {needed} vCPUs of {kind} instances "
+            f"({what.format(each=each, instance_type=instance_type)}), but the account's on-demand quota in {region} "
+            f"is {value:g} ({code}): request an increase in the Service Quotas console, or {fix}")

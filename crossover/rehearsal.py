@@ -31,7 +31,7 @@ from typing import Any
 from rich.table import Table
 
 from crossover import PROJECT
-from crossover.backends import KINDS
+from crossover.backends import FUNCTIONS, KINDS
 from crossover.config import BACKEND_IDS
 from crossover.emulator import ACCOUNT, REGION, references
 from crossover.shape import BACKEND_HEADER
@@ -427,7 +427,7 @@ def _pipeline_checks(emu: Emulator, by_type: dict[str, dict[str, list[str]]]) ->
         Check("dead-letter queue", ", ".join(u.rsplit("/", 1)[-1] for u in dead) or "missing", len(dead) == 1),
         Check("results bucket", ", ".join(buckets) or "missing", len(buckets) == 1),
     ]
-    if set(by_type.get("AWS::Lambda::Function", {})) & {"lambda", "lambda-managed"}:
+    if set(by_type.get("AWS::Lambda::Function", {})) & set(FUNCTIONS):
         mappings = _all(by_type, "AWS::Lambda::EventSourceMapping")
         checks.append(Check("SQS event source", ", ".join(mappings) or "missing", len(mappings) == 1))
     return checks

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from crossover import advise
+from crossover.backends import KINDS
 from crossover.cli import main
 from crossover.config import load
 from crossover.cost import catalog as prices
@@ -29,7 +30,7 @@ def deploy(name: str, backend: str) -> str:
     or its Auto Scaling group, under the logical ids crossover gives them. Returns the physical name."""
     import boto3
 
-    if backend in ("lambda", "lambda-managed"):
+    if not KINDS[backend].fleet:
         logical_id = "ModelLambdaFunction5A2C1F9B" if backend == "lambda" else "ModelLambdaManagedFunctionBB470428"
         resources: dict[str, Any] = {
             "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {
@@ -49,7 +50,7 @@ def deploy(name: str, backend: str) -> str:
                     "Version": {"Fn::GetAtt": ["Template", "LatestVersionNumber"]}}}}}
     boto3.client("cloudformation").create_stack(StackName=f"ModelStack-{name}",
                                                 TemplateBody=json.dumps({"Resources": resources}))
-    return f"{name}-group" if backend == "gpu" else f"{name}-fn"
+    return f"{name}-group" if KINDS[backend].fleet else f"{name}-fn"
 
 
 def seed(namespace: str, name: str, dimensions: dict[str, str], hourly: Sequence[float],

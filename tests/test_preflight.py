@@ -43,6 +43,20 @@ def test_a_fleet_needs_its_maximum_plus_one_within_the_vcpu_quota_of_its_family(
     assert f"quota in us-east-1 is {needed - 1} ({code}): request an increase" in problem
 
 
+def test_lambda_managed_instances_need_the_providers_vcpus_within_the_standard_quota(tmp_path: Path) -> None:
+    config = load(write_config(tmp_path, "m", "name: m\nbackend: lambda-managed\nmodel: {artifact: s3://bkt/m.onnx}"
+                                             "\nlambda-managed: {instance_type: c7i.2xlarge, max_vcpus: 100}\n")).config
+    client, stubber = _quotas("L-1216C47A", 96)  # 100 vCPUs hold 12 c7i.2xlarge: 96
+    with stubber:
+        assert quota_problem(client, config, "us-east-1") is None
+    client, stubber = _quotas("L-1216C47A", 95)
+    with stubber:
+        problem = quota_problem(client, config, "us-east-1")
+    assert problem is not None and "lower lambda-managed.max_vcpus" in problem
+    assert "needs up to 96 vCPUs of Standard (A, C, D, H, I, M, R, T, Z) instances (lambda-managed.max_vcpus, as " \
+        "many c7i.2xlarge as it holds)" in problem
+
+
 def test_lambda_needs_no_ec2_quota(tmp_path: Path) -> None:
     config = load(write_config(tmp_path, "m", "name: m\nbackend: lambda\nmodel: {artifact: s3://bkt/m.onnx}\n")).config
     assert quota_problem(object(), config, "us-east-1") is None

@@ -10,6 +10,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from crossover.backends import FUNCTIONS
 from crossover.config import RETIRED, LoadedConfig
 from crossover.cost import coldstart, model, profile
 from crossover.cost.catalog import Catalog
@@ -101,7 +102,7 @@ def measure(report: Report, e: model.Estimate) -> str:
     """The command that replaces ``e``'s estimated performance with a measurement."""
     path = report.loaded.path.resolve()
     path = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-    if e.backend in ("lambda", "lambda-managed") or profile.on_host_cpus(report.loaded.config, e.backend):
+    if e.backend in FUNCTIONS or profile.on_host_cpus(report.loaded.config, e.backend):
         return f"crossover bench {path}"
     return (f"deploy it and run crossover advise {path} (the images/s one instance served), or set "
             f"{e.backend}.images_per_second from a measurement on its instance type")
