@@ -23,6 +23,15 @@ DATA = Path(__file__).parent / "data"
 EXAMPLES = sorted((ROOT / "models").glob("*.yaml"))
 
 
+# The longest files (each whole on one worker: make test runs xdist with --dist loadfile). Run first, they finish
+# while the other worker works through the rest; collected in file order, they came last and were the run's tail.
+SLOWEST = ("test_rehearsal.py", "test_rehearsal_moves.py", "test_package.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: SLOWEST.index(item.path.name) if item.path.name in SLOWEST else len(SLOWEST))
+
+
 @dataclass
 class Synth:
     outdir: Path
