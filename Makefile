@@ -49,9 +49,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy crossover crossover_serving
 
-# One worker per CPU, each taking whole files: a module's emulator and synth fixtures stay in one process.
+# One worker per CPU, each taking whole files: a module's emulator and synth fixtures stay in one process; in
+# tests/conftest.py's order, the slowest files first.
 test: lint
-	$(VENV)/bin/pytest -q -n auto --dist loadfile
+	$(VENV)/bin/pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 synth: setup
 	cdk synth --quiet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
 from collections.abc import Iterator
@@ -24,12 +25,17 @@ EXAMPLES = sorted((ROOT / "models").glob("*.yaml"))
 
 
 # The longest files (each whole on one worker: make test runs xdist with --dist loadfile). Run first, they finish
-# while the other worker works through the rest; collected in file order, they came last and were the run's tail.
+# while the other worker works through the rest; xdist's own order (most tests first) left the four long
+# rehearsals of test_rehearsal.py for last, the run's tail on two workers.
 SLOWEST = ("test_rehearsal.py", "test_rehearsal_moves.py", "test_package.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: SLOWEST.index(item.path.name) if item.path.name in SLOWEST else len(SLOWEST))
+    """The SLOWEST files, then the others by how many tests they hold (xdist's order: make test passes
+    --no-loadscope-reorder so that it keeps this one)."""
+    counts = collections.Counter(item.path for item in items)
+    items.sort(key=lambda item: (SLOWEST.index(item.path.name) if item.path.name in SLOWEST else len(SLOWEST),
+                                 -counts[item.path]))
 
 
 @dataclass
