@@ -395,9 +395,10 @@ def _capacity_providers(backend: Any) -> dict[str, dict[str, Any]]:
 
 
 # How long a resource takes in CloudFormation, in the emulator's event timeline (seconds): a group whose
-# creation policy or rolling update waits for instances to signal, and an alias allocating provisioned
-# concurrency, take minutes; everything else is quick.
-SLOW = {"AWS::AutoScaling::AutoScalingGroup": 600.0, "AWS::Lambda::Alias": 120.0}
+# creation policy or rolling update waits for instances to signal, an alias allocating provisioned
+# concurrency, and a version on Lambda Managed Instances starting its execution environments (it is active only
+# once they run) take minutes; everything else is quick.
+SLOW = {"AWS::AutoScaling::AutoScalingGroup": 600.0, "AWS::Lambda::Alias": 120.0, "AWS::Lambda::Version": 180.0}
 
 
 def _query(metric: dict[str, Any]) -> Any:
@@ -440,6 +441,8 @@ def _duration(resource: dict[str, Any], action: str) -> float:
     waits = {"Add": "CreationPolicy" in resource, "Modify": "UpdatePolicy" in resource}.get(action, False)
     if resource["Type"] == "AWS::Lambda::Alias":
         waits = "ProvisionedConcurrencyConfig" in resource.get("Properties", {})
+    if resource["Type"] == "AWS::Lambda::Version":
+        waits = "FunctionScalingConfig" in resource.get("Properties", {})
     return SLOW.get(resource["Type"], 1.0) if waits else 1.0
 
 

@@ -215,3 +215,10 @@ def test_the_emulators_events_follow_cloudformations_order() -> None:
     move = order({**new, "Listener": {**new["Listener"], "DependsOn": ["Group"]}})
     assert move.index(("Group", "CREATE_COMPLETE")) < move.index(("Listener", "UPDATE_IN_PROGRESS"))
     assert move[-2:] == [("OldTg", "DELETE_IN_PROGRESS"), ("OldTg", "DELETE_COMPLETE")]
+    # A version on Lambda Managed Instances takes minutes (its environments start); one of plain Lambda does not
+    managed = {"Type": "AWS::Lambda::Version", "Properties": {"FunctionScalingConfig": {"MinExecutionEnvironments": 3}}}
+    slow = [t for t, logical_id, _, status in timeline({}, {"Version": managed, "Other": {"Type": "AWS::SNS::Topic"}})
+            if status == "CREATE_COMPLETE"]
+    quick = [t for t, logical_id, _, status in timeline({}, {"Version": {"Type": "AWS::Lambda::Version"}})
+             if status == "CREATE_COMPLETE"]
+    assert max(slow) >= 180 > max(quick)
