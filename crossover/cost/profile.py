@@ -201,9 +201,11 @@ def isa(instance_type: str) -> str:
     return FAMILY_ISA.get(instance_type.split(".")[0], "avx2")
 
 
-def _cores(instance_type: str) -> float:
-    """Physical cores: every vCPU where a vCPU is a core, half of them where it is a hardware thread."""
-    return vcpus(instance_type) * (1.0 if isa(instance_type) in WHOLE_CORE_VCPU else 0.5)
+def _cores(instance_type: str, count: int | None = None) -> float:
+    """Physical cores of ``count`` of its vCPUs (default: all): every vCPU where a vCPU is a core, half of them
+    where it is a hardware thread."""
+    return (vcpus(instance_type) if count is None else count) * (1.0 if isa(instance_type) in WHOLE_CORE_VCPU
+                                                                  else 0.5)
 
 
 def _effective(cores: float) -> float:
@@ -321,8 +323,7 @@ def environment_images_per_second(config: ModelConfig, bench: BenchProfile | Non
     spec = config.lambda_managed
     if spec.images_per_second is not None:
         return Figure(spec.images_per_second, "config (lambda-managed.images_per_second)")
-    name = isa(spec.instance_type)
-    cores = spec.vcpus * (1.0 if name in WHOLE_CORE_VCPU else 0.5)
+    name, cores = isa(spec.instance_type), _cores(spec.instance_type, spec.vcpus)
     where = f"{spec.vcpus} vCPUs ({cores:g} core{'' if cores == 1 else 's'}) of {spec.instance_type} an environment"
     if bench is not None:
         faster, why = bench.on(name)
