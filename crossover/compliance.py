@@ -16,7 +16,7 @@ acknowledges it, and fails the synth only with ``strict=True``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jsii
@@ -124,43 +124,43 @@ def _crossovers(construct: IConstruct) -> bool:
                for cls in type(scope).__mro__)
 
 
-def acknowledge(resource: IConstruct, finding: str | Sequence[str], reason: str) -> None:
-    """Accept ``finding`` (or each of several findings, for one reason) on ``resource`` (an L1 resource, or an L2
-    whose default child is one) for ``reason``."""
+def acknowledge(resource: IConstruct, finding: str | Sequence[str] | Mapping[str, str], reason: str | None = None
+                ) -> None:
+    """Accept ``finding`` (or each of several findings, for one ``reason``; or each finding of a mapping, for its
+    own reason) on ``resource`` (an L1 resource, or an L2 whose default child is one)."""
     target = resource if isinstance(resource, CfnResource) else resource.node.default_child
-    findings = [finding] if isinstance(finding, str) else list(finding)
+    if isinstance(finding, Mapping):
+        reasons = dict(finding)
+    else:
+        reasons = dict.fromkeys([finding] if isinstance(finding, str) else finding, reason or "")
     if not isinstance(target, CfnResource):
-        raise ValueError(f"acknowledgement {findings[0]} must name one L1 resource; {resource.node.path} is not")
-    if len(reason) < MIN_REASON or not findings or any(" " in f for f in findings):
-        raise ValueError(f"acknowledgement {findings!r} on {resource.node.path}: each one finding, and a reason of "
-                         f"substance (at least {MIN_REASON} characters)")
-    # Every call into the CDK is a round trip to its Node process (a synth makes ~100 acknowledgements): several
-    # findings go in one call, and what this process already wrote to a resource's metadata is not read back.
-    validated = [Acknowledgment(id=f, reason=reason) for f in findings if not f.startswith((CHECKOV, CFN_LINT))]
+        raise ValueError(f"acknowledgement {next(iter(reasons), '')} must name one L1 resource; "
+                         f"{resource.node.path} is not")
+    if (not reasons or (reason is None) != isinstance(finding, Mapping)
+            or any(" " in f or len(why) < MIN_REASON for f, why in reasons.items())):
+        raise ValueError(f"acknowledgement {list(reasons) or finding!r} on {resource.node.path}: each one finding, "
+                         f"and a reason of substance (at least {MIN_REASON} characters)")
+    # Every call into the CDK is a round trip to its Node process (a synth makes ~100 acknowledgements): the
+    # findings on one resource go in one call.
+    validated = [Acknowledgment(id=f, reason=why) for f, why in reasons.items()
+                 if not f.startswith((CHECKOV, CFN_LINT))]
     if validated:
         Validations.of(target).acknowledge(*validated)
-    checkov = [{"id": f.removeprefix(CHECKOV), "comment": reason} for f in findings if f.startswith(CHECKOV)]
+    checkov = [{"id": f.removeprefix(CHECKOV), "comment": why} for f, why in reasons.items() if f.startswith(CHECKOV)]
     if checkov:
         _extend(target, "checkov", checkov, lambda old, new: {"skip": [*(old or {}).get("skip", []), *new]})
-    ignored = [f.removeprefix(CFN_LINT) for f in findings if f.startswith(CFN_LINT)]
+    ignored = [f.removeprefix(CFN_LINT) for f in reasons if f.startswith(CFN_LINT)]
     if ignored:  # cfn-lint reads resource-level ignores from the template itself
         _extend(target, "cfn-lint", ignored, lambda old, new: {"config": {"ignore_checks": [
             *(old or {}).get("config", {}).get("ignore_checks", []), *new]}})
     # Also in the template's resource Metadata: an auditor sees what was accepted, and why.
-    _extend(target, METADATA_KEY, [{"finding": f, "reason": reason} for f in findings],
+    _extend(target, METADATA_KEY, [{"finding": f, "reason": why} for f, why in reasons.items()],
             lambda old, new: [*(old or []), *new])
 
 
-# (resource, metadata key): the value last written. jsii hands back one Python object per CDK object, and keeps it.
-_WRITTEN: dict[tuple[CfnResource, str], Any] = {}
-
-
 def _extend(target: CfnResource, key: str, new: list[Any], merge: Callable[[Any, list[Any]], Any]) -> None:
-    """Add ``new`` to the value of ``target``'s metadata ``key`` (read from the resource only the first time)."""
-    ref = (target, key)
-    value = merge(_WRITTEN[ref] if ref in _WRITTEN else target.get_metadata(key), new)
-    target.add_metadata(key, value)
-    _WRITTEN[ref] = value
+    """Add ``new`` to the value of ``target``'s metadata ``key`` (the app may have written the tools' keys itself)."""
+    target.add_metadata(key, merge(target.get_metadata(key), new))
 
 
 def policy_of(principal: iam.IGrantable) -> CfnResource:

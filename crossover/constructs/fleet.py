@@ -127,11 +127,12 @@ class InstanceFleet(Construct):
         self.group = self._group(instance_type, min_capacity, max_capacity)
         self._write_user_data(bundle, runtime, lock, artifact, spec, image.runtime, int(health_grace.to_seconds()))
         self.route: elbv2.ApplicationTargetGroup | None = None
-        policy = policy_of(self.role)
-        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", "cloudwatch:PutMetricData takes no resource ARN (a "
-                    "condition limits it to the crossover metric namespace), nor does elasticloadbalancing:"
-                    "DescribeTargetHealth, with which an instance waits to be found healthy before it signals ready.")
-        acknowledge(policy, NIST + "IAMNoInlinePolicy", INLINE)
+        acknowledge(policy_of(self.role), {
+            "AwsSolutions-IAM5[Resource::*]": "cloudwatch:PutMetricData takes no resource ARN (a condition limits it "
+                                              "to the crossover metric namespace), nor does elasticloadbalancing:"
+                                              "DescribeTargetHealth, with which an instance waits to be found "
+                                              "healthy before it signals ready.",
+            NIST + "IAMNoInlinePolicy": INLINE})
         front_door.attach(self)
 
     def _grant(self, artifact: ModelArtifact, bundles: Sequence[s3_assets.Asset], input_prefixes: Sequence[str],
@@ -187,8 +188,8 @@ class InstanceFleet(Construct):
             cfn = l1(group, autoscaling.CfnAutoScalingGroup)
             nested = ("the group's launch template (inside its MixedInstancesPolicy, which this rule does not "
                       "read) ")
-            acknowledge(cfn, "AwsSolutions-EC26", nested + "encrypts every EBS volume it creates.")
-            acknowledge(cfn, NIST + "EC2IMDSv2Enabled", nested + "requires IMDSv2 tokens, hop limit 1.")
+            acknowledge(cfn, {"AwsSolutions-EC26": nested + "encrypts every EBS volume it creates.",
+                              NIST + "EC2IMDSv2Enabled": nested + "requires IMDSv2 tokens, hop limit 1."})
             # A replaced or scaled-in instance gets the time to drain before it is terminated: the load
             # balancer's checks find it leaving within LEAVE_S, and what it holds finishes.
             group.add_lifecycle_hook("Leave", lifecycle_transition=autoscaling.LifecycleTransition.

@@ -161,13 +161,12 @@ class RealtimeFrontDoor(RequestFrontDoor):
         self._log_to(access_logs)
         not_logged = LOG_BUCKET + ("; logging its own access would need yet another bucket and adds nothing an "
                                    "auditor uses.")
-        acknowledge(access_logs, ("AwsSolutions-S1", NIST + "S3BucketLoggingEnabled", CHECKOV + "CKV_AWS_18"),
-                    not_logged)
-        acknowledge(access_logs, NIST + "S3DefaultEncryptionKMS",
-                    "Application Load Balancer access logs can only be delivered to SSE-S3 buckets, not "
-                    "KMS-encrypted ones.")
-        acknowledge(access_logs, NIST + "S3BucketReplicationEnabled",
-                    LOG_BUCKET + ", kept 90 days and versioned; a cross-region replica doubles storage for no reader.")
+        acknowledge(access_logs, {
+            **dict.fromkeys(("AwsSolutions-S1", NIST + "S3BucketLoggingEnabled", CHECKOV + "CKV_AWS_18"), not_logged),
+            NIST + "S3DefaultEncryptionKMS": "Application Load Balancer access logs can only be delivered to SSE-S3 "
+                                             "buckets, not KMS-encrypted ones.",
+            NIST + "S3BucketReplicationEnabled": LOG_BUCKET + ", kept 90 days and versioned; a cross-region replica "
+                                                 "doubles storage for no reader."})
 
         if certificate_arn is not None:
             self.listener = self.load_balancer.add_listener(

@@ -99,12 +99,12 @@ class EiaFleet(InstanceFleet):
             self, "AcceleratorEndpoint", vpc=self.vpc, private_dns_enabled=True, security_groups=[endpoint_sg],
             open=False,  # only the fleet (above), not the whole VPC
             service=ec2.InterfaceVpcEndpointAwsService(EI_SERVICE), subnets=self.subnets)
-        policy = policy_of(self.role)
-        acknowledge(policy, CFN_LINT + "W3037",
-                    EI_RETIRED + "cfn-lint's IAM catalogue no longer knows the elastic-inference action prefix.")
-        acknowledge(policy, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:elastic-inference:<AWS::Region>:"
-                    "<AWS::AccountId>:elastic-inference-accelerator/*]", EI_RETIRED + "elastic-inference:Connect "
-                    "names no single accelerator: it is scoped to this account and region.")
+        acknowledge(policy_of(self.role), {
+            CFN_LINT + "W3037": EI_RETIRED + "cfn-lint's IAM catalogue no longer knows the elastic-inference action "
+                                             "prefix.",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:elastic-inference:<AWS::Region>:<AWS::AccountId>:"
+            "elastic-inference-accelerator/*]": EI_RETIRED + "elastic-inference:Connect names no single accelerator: "
+                                                             "it is scoped to this account and region."})
 
     @classmethod
     def _options(cls, config: ModelConfig) -> dict[str, Any]:
@@ -117,7 +117,7 @@ class EiaFleet(InstanceFleet):
         cfn = l1(self.launch_template, ec2.CfnLaunchTemplate)
         cfn.add_property_override("LaunchTemplateData.ElasticInferenceAccelerators",
                                   [{"Type": accelerator, "Count": 1}])
-        acknowledge(cfn, "CloudFormation-Validate::F3002",
-                    EI_RETIRED + "Current CloudFormation schemas no longer list ElasticInferenceAccelerators.")
-        acknowledge(cfn, CFN_LINT + "E3002",
-                    EI_RETIRED + "cfn-lint's schema no longer lists ElasticInferenceAccelerators.")
+        acknowledge(cfn, {
+            "CloudFormation-Validate::F3002": EI_RETIRED + "Current CloudFormation schemas no longer list "
+                                                           "ElasticInferenceAccelerators.",
+            CFN_LINT + "E3002": EI_RETIRED + "cfn-lint's schema no longer lists ElasticInferenceAccelerators."})

@@ -240,16 +240,16 @@ class LambdaBackend(Construct):
         return group
 
     def _acknowledge(self) -> None:
-        policy = policy_of(self.role)
-        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", self.WILDCARDS)
-        acknowledge(policy, CHECKOV + "CKV_AWS_111", self.WILDCARDS + " Everything else the role may do names its "
-                    "resource.")
-        acknowledge(policy, NIST + "IAMNoInlinePolicy", INLINE)
-        acknowledge(self.function, ("Serverless-LambdaDLQ", NIST + "LambdaDLQ", CHECKOV + "CKV_AWS_116"), SYNC_LAMBDA)
-        acknowledge(self.function, ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"), RUNTIME_CHOICE)
-        acknowledge(self.function, CHECKOV + "CKV_AWS_173", "The environment holds the serving spec (model name, "
-                    "its S3 location, preprocessing) and the results bucket's name, no secret; Lambda encrypts "
-                    "it at rest with its service key.")
+        acknowledge(policy_of(self.role), {
+            "AwsSolutions-IAM5[Resource::*]": self.WILDCARDS,
+            CHECKOV + "CKV_AWS_111": self.WILDCARDS + " Everything else the role may do names its resource.",
+            NIST + "IAMNoInlinePolicy": INLINE})
+        acknowledge(self.function, {
+            **dict.fromkeys(("Serverless-LambdaDLQ", NIST + "LambdaDLQ", CHECKOV + "CKV_AWS_116"), SYNC_LAMBDA),
+            **dict.fromkeys(("AwsSolutions-L1", "Serverless-LambdaLatestVersion"), RUNTIME_CHOICE),
+            CHECKOV + "CKV_AWS_173": "The environment holds the serving spec (model name, its S3 location, "
+                                     "preprocessing) and the results bucket's name, no secret; Lambda encrypts it at "
+                                     "rest with its service key."})
 
 
 ARCHITECTURES = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}

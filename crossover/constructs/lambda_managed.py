@@ -102,11 +102,12 @@ class LambdaManagedBackend(LambdaBackend):
         l1(self.function.current_version, lambda_.CfnVersion).function_scaling_config = \
             lambda_.CfnVersion.FunctionScalingConfigProperty(min_execution_environments=managed.min_environments,
                                                              max_execution_environments=managed.max_environments)
-        acknowledge(self.function, (NIST + "LambdaInsideVPC", CHECKOV + "CKV_AWS_117"), IN_ITS_VPC)
-        acknowledge(self.function, (NIST + "LambdaConcurrency", CHECKOV + "CKV_AWS_115"), "Its concurrency is "
-                    "capped by its capacity: at most max_environments execution environments of "
-                    "per_environment_concurrency requests each, within the provider's max_vcpus; it draws nothing "
-                    "from the region's on-demand Lambda concurrency that a reservation would fence.")
+        acknowledge(self.function, {
+            **dict.fromkeys((NIST + "LambdaInsideVPC", CHECKOV + "CKV_AWS_117"), IN_ITS_VPC),
+            **dict.fromkeys((NIST + "LambdaConcurrency", CHECKOV + "CKV_AWS_115"), "Its concurrency is capped by its "
+                            "capacity: at most max_environments execution environments of per_environment_concurrency "
+                            "requests each, within the provider's max_vcpus; it draws nothing from the region's "
+                            "on-demand Lambda concurrency that a reservation would fence.")})
 
     @classmethod
     def from_config(cls, scope: Construct, id: str, *, config: ModelConfig, vpc: ec2.IVpc, front_door: FrontDoor,

@@ -48,11 +48,12 @@ class PipelineFrontDoor(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL, removal_policy=RemovalPolicy.RETAIN,
             lifecycle_rules=[s3.LifecycleRule(expiration=results_retention,
                                               noncurrent_version_expiration=Duration.days(1))])
-        acknowledge(self.results, ("AwsSolutions-S1", NIST + "S3BucketLoggingEnabled", CHECKOV + "CKV_AWS_18"),
-                    RESULTS_BUCKET)
-        acknowledge(self.results, NIST + "S3BucketReplicationEnabled", "Results are derived from images the owner "
-                    "keeps and can be recomputed from the queue's inputs; a cross-region replica doubles storage "
-                    "for data that expires after pipeline.results_days.")
+        acknowledge(self.results, {
+            **dict.fromkeys(("AwsSolutions-S1", NIST + "S3BucketLoggingEnabled", CHECKOV + "CKV_AWS_18"),
+                            RESULTS_BUCKET),
+            NIST + "S3BucketReplicationEnabled": "Results are derived from images the owner keeps and can be "
+                                                 "recomputed from the queue's inputs; a cross-region replica doubles "
+                                                 "storage for data that expires after pipeline.results_days."})
         for queue in (self.queue, self.dead_letters):
             acknowledge(queue, CHECKOV + "CKV_AWS_27", SQS_SSE)
         acknowledge(self.dead_letters, "Serverless-SQSRedrivePolicy", "This is the dead-letter queue: what lands "

@@ -108,19 +108,19 @@ class NetworkStack(Stack):
         acknowledge(function.node.find_child("ServiceRole"), "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::"
                     "aws:policy/service-role/AWSLambdaBasicExecutionRole]", once + "the AWS-managed basic execution "
                     "policy lets it write its own logs and nothing else.")
-        policy = lookup.node.find_child("CustomResourcePolicy")
-        acknowledge(policy, NIST + "IAMNoInlinePolicy", INLINE)
-        acknowledge(policy, "AwsSolutions-IAM5[Resource::*]", "ec2:DescribeManagedPrefixLists takes no "
-                    "resource ARN; the call only reads the name and id of AWS's S3 prefix list.")
+        acknowledge(lookup.node.find_child("CustomResourcePolicy"), {
+            NIST + "IAMNoInlinePolicy": INLINE,
+            "AwsSolutions-IAM5[Resource::*]": "ec2:DescribeManagedPrefixLists takes no resource ARN; the call only "
+                                              "reads the name and id of AWS's S3 prefix list."})
         synchronous = "CloudFormation invokes it synchronously and fails the deploy on an error: no message to keep."
         outside = "it calls the EC2 API, which this NAT-free VPC has no endpoint for, and touches nothing in the VPC."
-        for finding, why in (("Serverless-LambdaDefaultMemorySize", "the default 128 MB is plenty for one SDK call."),
-                             ("Serverless-LambdaDLQ", synchronous), (NIST + "LambdaDLQ", synchronous),
-                             (CHECKOV + "CKV_AWS_116", synchronous),
-                             (NIST + "LambdaConcurrency", "CloudFormation invokes it at most once per deploy."),
-                             (CHECKOV + "CKV_AWS_115", "CloudFormation invokes it at most once per deploy."),
-                             (NIST + "LambdaInsideVPC", outside), (CHECKOV + "CKV_AWS_117", outside),
-                             ("Serverless-LambdaTracing", "a trace of one SDK call per deploy would show nothing "
-                              "that CloudFormation's events do not.")):
-            acknowledge(handler, finding, once + why)
+        acknowledge(handler, {finding: once + why for finding, why in (
+            ("Serverless-LambdaDefaultMemorySize", "the default 128 MB is plenty for one SDK call."),
+            ("Serverless-LambdaDLQ", synchronous), (NIST + "LambdaDLQ", synchronous),
+            (CHECKOV + "CKV_AWS_116", synchronous),
+            (NIST + "LambdaConcurrency", "CloudFormation invokes it at most once per deploy."),
+            (CHECKOV + "CKV_AWS_115", "CloudFormation invokes it at most once per deploy."),
+            (NIST + "LambdaInsideVPC", outside), (CHECKOV + "CKV_AWS_117", outside),
+            ("Serverless-LambdaTracing", "a trace of one SDK call per deploy would show nothing that "
+             "CloudFormation's events do not."))})
         acknowledge_logs(function.node.find_child("LogGroup"))
