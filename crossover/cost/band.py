@@ -50,15 +50,17 @@ def band(config: ModelConfig, catalog: Catalog, bench: BenchProfile | None = Non
     low, high = model.RANGE
     count = int(math.log10(high / low) * SAMPLES_PER_DECADE) + 1
     volumes = [low * (high / low) ** (i / (count - 1)) for i in range(count)]
-    flags = [inside(v) for v in volumes]
-    if not any(flags):
-        return None
+    # The samples nearest the configured volume first: the band is the run of samples inside around the nearest
+    # one inside, so the samples past its ends are never priced (a synth prices each model's band).
     wanted = math.log(config.traffic.images_per_month)
-    start = min((i for i, flag in enumerate(flags) if flag), key=lambda i: abs(math.log(volumes[i]) - wanted))
+    start = next((i for i in sorted(range(count), key=lambda i: abs(math.log(volumes[i]) - wanted))
+                  if inside(volumes[i])), None)
+    if start is None:
+        return None
     first, last = start, start
-    while first > 0 and flags[first - 1]:
+    while first > 0 and inside(volumes[first - 1]):
         first -= 1
-    while last < count - 1 and flags[last + 1]:
+    while last < count - 1 and inside(volumes[last + 1]):
         last += 1
     edge_low = None if first == 0 else _edge(inside, volumes[first - 1], volumes[first])
     edge_high = None if last == count - 1 else _edge(inside, volumes[last + 1], volumes[last])
