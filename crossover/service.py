@@ -190,7 +190,7 @@ class ModelService(Construct):
     @property
     def rollback_alarm_names(self) -> list[str]:
         """The alarms that say a release is bad: pass them to CloudFormation as rollback triggers."""
-        return [self.monitoring.alarm_name(alarm.node.id) for alarm in self.monitoring.rollback_alarms]
+        return list(self.monitoring.rollback_alarm_names)
 
     def weights(self) -> dict[str, int]:
         """Each backend's share of the front door's requests: all to the backend, or the canary's split (the

@@ -53,7 +53,7 @@ class ModelMonitoring(Construct):
                                         master_key=kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"))
         self._notify = actions.SnsAction(self.topic)  # one action object for every alarm: it only names the topic
         self.alarms: list[cloudwatch.Alarm] = []
-        self.rollback_alarms: list[cloudwatch.Alarm] = []
+        self.rollback_alarm_names: list[str] = []  # the release's judges: CloudFormation's rollback triggers
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard",
                                               dashboard_name=f"crossover-{name}")
 
@@ -73,7 +73,7 @@ class ModelMonitoring(Construct):
         alarm.add_ok_action(self._notify)
         self.alarms.append(alarm)
         if rollback:
-            self.rollback_alarms.append(alarm)
+            self.rollback_alarm_names.append(self.alarm_name(id))
         if graph:
             self.dashboard.add_widgets(cloudwatch.GraphWidget(title=what, left=[metric], width=8,
                                                               left_annotations=[cloudwatch.HorizontalAnnotation(
