@@ -88,10 +88,17 @@ def test_an_acknowledgement_names_one_resource_and_gives_a_reason(tmp_path: Path
         compliance.acknowledge(group, "AwsSolutions-S1", "two buckets are not one resource, whatever the reason")
     with pytest.raises(ValueError, match="a reason of substance"):
         compliance.acknowledge(group.node.find_child("A"), "AwsSolutions-S1", "because")
+    # AND in a mapping of findings to reasons each reason is held to the same, and a reason beside one is refused
+    with pytest.raises(ValueError, match="a reason of substance"):
+        compliance.acknowledge(group.node.find_child("A"), {"AwsSolutions-S1": "an access-log bucket: logging its "
+                                                            "own writes would loop", "AwsSolutions-S10": "because"})
+    with pytest.raises(ValueError, match="a reason of substance"):
+        compliance.acknowledge(group.node.find_child("A"), {"AwsSolutions-S1": "an access-log bucket: logging its "
+                                                            "own writes would loop"}, "and a reason for all of them")
 
 
 def test_several_findings_and_later_acknowledgements_all_reach_the_template(tmp_path: Path) -> None:
-    # GIVEN a bucket acknowledged twice: three findings of three tools at once, then one more
+    # GIVEN a bucket acknowledged twice: three findings of three tools for one reason, then two with their own
     app = new_app(outdir=str(tmp_path))
     stack = Stack(app, "Acks")
     bucket = s3.Bucket(stack, "Logs", enforce_ssl=True)
@@ -100,18 +107,21 @@ def test_several_findings_and_later_acknowledgements_all_reach_the_template(tmp_
     cfn.add_metadata("checkov", {"skip": [{"id": "CKV_AWS_21", "comment": "the team's own"}]})
     why = "an access-log bucket: logging its own writes would loop"
     compliance.acknowledge(bucket, ("AwsSolutions-S1", "checkov:CKV_AWS_18", "cfn-lint:W3005"), why)
-    compliance.acknowledge(bucket, "checkov:CKV_AWS_144", "replication of access logs is not wanted here")
+    compliance.acknowledge(bucket, {"checkov:CKV_AWS_144": "replication of access logs is not wanted here",
+                                    "AwsSolutions-S10": "every reader of these logs is in the account, over TLS"})
     # WHEN synthesized
     resources = app.synth().get_stack_by_name("Acks").template["Resources"].values()
     (resource,) = [r for r in resources if r["Type"] == "AWS::S3::Bucket"]
     # THEN cdk-nag's finding is acknowledged where the packs look, every finding is in the template with its
     # reason, the tools' own keys hold theirs, and nothing earlier is lost
     assert [e.data for e in cfn.node.metadata if e.type == "aws:cdk:acknowledged-rules"] == [
-        {"Annotation::AwsSolutions-S1": why}]
+        {"Annotation::AwsSolutions-S1": why},
+        {"Annotation::AwsSolutions-S10": "every reader of these logs is in the account, over TLS"}]
     metadata = resource["Metadata"]
     assert [(a["finding"], a["reason"]) for a in metadata[compliance.METADATA_KEY]] == [
         ("AwsSolutions-S1", why), ("checkov:CKV_AWS_18", why), ("cfn-lint:W3005", why),
-        ("checkov:CKV_AWS_144", "replication of access logs is not wanted here")]
+        ("checkov:CKV_AWS_144", "replication of access logs is not wanted here"),
+        ("AwsSolutions-S10", "every reader of these logs is in the account, over TLS")]
     assert [skip["id"] for skip in metadata["checkov"]["skip"]] == ["CKV_AWS_21", "CKV_AWS_18", "CKV_AWS_144"]
     assert metadata["cfn-lint"] == {"config": {"ignore_checks": ["W3005"]}}
 
