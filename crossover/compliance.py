@@ -140,8 +140,8 @@ def acknowledge(resource: IConstruct, finding: str | Sequence[str] | Mapping[str
             or any(" " in f or len(why) < MIN_REASON for f, why in reasons.items())):
         raise ValueError(f"acknowledgement {list(reasons) or finding!r} on {resource.node.path}: each one finding, "
                          f"and a reason of substance (at least {MIN_REASON} characters)")
-    # Every call into the CDK is a round trip to its Node process (a synth makes ~100 acknowledgements): the
-    # findings on one resource go in one call.
+    # Every call into the CDK is a round trip to its Node process, and this makes 6-8 of them: the findings on one
+    # resource go in one call (the default app acknowledges 70 findings in 29 calls).
     validated = [Acknowledgment(id=f, reason=why) for f, why in reasons.items()
                  if not f.startswith((CHECKOV, CFN_LINT))]
     if validated:
