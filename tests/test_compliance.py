@@ -89,12 +89,13 @@ def test_an_acknowledgement_names_one_resource_and_gives_a_reason(tmp_path: Path
     with pytest.raises(ValueError, match="a reason of substance"):
         compliance.acknowledge(group.node.find_child("A"), "AwsSolutions-S1", "because")
     # AND in a mapping of findings to reasons each reason is held to the same, and a reason beside one is refused
+    bucket, why = group.node.find_child("A"), "an access-log bucket: logging its own writes would loop"
     with pytest.raises(ValueError, match="a reason of substance"):
-        compliance.acknowledge(group.node.find_child("A"), {"AwsSolutions-S1": "an access-log bucket: logging its "
-                                                            "own writes would loop", "AwsSolutions-S10": "because"})
+        compliance.acknowledge(bucket, {"AwsSolutions-S1": why, "AwsSolutions-S10": "because"})
     with pytest.raises(ValueError, match="a reason of substance"):
-        compliance.acknowledge(group.node.find_child("A"), {"AwsSolutions-S1": "an access-log bucket: logging its "
-                                                            "own writes would loop"}, "and a reason for all of them")
+        compliance.acknowledge(bucket, {"": why})
+    with pytest.raises(ValueError, match="give no reason beside it"):
+        compliance.acknowledge(bucket, {"AwsSolutions-S1": why}, why)  # type: ignore[call-overload]
 
 
 def test_several_findings_and_later_acknowledgements_all_reach_the_template(tmp_path: Path) -> None:
