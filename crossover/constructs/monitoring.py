@@ -65,15 +65,15 @@ class ModelMonitoring(Construct):
                comparison: cloudwatch.ComparisonOperator = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING
                ) -> cloudwatch.Alarm:
-        alarm = cloudwatch.Alarm(self, id, metric=metric, threshold=threshold, evaluation_periods=5,
-                                    alarm_name=self.alarm_name(id),
+        name = self.alarm_name(id)
+        alarm = cloudwatch.Alarm(self, id, metric=metric, threshold=threshold, evaluation_periods=5, alarm_name=name,
                                     datapoints_to_alarm=periods, alarm_description=f"{self.model}: {what}",
                                     comparison_operator=comparison, treat_missing_data=missing)
         alarm.add_alarm_action(self._notify)
         alarm.add_ok_action(self._notify)
         self.alarms.append(alarm)
         if rollback:
-            self.rollback_alarm_names.append(self.alarm_name(id))
+            self.rollback_alarm_names.append(name)
         if graph:
             self.dashboard.add_widgets(cloudwatch.GraphWidget(title=what, left=[metric], width=8,
                                                               left_annotations=[cloudwatch.HorizontalAnnotation(

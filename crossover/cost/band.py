@@ -51,7 +51,7 @@ def band(config: ModelConfig, catalog: Catalog, bench: BenchProfile | None = Non
     count = int(math.log10(high / low) * SAMPLES_PER_DECADE) + 1
     volumes = [low * (high / low) ** (i / (count - 1)) for i in range(count)]
     # The samples nearest the configured volume first: the band is the run of samples inside around the nearest
-    # one inside, so the samples past its ends are never priced (a synth prices each model's band).
+    # one inside, so none past the first outside at each end is priced (a synth prices each model's band).
     wanted = math.log(config.traffic.images_per_month)
     start = next((i for i in sorted(range(count), key=lambda i: abs(math.log(volumes[i]) - wanted))
                   if inside(volumes[i])), None)
