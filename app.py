@@ -10,7 +10,8 @@ import os
 import sys
 
 # A synth is a short batch job: the CDK's Python bindings are ~130,000 objects that live to the end, and the cyclic
-# garbage collector's passes over them while they load cost ~0.1 s a synth and free nothing.
+# garbage collector's ~370 collections while they load cost ~0.1 s a synth and free nothing. It stays off for the run
+# (the process's peak memory is the same: 234 MB with 20 model stacks either way).
 gc.disable()
 
 from crossover.app import build, new_app  # noqa: E402

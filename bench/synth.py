@@ -1,17 +1,17 @@
 """Synth cost: crossover's app and the team example app against a bare CDK app built the same way, and per model.
 
-Prints figures; it is not a test. Each case runs its app in a fresh process (as `cdk synth` does) REPEAT
-times into a warm output folder (Lambda bundles already there, as in day-to-day use) and reports the
-median. The bare app runs with CDK's defaults, its built-in CloudFormation validation included (an engine
-that costs ~1.3 s to load); crossover's app turns that off (cfn-lint checks every template in `make test`),
-so the bare app is also timed without it (the floor). Both crossover's app and the team example are built
-with the project's cdk.json context and apply the cdk-nag packs on every synth, so the bare app built the same
-way (one empty stack, that context, the packs, CDK's validation off) is what they are measured against.
-The same bare app with one resource in it shows what the packs cost once they check anything: on the first
-resource their rules load every CDK service module they test for. Crossover's app.py and the team example pause
-Python's cyclic garbage collector and freeze the heap before exit (it would walk the CDK's bindings, ~130,000
-objects, ~370 times while they load and again at exit); the bare app is timed with those settings too, so each ratio
-is shown both ways. Targets: crossover's app <= 1.6x the bare app; crossover's app and the team example (its own VPC
+Prints figures; it is not a test. Each case runs its app in a fresh process (as `cdk synth` does) REPEAT times, the
+cases interleaved, into a warm output folder (Lambda bundles already there, as in day-to-day use) and reports the
+median. The bare app runs with CDK's defaults, its built-in CloudFormation validation included (an engine that costs
+~1.4 s to load); crossover's app turns that off (cfn-lint checks every template in `make test`), so the bare app is
+also timed without it (the floor). Both crossover's app and the team example are built with the project's cdk.json
+context and apply the cdk-nag packs on every synth, so the bare app built the same way (one empty stack, that
+context, the packs, CDK's validation off) is what they are measured against. The same bare app with one resource in
+it shows what the packs cost once they check anything: on the first resource their rules load every CDK service
+module they test for. Crossover's app.py and the team example turn Python's cyclic garbage collector off and freeze
+the heap before exit (it would run ~370 collections while the CDK's bindings, ~130,000 objects, load, and walk them
+all again at exit); the bare app is timed with those two lines too, and the ratios against the reference are also
+shown against it. Targets: crossover's app <= 1.6x the bare app; crossover's app and the team example (its own VPC
 and load balancer, two models) <= 3x the bare app built the same way; <= 0.25 s per extra model stack.
 """
 
@@ -30,7 +30,7 @@ REPEAT = int(os.environ.get("REPEAT", "3"))
 BARE = "from aws_cdk import App, Stack\napp = App()\nStack(app, 'Empty')\napp.synth()\n"
 # Built the way crossover's app and the team example are: cdk.json's context, CDK's validation off, the packs.
 SAME_WAY = """import gc, json, os
-if os.environ.get("GC"):
+if os.environ.get("CROSSOVER_BENCH_GC"):
     gc.disable()
 from aws_cdk import App, CfnWaitConditionHandle, Stack
 from crossover.compliance import apply
@@ -40,7 +40,7 @@ if os.environ.get("ONE_RESOURCE"):
     CfnWaitConditionHandle(stack, "Handle")
 apply(app)
 app.synth()
-if os.environ.get("GC"):
+if os.environ.get("CROSSOVER_BENCH_GC"):
     gc.freeze()
 """
 
@@ -76,7 +76,7 @@ def main() -> None:
             "bare": ([sys.executable, str(bare_py)], {}, ROOT),
             "floor": ([sys.executable, str(bare_py)], {"CDK_VALIDATION": "false"}, ROOT),
             "same": ([sys.executable, str(same_py)], {}, ROOT),
-            "same_gc": ([sys.executable, str(same_py)], {"GC": "1"}, ROOT),
+            "same_gc": ([sys.executable, str(same_py)], {"CROSSOVER_BENCH_GC": "1"}, ROOT),
             "same1": ([sys.executable, str(same_py)], {"ONE_RESOURCE": "1"}, ROOT),
             "examples": ([sys.executable, "app.py"], {}, ROOT),
             "team": ([sys.executable, "app.py"], {"CDK_VALIDATION": "false"}, team_app),

@@ -34,7 +34,7 @@ def new_app(*, validation: bool = False, **kwargs: Any) -> App:
     """An App with the project's cdk.json context, so in-process synths use the same feature flags as `cdk synth`.
 
     CDK's built-in CloudFormation validation is off unless ``validation`` or ``CDK_VALIDATION=true``: its
-    engine costs ~2.6 s to load on every synth (a bare app takes 3.5 s with it, 0.9 s without), and cfn-lint,
+    engine costs ~1.4 s to load on every synth (a bare app takes 2.0-2.2 s with it, 0.6-0.65 s without), and cfn-lint,
     which `make test` runs over every template, checks the same schema with more rules. The tests' session
     synth turns it on, so CI still runs it over every backend and service.
     """

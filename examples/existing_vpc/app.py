@@ -12,7 +12,8 @@ under /tagger and /detector. Moving either is one field (``backend=``) and a dep
 import gc
 
 # A synth is a short batch job: the CDK's Python bindings are ~130,000 objects that live to the end, and the cyclic
-# garbage collector's passes over them while they load cost ~0.1 s a synth and free nothing.
+# garbage collector's ~370 collections while they load cost ~0.1 s a synth and free nothing. It stays off for the run
+# (the process's peak memory is the same: 234 MB with 20 model stacks either way).
 gc.disable()
 
 from aws_cdk import App, CfnOutput, RemovalPolicy, Stack  # noqa: E402
