@@ -85,11 +85,13 @@ def quota_problem(client: Any, config: ModelConfig, region: str) -> str | None:
     fleet = config.fleet
     if fleet is not None:
         instance_type, count = fleet.instance_type, config.scaling.max + 1
+        whose = f"the {config.backend} fleet"
         what = f"{config.scaling.max} x {instance_type} at {{each}} vCPUs, plus one more during a rolling update"
         fix = "lower scaling.max"
     elif config.backend == "lambda-managed":
         managed = config.lambda_managed
         instance_type, count = managed.instance_type, managed.max_vcpus // vcpus(managed.instance_type)
+        whose = "the lambda-managed capacity provider"
         what, fix = "lambda-managed.max_vcpus, as many {instance_type} as it holds", "lower lambda-managed.max_vcpus"
     else:
         return None
@@ -100,6 +102,6 @@ def quota_problem(client: Any, config: ModelConfig, region: str) -> str | None:
     value = float(client.get_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
     if value >= needed:
         return None
-    return (f"the {config.backend} fleet needs up to {needed} vCPUs of {kind} instances "
+    return (f"{whose} needs up to {needed} vCPUs of {kind} instances "
             f"({what.format(each=each, instance_type=instance_type)}), but the account's on-demand quota in {region} "
             f"is {value:g} ({code}): request an increase in the Service Quotas console, or {fix}")

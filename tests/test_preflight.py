@@ -53,8 +53,8 @@ def test_lambda_managed_instances_need_the_providers_vcpus_within_the_standard_q
     with stubber:
         problem = quota_problem(client, config, "us-east-1")
     assert problem is not None and "lower lambda-managed.max_vcpus" in problem
-    assert "needs up to 96 vCPUs of Standard (A, C, D, H, I, M, R, T, Z) instances (lambda-managed.max_vcpus, as " \
-        "many c7i.2xlarge as it holds)" in problem
+    assert problem.startswith("the lambda-managed capacity provider needs up to 96 vCPUs of Standard (A, C, D, H, I, "
+                              "M, R, T, Z) instances (lambda-managed.max_vcpus, as many c7i.2xlarge as it holds)")
 
 
 def test_lambda_needs_no_ec2_quota(tmp_path: Path) -> None:

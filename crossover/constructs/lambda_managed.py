@@ -83,8 +83,12 @@ class LambdaManagedBackend(LambdaBackend):
                     "and tag instances only with the ec2:ManagedResourceOperator condition that marks them as "
                     "Lambda's, and AWS keeps it current as the service changes.")
         types = list(dict.fromkeys([managed.instance_type, *managed.instance_types]))
+        where = private_subnets(self, vpc, vpc_subnets)  # the provider takes subnets, not a selection
+        subnets = vpc.select_subnets(subnet_type=where.subnet_type, subnet_group_name=where.subnet_group_name,
+                                     subnets=where.subnets, availability_zones=where.availability_zones,
+                                     one_per_az=where.one_per_az, subnet_filters=where.subnet_filters).subnets
         self.capacity_provider = lambda_.CapacityProvider(
-            self, "Capacity", subnets=vpc.select_subnets(**private_subnets(self, vpc, vpc_subnets)._values).subnets,
+            self, "Capacity", subnets=subnets,
             security_groups=[self.security_group], architectures=[ARCHITECTURES[managed.architecture]],
             instance_type_filter=lambda_.InstanceTypeFilter.allow([ec2.InstanceType(t) for t in types]),
             max_v_cpu_count=managed.max_vcpus, operator_role=self.operator_role)
