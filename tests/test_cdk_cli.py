@@ -42,6 +42,17 @@ def test_cfn_lint_reports_no_error(cdk_out: Path) -> None:
     cfn_lint(sorted(cdk_out.glob("*.template.json")))  # exit code and findings: W3005 at most
 
 
+def test_function_names_its_staged_code_for_local_tools(cdk_out: Path) -> None:
+    # The CLI asks for asset metadata; SAM's local invoke finds a function's code by it.
+    template = json.loads((cdk_out / "ModelStack-resnet152.template.json").read_text())
+    (function,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    metadata = function["Metadata"]
+    assert (metadata["aws:asset:property"], metadata["aws:asset:is-bundled"]) == ("Code", True)
+    staged = metadata["aws:asset:path"]
+    assert function["Properties"]["Code"]["S3Key"] == f"{staged.removeprefix('asset.')}.zip"
+    assert (cdk_out / staged).is_dir()
+
+
 def test_lambda_bundle_holds_serving_and_its_dependencies_within_lambda_limits(cdk_out: Path) -> None:
     template = json.loads((cdk_out / "ModelStack-resnet152.template.json").read_text())
     (function,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]

@@ -25,7 +25,6 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
@@ -34,7 +33,7 @@ from crossover import capacity
 from crossover.backends import BACKEND_IDS
 from crossover.compliance import INLINE, NIST, acknowledge, acknowledge_logs, policy_of
 from crossover.config import FleetSpec, ModelConfig, SpotSpec
-from crossover.constructs.artifact import ModelArtifact, runtime_bundle
+from crossover.constructs.artifact import FileAsset, ModelArtifact, file_asset, runtime_bundle
 from crossover.constructs.backend import (
     FrontDoor,
     Messages,
@@ -117,8 +116,7 @@ class InstanceFleet(Construct):
             private_egress.allow_from(self.security_group)
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
                              description="Model instances: read the model and the serving bundle, write logs")
-        bundle = s3_assets.Asset(self, "Bundle", path=str(crossover.bundle.SERVING),
-                                 exclude=crossover.bundle.SERVING_EXCLUDE)
+        bundle = file_asset(self, "Bundle", path=crossover.bundle.SERVING, exclude=crossover.bundle.SERVING_EXCLUDE)
         lock = crossover.bundle.instance_lock(image.runtime, MACHINES[instance_type.architecture])
         runtime = runtime_bundle(self, lock)
         self._grant(artifact, (bundle, runtime), input_prefixes, image.extra_policies)
@@ -135,13 +133,13 @@ class InstanceFleet(Construct):
             NIST + "IAMNoInlinePolicy": INLINE})
         front_door.attach(self)
 
-    def _grant(self, artifact: ModelArtifact, bundles: Sequence[s3_assets.Asset], input_prefixes: Sequence[str],
+    def _grant(self, artifact: ModelArtifact, bundles: Sequence[FileAsset], input_prefixes: Sequence[str],
                extra: Sequence[iam.PolicyStatement]) -> None:
         """The instances' role: read the model, the bundles and the declared inputs; write logs and metrics."""
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH)
         acknowledge_logs(log_group)
-        self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
-            f"arn:{Aws.PARTITION}:s3:::{asset.s3_bucket_name}/{asset.s3_object_key}" for asset in bundles]))
+        self.role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"],
+                                                    resources=[asset.object_arn for asset in bundles]))
         artifact.grant_read(self.role)
         grant_read_inputs(self.role, input_prefixes)
         log_group.grant_write(self.role)
@@ -277,15 +275,15 @@ class InstanceFleet(Construct):
                 on_demand_percentage_above_base_capacity=spot.on_demand_percent_above_base,
                 spot_allocation_strategy=SPOT_ALLOCATION[spot.allocation]))
 
-    def _write_user_data(self, bundle: s3_assets.Asset, runtime_bundle: s3_assets.Asset, lock: str,
+    def _write_user_data(self, bundle: FileAsset, runtime_bundle: FileAsset, lock: str,
                          artifact: ModelArtifact, spec: Mapping[str, Any], runtime: str, ready_timeout_s: int) -> None:
         # On instances the model is a local file that bootstrap.sh downloads; the spec carries no tokens.
         local_spec = json.dumps({**spec, "artifact": "/opt/crossover/model"}, separators=(",", ":"))
         self.user_data.add_signal_on_exit_command(self.group)
         self.user_data.add_commands(
             "dnf install -y -q aws-cfn-bootstrap",  # cfn-signal, which the exit trap above calls
-            f"export CROSSOVER_BUNDLE=s3://{bundle.s3_bucket_name}/{bundle.s3_object_key}",
-            f"export CROSSOVER_RUNTIME_BUNDLE=s3://{runtime_bundle.s3_bucket_name}/{runtime_bundle.s3_object_key}",
+            f"export CROSSOVER_BUNDLE={bundle.s3_uri}",
+            f"export CROSSOVER_RUNTIME_BUNDLE={runtime_bundle.s3_uri}",
             f"export CROSSOVER_RUNTIME_DIGEST={crossover.bundle.runtime_digest(lock)}",
             f"export CROSSOVER_MODEL={artifact.s3_uri}",
             f"export CROSSOVER_SPEC_JSON={shlex.quote(local_spec)}",

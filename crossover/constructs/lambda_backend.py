@@ -20,7 +20,7 @@ from constructs import Construct
 from crossover import bundle
 from crossover.compliance import CHECKOV, INLINE, NIST, acknowledge, acknowledge_logs, policy_of
 from crossover.config import ModelConfig
-from crossover.constructs.artifact import ModelArtifact, built_here
+from crossover.constructs.artifact import FileAssetCode, ModelArtifact, built_here, file_asset
 from crossover.constructs.backend import (
     FrontDoor,
     Messages,
@@ -107,9 +107,9 @@ class LambdaBackend(Construct):
         self.function = lambda_.Function(
             self, "Function",
             runtime=RUNTIME, handler=HANDLER, architecture=architecture,
-            code=lambda_.Code.from_asset(
-                str(bundle.SERVING), exclude=["__pycache__", "*.pyc", ".*"],
-                bundling=built_here(lambda output: bundle.build(output, architecture.name))),
+            code=FileAssetCode(file_asset(self, "Code", path=bundle.SERVING, deploy_time=True,
+                                      exclude=["__pycache__", "*.pyc", ".*"],
+                                      bundling=built_here(lambda output: bundle.build(output, architecture.name)))),
             memory_size=int(memory_size.to_mebibytes()), timeout=timeout,
             reserved_concurrent_executions=reserved_concurrency,
             environment={"CROSSOVER_SPEC": json.dumps(spec, separators=(",", ":")), "POWERTOOLS_SERVICE_NAME": SERVICE},

@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Aws, Stack
+from aws_cdk import Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_imagebuilder as imagebuilder
@@ -51,7 +51,7 @@ class ImageStack(Stack):
             components=[imagebuilder.CfnImageRecipe.ComponentConfigurationProperty(
                 component_arn=c.attr_arn,
                 parameters=[imagebuilder.CfnImageRecipe.ComponentParameterProperty(
-                    name="RuntimeBundle", value=[f"s3://{runtime.s3_bucket_name}/{runtime.s3_object_key}"])]
+                    name="RuntimeBundle", value=[runtime.s3_uri])]
                 if c.name.startswith("crossover-serving-runtime") else None) for c in components],
             block_device_mappings=[imagebuilder.CfnImageRecipe.InstanceBlockDeviceMappingProperty(
                 device_name="/dev/xvda", ebs=imagebuilder.CfnImageRecipe.EbsInstanceBlockDeviceSpecificationProperty(
@@ -66,8 +66,7 @@ class ImageStack(Stack):
                              "Manager, which needs this AWS-maintained policy; build instances take no inbound "
                              "connection.")):
             acknowledge(role, f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]", why)
-        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[
-            f"arn:{Aws.PARTITION}:s3:::{runtime.s3_bucket_name}/{runtime.s3_object_key}"]))
+        role.add_to_policy(iam.PolicyStatement(actions=["s3:GetObject"], resources=[runtime.object_arn]))
         acknowledge(policy_of(role), NIST + "IAMNoInlinePolicy", INLINE)
         profile = iam.CfnInstanceProfile(self, "BuildProfile", roles=[role.role_name])
         security_group = ec2.SecurityGroup(self, "BuildSecurityGroup", vpc=vpc,
