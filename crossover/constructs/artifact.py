@@ -5,43 +5,28 @@ fleets' Auto Scaling library)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsii
-from aws_cdk import (
-    AssetStaging,
-    Aws,
-    BundlingOptions,
-    CfnResource,
-    DockerImage,
-    ILocalBundling,
-    Names,
-    Stack,
-)
+from aws_cdk import AssetStaging, Aws, BundlingOptions, DockerImage, ILocalBundling, Names, Stack
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 import crossover.bundle
 
 GPU_AMI = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
-# The CDK CLI sets this context; a resource built from an asset then names its staged path (SAM's local invoke
-# reads it).
-ASSET_METADATA = "aws:cdk:enable-asset-metadata"
 
 
 @dataclass(frozen=True)
-class FileAsset:
-    """A local file or folder published to the bootstrap bucket (:func:`file_asset`)."""
+class S3Object:
+    """One object in S3: what a reader is granted (never its bucket, which may hold much else)."""
 
     bucket_name: str
     object_key: str
-    staged_path: str  # in the cloud assembly
-    bundled: bool
 
     @property
     def s3_uri(self) -> str:
@@ -52,37 +37,29 @@ class FileAsset:
         return f"arn:{Aws.PARTITION}:s3:::{self.bucket_name}/{self.object_key}"
 
 
-def file_asset(scope: Construct, id: str, *, path: Path, deploy_time: bool = False, **staging: Any) -> FileAsset:
-    """``path`` staged into the cloud assembly (``staging``: AssetStaging's options) and published as a file asset:
-    what CDK's ``aws_s3_assets.Asset`` does, less the ``IBucket`` it makes of the bootstrap bucket. Making one loads
-    CDK's table of region facts (1.3 MB, ~80 ms of every synth), and crossover never grants on that bucket, which
-    holds every asset of the account: readers get the one object (``object_arn``)."""
-    staged = AssetStaging(scope, id, source_path=str(path.resolve()), **staging)
+@dataclass(frozen=True)
+class FileAsset(S3Object):
+    """A local file or folder published to the bootstrap bucket (:func:`file_asset`)."""
+
+    staged_path: str  # in the cloud assembly
+    bundled: bool
+
+
+def file_asset(scope: Construct, id: str, *, path: Path, exclude: Sequence[str] | None = None,
+               asset_hash: str | None = None, bundling: BundlingOptions | None = None,
+               deploy_time: bool = False) -> FileAsset:
+    """``path`` staged into the cloud assembly and published as a file asset: what CDK's ``aws_s3_assets.Asset``
+    does, less the ``IBucket`` it makes of the bootstrap bucket. Making one loads CDK's table of region facts
+    (1.3 MB, ~80 ms of every synth), and crossover never grants on that bucket, which holds every asset of the
+    account: readers get the one object (``object_arn``)."""
+    staged = AssetStaging(scope, id, source_path=os.path.abspath(path), exclude=exclude, asset_hash=asset_hash,
+                          bundling=bundling)
     stack = Stack.of(scope)
     staged_path = staged.relative_staged_path(stack)
     location = stack.synthesizer.add_file_asset(
         source_hash=staged.asset_hash, file_name=staged_path, packaging=staged.packaging,
         deploy_time=deploy_time or None, display_name=Names.stack_relative_construct_path(staged))
-    return FileAsset(location.bucket_name, location.object_key, staged_path, bundled="bundling" in staging)
-
-
-class FileAssetCode(lambda_.Code):
-    """A function's code from a :class:`FileAsset`, as ``Code.from_asset`` gives it (the S3 location, and the asset
-    metadata when the CDK CLI asks for it)."""
-
-    def __init__(self, asset: FileAsset) -> None:
-        super().__init__()
-        self.asset = asset
-
-    def bind(self, _scope: Construct) -> lambda_.CodeConfig:
-        return lambda_.CodeConfig(s3_location=s3.Location(bucket_name=self.asset.bucket_name,
-                                                          object_key=self.asset.object_key))
-
-    def bind_to_resource(self, resource: CfnResource, *, resource_property: str | None = None) -> None:
-        if resource.node.try_get_context(ASSET_METADATA):
-            resource.add_metadata("aws:asset:path", self.asset.staged_path)
-            resource.add_metadata("aws:asset:is-bundled", self.asset.bundled)
-            resource.add_metadata("aws:asset:property", resource_property or "Code")
+    return FileAsset(location.bucket_name, location.object_key, staged_path, bundled=bundling is not None)
 
 
 def runtime_bundle(scope: Construct, lock: str) -> FileAsset:
@@ -105,23 +82,19 @@ class ModelArtifact(Construct):
         super().__init__(scope, id)
         if (s3_uri is None) == (local_path is None):
             raise ValueError("give exactly one of s3_uri and local_path")
-        if local_path is not None:
-            asset = file_asset(self, "Asset", path=local_path)
-            self.bucket_name, self.object_key = asset.bucket_name, asset.object_key
-        elif s3_uri is not None:
-            self.bucket_name, self.object_key = s3_uri.removeprefix("s3://").split("/", 1)
+        if s3_uri is not None:
+            bucket_name, object_key = s3_uri.removeprefix("s3://").split("/", 1)
+            self.object = S3Object(bucket_name, object_key)
+        elif local_path is not None:
+            self.object = file_asset(self, "Asset", path=local_path)
 
     @property
     def s3_uri(self) -> str:
-        return f"s3://{self.bucket_name}/{self.object_key}"
-
-    @property
-    def object_arn(self) -> str:
-        return f"arn:{Aws.PARTITION}:s3:::{self.bucket_name}/{self.object_key}"
+        return self.object.s3_uri
 
     def grant_read(self, grantee: iam.IGrantable) -> iam.Grant:
         return iam.Grant.add_to_principal(grantee=grantee, actions=["s3:GetObject"],
-                                          resource_arns=[self.object_arn])
+                                          resource_arns=[self.object.object_arn])
 
 
 @jsii.implements(ILocalBundling)

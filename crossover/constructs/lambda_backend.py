@@ -15,12 +15,13 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from crossover import bundle
 from crossover.compliance import CHECKOV, INLINE, NIST, acknowledge, acknowledge_logs, policy_of
 from crossover.config import ModelConfig
-from crossover.constructs.artifact import FileAssetCode, ModelArtifact, built_here, file_asset
+from crossover.constructs.artifact import FileAsset, ModelArtifact, built_here, file_asset
 from crossover.constructs.backend import (
     FrontDoor,
     Messages,
@@ -38,6 +39,7 @@ from crossover.figures import Sizing
 from crossover_serving.names import SERVICE
 
 HANDLER = "crossover_serving.lambda_handler.handler"
+ASSET_METADATA = "aws:cdk:enable-asset-metadata"  # the context the CDK CLI sets for asset paths in templates
 # Provisioned concurrency's utilisation target: 30% headroom for a burst while more environments initialise.
 PROVISIONED_UTILISATION = 0.7
 RUNTIME = lambda_.Runtime.PYTHON_3_13  # bundle.PYTHON_VERSION builds for it (tests/test_lambda_bundle.py)
@@ -107,7 +109,7 @@ class LambdaBackend(Construct):
         self.function = lambda_.Function(
             self, "Function",
             runtime=RUNTIME, handler=HANDLER, architecture=architecture,
-            code=FileAssetCode(file_asset(self, "Code", path=bundle.SERVING, deploy_time=True,
+            code=_PublishedCode(file_asset(self, "Code", path=bundle.SERVING, deploy_time=True,
                                       exclude=["__pycache__", "*.pyc", ".*"],
                                       bundling=built_here(lambda output: bundle.build(output, architecture.name)))),
             memory_size=int(memory_size.to_mebibytes()), timeout=timeout,
@@ -266,3 +268,23 @@ class _AliasTarget:
                                            ) -> elbv2.LoadBalancerTargetProps:
         return elbv2.LoadBalancerTargetProps(target_type=elbv2.TargetType.LAMBDA,
                                              target_json={"id": self.alias.function_arn})
+
+
+class _PublishedCode(lambda_.Code):
+    """The serving bundle (a folder that ``file_asset`` published from this backend) as the function's code: what
+    ``Code.from_asset`` gives, the S3 location and the asset metadata the CDK CLI asks for (SAM's local invoke
+    finds the code by it)."""
+
+    def __init__(self, asset: FileAsset) -> None:
+        super().__init__()
+        self.asset = asset
+
+    def bind(self, scope: Construct) -> lambda_.CodeConfig:
+        return lambda_.CodeConfig(s3_location=s3.Location(bucket_name=self.asset.bucket_name,
+                                                          object_key=self.asset.object_key))
+
+    def bind_to_resource(self, resource: CfnResource, *, resource_property: str | None = None) -> None:
+        if resource.node.try_get_context(ASSET_METADATA):
+            resource.add_metadata("aws:asset:path", self.asset.staged_path)
+            resource.add_metadata("aws:asset:is-bundled", self.asset.bundled)
+            resource.add_metadata("aws:asset:property", resource_property or "Code")
