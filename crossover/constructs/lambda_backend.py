@@ -106,12 +106,11 @@ class LambdaBackend(Construct):
         log_group.grant_write(self.role)
         artifact.grant_read(self.role)
         grant_read_inputs(self.role, input_prefixes)
+        code = file_asset(self, "Code", path=bundle.SERVING, deploy_time=True, exclude=["__pycache__", "*.pyc", ".*"],
+                          bundling=built_here(lambda output: bundle.build(output, architecture.name)))
         self.function = lambda_.Function(
             self, "Function",
-            runtime=RUNTIME, handler=HANDLER, architecture=architecture,
-            code=_PublishedCode(file_asset(self, "Code", path=bundle.SERVING, deploy_time=True,
-                                      exclude=["__pycache__", "*.pyc", ".*"],
-                                      bundling=built_here(lambda output: bundle.build(output, architecture.name)))),
+            runtime=RUNTIME, handler=HANDLER, architecture=architecture, code=_PublishedCode(code),
             memory_size=int(memory_size.to_mebibytes()), timeout=timeout,
             reserved_concurrent_executions=reserved_concurrency,
             environment={"CROSSOVER_SPEC": json.dumps(spec, separators=(",", ":")), "POWERTOOLS_SERVICE_NAME": SERVICE},
