@@ -67,8 +67,8 @@ class ModelMonitoring(Construct):
                ) -> cloudwatch.Alarm:
         name = self.alarm_name(id)
         alarm = cloudwatch.Alarm(self, id, metric=metric, threshold=threshold, evaluation_periods=5, alarm_name=name,
-                                    datapoints_to_alarm=periods, alarm_description=f"{self.model}: {what}",
-                                    comparison_operator=comparison, treat_missing_data=missing)
+                                 datapoints_to_alarm=periods, alarm_description=f"{self.model}: {what}",
+                                 comparison_operator=comparison, treat_missing_data=missing)
         alarm.add_alarm_action(self._notify)
         alarm.add_ok_action(self._notify)
         self.alarms.append(alarm)
